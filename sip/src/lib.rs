@@ -1,0 +1,24 @@
+//! SIP wire format for cpm.
+//!
+//! rsip tokenizes messages and URIs; everything rsip cannot type (feature-tag
+//! parameters, compact header names, folded lines) is handled here so the rest
+//! of the server sees one small facade ([`Message`]) and never touches rsip.
+//! Serialization is ours too: rsip's writer turns bodies into lossy UTF-8.
+
+pub mod caps;
+mod error;
+mod headers;
+mod message;
+mod method;
+pub mod params;
+mod response;
+mod uri;
+mod via;
+
+pub use error::ParseError;
+pub use headers::{canonical_name, Header, Headers};
+pub use message::{Message, StartLine, MAX_HEADERS, MAX_HEADER_LEN};
+pub use method::Method;
+pub use response::{reason_phrase, ResponseBuilder};
+pub use uri::{SipUri, UriError};
+pub use via::{Via, BRANCH_COOKIE};

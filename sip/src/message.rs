@@ -1,0 +1,434 @@
+//! Parse and serialize SIP messages. rsip's header tokenizer splits the header
+//! section; we add what it lacks: line unfolding, compact names, limits,
+//! Content-Length checks, and byte-exact bodies.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::headers::{canonical_name, Header, Headers};
+use crate::params::{parse_name_addr, NameAddr};
+use crate::via::{split_list, Via};
+use crate::{Method, ParseError, SipUri};
+
+/// Hostile-input limits: more headers or longer lines than any real client sends.
+pub const MAX_HEADERS: usize = 128;
+pub const MAX_HEADER_LEN: usize = 8 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine {
+    Request { method: Method, uri: SipUri },
+    Response { code: u16, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub start: StartLine,
+    pub headers: Headers,
+    pub body: Bytes,
+}
+
+impl Message {
+    /// Parse one complete message (a UDP datagram or a framed TCP message).
+    pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
+        let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+        let buf = buf.slice(skip..);
+        if buf.is_empty() {
+            return Err(ParseError::Empty);
+        }
+        let head_end = find(&buf, b"\r\n\r\n").ok_or_else(|| syntax("no end of headers"))?;
+        let body = buf.slice(head_end + 4..);
+        let head = &buf[..head_end + 2]; // keeps the last header's CRLF
+        let unfolded;
+        let head: &[u8] = if head
+            .windows(3)
+            .any(|w| w[0..2] == *b"\r\n" && (w[2] == b' ' || w[2] == b'\t'))
+        {
+            unfolded = unfold(head);
+            &unfolded
+        } else {
+            head
+        };
+        let line_end = find(head, b"\r\n").ok_or_else(|| syntax("no start line"))?;
+        let start_line = std::str::from_utf8(&head[..line_end]).map_err(|_| ParseError::NotUtf8)?;
+        let start = parse_start_line(start_line)?;
+        let headers = parse_headers(&head[line_end + 2..])?;
+        let mut msg = Message { start, headers, body };
+        msg.check_content_length()?;
+        Ok(msg)
+    }
+
+    fn check_content_length(&mut self) -> Result<(), ParseError> {
+        let Some(value) = self.headers.get("Content-Length") else {
+            return Ok(());
+        };
+        let declared: usize = value
+            .trim()
+            .parse()
+            .map_err(|_| ParseError::Invalid("Content-Length"))?;
+        let actual = self.body.len();
+        if declared > actual {
+            return Err(ParseError::ContentLength { declared, actual });
+        }
+        // RFC 3261 §18.3: bytes past Content-Length in a datagram are discarded.
+        self.body.truncate(declared);
+        Ok(())
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    pub fn method(&self) -> Option<&Method> {
+        match &self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    pub fn request_uri(&self) -> Option<&SipUri> {
+        match &self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match &self.start {
+            StartLine::Response { code, .. } => Some(*code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+
+    /// The topmost Via entry.
+    pub fn top_via(&self) -> Result<Via, ParseError> {
+        Via::parse(self.headers.get("Via").ok_or(ParseError::Missing("Via"))?)
+    }
+
+    /// Number of Via entries across all Via lines.
+    pub fn via_count(&self) -> usize {
+        self.headers.all("Via").map(|v| split_list(v).len()).sum()
+    }
+
+    /// Remove the topmost Via entry (a proxy forwarding a response upstream).
+    pub fn pop_via(&mut self) -> Option<String> {
+        let i = self.headers.0.iter().position(|h| h.name == "Via")?;
+        let parts = split_list(&self.headers.0[i].value);
+        if parts.len() <= 1 {
+            return Some(self.headers.0.remove(i).value);
+        }
+        let first = parts[0].to_string();
+        let rest = parts[1..].join(", ");
+        self.headers.0[i].value = rest;
+        Some(first)
+    }
+
+    pub fn call_id(&self) -> Result<&str, ParseError> {
+        let v = self
+            .headers
+            .get("Call-ID")
+            .ok_or(ParseError::Missing("Call-ID"))?
+            .trim();
+        if v.is_empty() {
+            return Err(ParseError::Invalid("Call-ID"));
+        }
+        Ok(v)
+    }
+
+    /// CSeq number and method.
+    pub fn cseq(&self) -> Result<(u32, Method), ParseError> {
+        let v = self.headers.get("CSeq").ok_or(ParseError::Missing("CSeq"))?;
+        let mut it = v.split_whitespace();
+        let num = it
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+            .ok_or(ParseError::Invalid("CSeq"))?;
+        let method = it.next().map(Method::parse).ok_or(ParseError::Invalid("CSeq"))?;
+        if it.next().is_some() {
+            return Err(ParseError::Invalid("CSeq"));
+        }
+        Ok((num, method))
+    }
+
+    pub fn from(&self) -> Result<NameAddr, ParseError> {
+        name_addr(self.headers.get("From"), "From")
+    }
+
+    pub fn to(&self) -> Result<NameAddr, ParseError> {
+        name_addr(self.headers.get("To"), "To")
+    }
+
+    /// Max-Forwards; absent counts as 70 (RFC 3261 §8.1.1.6 default).
+    pub fn max_forwards(&self) -> Result<u32, ParseError> {
+        match self.headers.get("Max-Forwards") {
+            None => Ok(70),
+            Some(v) => v.trim().parse().map_err(|_| ParseError::Invalid("Max-Forwards")),
+        }
+    }
+
+    /// Lower-case media type without parameters (`message/cpim`).
+    pub fn content_type(&self) -> Option<String> {
+        let v = self.headers.get("Content-Type")?;
+        let media = v.split(';').next().unwrap_or_default().trim();
+        Some(media.to_ascii_lowercase())
+    }
+
+    /// Checks every request must pass before a transaction exists for it
+    /// (RFC 3261 §8.2 / §16.3): the mandatory headers parse.
+    pub fn validate_request(&self) -> Result<(), ParseError> {
+        let via = self.top_via()?;
+        let _ = via;
+        self.from()?;
+        self.to()?;
+        self.call_id()?;
+        let (_, cseq_method) = self.cseq()?;
+        self.max_forwards()?;
+        if let Some(method) = self.method() {
+            if *method != cseq_method {
+                return Err(ParseError::Invalid("CSeq"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Serialize; Content-Length is always written from the real body.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(512 + self.body.len());
+        match &self.start {
+            StartLine::Request { method, uri } => {
+                out.put_slice(format!("{method} {uri} SIP/2.0\r\n").as_bytes());
+            }
+            StartLine::Response { code, reason } => {
+                out.put_slice(format!("SIP/2.0 {code} {reason}\r\n").as_bytes());
+            }
+        }
+        for Header { name, value } in &self.headers.0 {
+            if name == "Content-Length" {
+                continue;
+            }
+            out.put_slice(name.as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(format!("Content-Length: {}\r\n\r\n", self.body.len()).as_bytes());
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+}
+
+fn name_addr(v: Option<&str>, which: &'static str) -> Result<NameAddr, ParseError> {
+    let v = v.ok_or(ParseError::Missing(which))?;
+    parse_name_addr(v).map_err(|_| ParseError::Invalid(which))
+}
+
+fn syntax(what: &str) -> ParseError {
+    ParseError::Syntax(what.to_string())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Replace CRLF followed by whitespace (obsolete line folding) with a space.
+fn unfold(head: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len());
+    let mut i = 0;
+    while i < head.len() {
+        if head[i..].starts_with(b"\r\n") && matches!(head.get(i + 2), Some(b' ' | b'\t')) {
+            while out.last().is_some_and(|b| *b == b' ' || *b == b'\t') {
+                out.pop();
+            }
+            out.push(b' ');
+            i += 2;
+            while matches!(head.get(i), Some(b' ' | b'\t')) {
+                i += 1;
+            }
+        } else {
+            out.push(head[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
+    if line.len() > MAX_HEADER_LEN {
+        return Err(ParseError::HeaderTooLong(MAX_HEADER_LEN));
+    }
+    if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
+        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        let code: u16 = code.parse().map_err(|_| syntax("status code"))?;
+        if !(100..=699).contains(&code) {
+            return Err(syntax("status code"));
+        }
+        return Ok(StartLine::Response {
+            code,
+            reason: reason.to_string(),
+        });
+    }
+    let mut parts = line.split(' ');
+    let (Some(method), Some(uri), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(syntax("request line"));
+    };
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return Err(syntax("SIP version"));
+    }
+    if method.is_empty() || !method.bytes().all(is_token_char) {
+        return Err(syntax("method"));
+    }
+    let uri = SipUri::parse(uri).map_err(|_| ParseError::Invalid("Request-URI"))?;
+    Ok(StartLine::Request {
+        method: Method::parse(method),
+        uri,
+    })
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+/// Split the header block with rsip's tokenizer, then normalize names.
+fn parse_headers(block: &[u8]) -> Result<Headers, ParseError> {
+    use rsip::headers::header::Tokenizer;
+    let mut headers = Vec::new();
+    let mut rest = block;
+    while !rest.is_empty() {
+        if headers.len() >= MAX_HEADERS {
+            return Err(ParseError::TooManyHeaders(MAX_HEADERS));
+        }
+        let line_len = find(rest, b"\r\n").unwrap_or(rest.len());
+        if line_len > MAX_HEADER_LEN {
+            return Err(ParseError::HeaderTooLong(MAX_HEADER_LEN));
+        }
+        // RFC 3261 §7.3.1 allows whitespace before the colon; rsip does not.
+        let line = &rest[..line_len];
+        let squeezed;
+        let line = match line.iter().position(|b| *b == b':') {
+            Some(colon) if line[..colon].ends_with(b" ") || line[..colon].ends_with(b"\t") => {
+                let name_end = line[..colon]
+                    .iter()
+                    .rposition(|b| !b" \t".contains(b))
+                    .map_or(0, |p| p + 1);
+                squeezed = [&line[..name_end], &line[colon..], b"\r\n"].concat();
+                &squeezed[..]
+            }
+            _ => &rest[..(line_len + 2).min(rest.len())],
+        };
+        let (_, tok) = Tokenizer::tokenize(line).map_err(|_| syntax("header line"))?;
+        let name = std::str::from_utf8(tok.name).map_err(|_| ParseError::NotUtf8)?;
+        let value = std::str::from_utf8(tok.value).map_err(|_| ParseError::NotUtf8)?;
+        headers.push(Header {
+            name: canonical_name(name),
+            value: value.trim().to_string(),
+        });
+        rest = &rest[(line_len + 2).min(rest.len())..];
+    }
+    Ok(Headers(headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &str = "MESSAGE sip:bob@example.com SIP/2.0\r\n\
+v: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1\r\n\
+From: <sip:alice@example.com>;tag=a\r\n\
+To: <sip:bob@example.com>\r\n\
+i: c1\r\n\
+CSeq: 1 MESSAGE\r\n\
+Max-Forwards: 70\r\n\
+Content-Type: text/plain\r\n\
+l: 5\r\n\r\nhello";
+
+    #[test]
+    fn parses_compact_message() {
+        let m = Message::parse(Bytes::from(MSG)).unwrap();
+        assert_eq!(m.method(), Some(&Method::Message));
+        assert_eq!(m.call_id().unwrap(), "c1");
+        assert_eq!(m.cseq().unwrap(), (1, Method::Message));
+        assert_eq!(m.from().unwrap().tag(), Some("a"));
+        assert_eq!(&m.body[..], b"hello");
+        m.validate_request().unwrap();
+    }
+
+    #[test]
+    fn roundtrip_keeps_binary_body() {
+        let mut m = Message::parse(Bytes::from(MSG)).unwrap();
+        m.body = Bytes::from_static(&[0xff, 0x00, 0xfe]);
+        let again = Message::parse(m.to_bytes()).unwrap();
+        assert_eq!(&again.body[..], &[0xff, 0x00, 0xfe]);
+        assert_eq!(again.headers.get("Content-Length"), Some("3"));
+    }
+
+    #[test]
+    fn folded_and_spaced_headers() {
+        let raw = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\nSubject : one\r\n two\r\nFrom: <sip:a@y>;tag=1\r\nTo: sip:x@y\r\nCall-ID: c\r\nCSeq: 2 OPTIONS\r\n\r\n";
+        let m = Message::parse(Bytes::from(raw)).unwrap();
+        assert_eq!(m.header("Subject"), Some("one two"));
+        m.validate_request().unwrap();
+    }
+
+    #[test]
+    fn content_length_rules() {
+        let short = MSG.replace("l: 5", "l: 50");
+        assert!(matches!(
+            Message::parse(Bytes::from(short)),
+            Err(ParseError::ContentLength { .. })
+        ));
+        let long = MSG.replace("l: 5", "l: 2");
+        assert_eq!(&Message::parse(Bytes::from(long)).unwrap().body[..], b"he");
+    }
+
+    #[test]
+    fn malformed_inputs_are_errors() {
+        for raw in [
+            "",
+            "\r\n",
+            "GARBAGE",
+            "MESSAGE sip:a@b SIP/2.0\r\n\r\n\r\n",
+            "MESSAGE  SIP/2.0\r\n\r\n",
+            "SIP/2.0 99 x\r\n\r\n",
+        ] {
+            let r = Message::parse(Bytes::from(raw));
+            if let Ok(m) = r {
+                assert!(m.validate_request().is_err(), "{raw:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn pop_via_handles_comma_lists() {
+        let raw = MSG.replace(
+            "v: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2",
+        );
+        let mut m = Message::parse(Bytes::from(raw)).unwrap();
+        assert_eq!(m.via_count(), 2);
+        m.pop_via();
+        assert_eq!(m.top_via().unwrap().host, "b");
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for n in 0..5000 {
+            let mut buf = MSG.as_bytes().to_vec();
+            for _ in 0..(n % 8 + 1) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x as usize) % buf.len();
+                buf[i] = (x >> 32) as u8;
+            }
+            buf.truncate((x as usize >> 8) % (buf.len() + 1));
+            if let Ok(m) = Message::parse(Bytes::from(buf)) {
+                let _ = m.validate_request();
+                let _ = m.to_bytes();
+            }
+        }
+    }
+}

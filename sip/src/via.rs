@@ -1,0 +1,160 @@
+//! The Via header (RFC 3261 §20.42): transactions are keyed on its branch and
+//! responses routed by its sent-by, `received` and `rport` (RFC 3581).
+
+use crate::params::{split_params, Param};
+use crate::ParseError;
+
+/// RFC 3261 branch prefix that marks a globally unique branch.
+pub const BRANCH_COOKIE: &str = "z9hG4bK";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// Upper-case transport: UDP, TCP, TLS, SCTP, WS ...
+    pub transport: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub params: Vec<Param>,
+}
+
+impl Via {
+    /// Parse one Via value (the first of a comma-separated line).
+    pub fn parse(value: &str) -> Result<Via, ParseError> {
+        let bad = || ParseError::Invalid("Via");
+        // RFC 4475 allows LWS around the slashes of the sent-protocol.
+        let mut first = first_of_list(value).trim().replace(['\t'], " ");
+        while first.contains(" /") || first.contains("/ ") {
+            first = first.replace(" /", "/").replace("/ ", "/");
+        }
+        let (proto, rest) = first.split_once(' ').ok_or_else(bad)?;
+        let mut parts = proto.split('/').map(str::trim);
+        let (name, version, transport) = (parts.next(), parts.next(), parts.next());
+        if !name.is_some_and(|n| n.eq_ignore_ascii_case("SIP")) || version != Some("2.0") || parts.next().is_some() {
+            return Err(bad());
+        }
+        let transport = transport.filter(|t| !t.is_empty()).ok_or_else(bad)?;
+        let rest = rest.trim();
+        let (sent_by, params) = match rest.find(';') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let (host, port) = split_host_port(sent_by.trim()).ok_or_else(bad)?;
+        let params = split_params(params).map_err(|_| bad())?;
+        Ok(Via {
+            transport: transport.to_ascii_uppercase(),
+            host,
+            port,
+            params,
+        })
+    }
+
+    pub fn param(&self, name: &str) -> Option<&Param> {
+        self.params.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+    }
+
+    pub fn branch(&self) -> Option<&str> {
+        self.param("branch").and_then(|p| p.value.as_deref())
+    }
+
+    /// Does the branch carry the RFC 3261 magic cookie (unique per transaction)?
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch().is_some_and(|b| b.starts_with(BRANCH_COOKIE))
+    }
+
+    /// `host:port` as sent (default port 5060).
+    pub fn sent_by(&self) -> String {
+        format!("{}:{}", self.host, self.port.unwrap_or(5060))
+    }
+}
+
+/// First element of a comma-separated header line, ignoring commas in quotes.
+fn first_of_list(value: &str) -> &str {
+    let mut quoted = false;
+    for (i, c) in value.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => return &value[..i],
+            _ => {}
+        }
+    }
+    value
+}
+
+/// Count the Via entries in one header line.
+pub(crate) fn split_list(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    loop {
+        let first = first_of_list(rest);
+        out.push(first.trim());
+        if first.len() == rest.len() {
+            return out;
+        }
+        rest = &rest[first.len() + 1..];
+    }
+}
+
+fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    if s.is_empty() {
+        return None;
+    }
+    if let Some(after) = s.strip_prefix('[') {
+        let end = after.find(']')?;
+        let host = format!("[{}]", &after[..end]);
+        let tail = &after[end + 1..];
+        let port = match tail.strip_prefix(':') {
+            Some(p) => Some(p.trim().parse().ok()?),
+            None if tail.trim().is_empty() => None,
+            None => return None,
+        };
+        return Some((host, port));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h.trim(), Some(p.trim().parse().ok()?)),
+        None => (s, None),
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return None;
+    }
+    Some((host.to_ascii_lowercase(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_top_via() {
+        let v = Via::parse("SIP/2.0/udp 10.0.0.1:5070;branch=z9hG4bK77;rport, SIP/2.0/TCP x").unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.host, "10.0.0.1");
+        assert_eq!(v.port, Some(5070));
+        assert_eq!(v.branch(), Some("z9hG4bK77"));
+        assert!(v.param("rport").is_some());
+        assert!(v.has_rfc3261_branch());
+    }
+
+    #[test]
+    fn ipv6_and_spacing() {
+        let v = Via::parse("SIP / 2.0 / TCP [2001:db8::1]:5061 ; branch = z9hG4bKx").unwrap();
+        assert_eq!(v.host, "[2001:db8::1]");
+        assert_eq!(v.sent_by(), "[2001:db8::1]:5061");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in [
+            "",
+            "SIP/2.0/UDP",
+            "HTTP/1.1/TCP host",
+            "SIP/2.0/UDP host:notaport",
+            "SIP/3.0/UDP h",
+        ] {
+            assert!(Via::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn splits_lists() {
+        assert_eq!(split_list("a;x=\"1,2\", b"), ["a;x=\"1,2\"", "b"]);
+    }
+}
