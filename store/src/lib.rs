@@ -1,0 +1,192 @@
+//! Durable CPM server state kept in sled.
+//!
+//! For now this holds registrar bindings; deferred-message queues and message
+//! storage are expected to live in further trees of the same database so that
+//! one flush covers all of them.
+//!
+//! Multi-key updates are never done with sled transactions, `apply_batch` or
+//! `checksum`: in sled 0.34 those take a global lock that, under concurrent
+//! writes and flushes, deadlocked the server (see the `bindings` module).
+//! Consistency comes from write ordering plus checking on read instead.
+//! Likewise sled's `flush_async` is never used (see the `flush` module).
+
+mod bindings;
+mod error;
+mod flush;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use bindings::BindingRecord;
+pub use error::StoreError;
+
+/// On-disk layout version written to the `meta` tree. Bump it whenever a tree's
+/// key or value layout changes so that older builds refuse the newer store
+/// instead of misreading it.
+pub const FORMAT_VERSION: u32 = 1;
+
+const META_TREE: &str = "meta";
+const FORMAT_KEY: &[u8] = b"format";
+const BINDINGS_TREE: &str = "bindings";
+const BINDING_EXPIRY_TREE: &str = "binding_expiry";
+
+/// Handle to the durable state. Cloning is cheap (sled handles are `Arc`s), so
+/// every actor can own one.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: sled::Db,
+    /// `aor 0x00 binding-key` -> bincode [`BindingRecord`].
+    bindings: sled::Tree,
+    /// `expires_at (u64 BE) aor 0x00 binding-key` -> empty. Big-endian makes
+    /// byte order equal time order, so the expiry sweep is a prefix range scan.
+    binding_expiry: sled::Tree,
+    /// Serialises the multi-step writes of one binding within this process.
+    binding_locks: Arc<bindings::BindingLocks>,
+    /// Dedicated thread behind [`Store::flush`]; stopped with the last clone.
+    flusher: Arc<flush::Flusher>,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::from_db(sled::open(path)?)
+    }
+
+    /// An in-memory-backed store that is deleted on drop; for tests and
+    /// deployments that explicitly want no persistence.
+    pub fn temporary() -> Result<Store, StoreError> {
+        Self::from_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+        // Checked before any data tree is opened so that a store from a newer
+        // build is not modified at all.
+        check_format(&db)?;
+        let bindings = db.open_tree(BINDINGS_TREE)?;
+        let binding_expiry = db.open_tree(BINDING_EXPIRY_TREE)?;
+        let flusher = flush::Flusher::start(db.clone()).map_err(sled::Error::Io)?;
+        Ok(Store {
+            bindings,
+            binding_expiry,
+            binding_locks: Arc::new(bindings::BindingLocks::new()),
+            flusher: Arc::new(flusher),
+            db,
+        })
+    }
+
+    /// Makes every write so far durable. Callers await this before sending
+    /// anything (e.g. a 200 OK) that promises the state survives a crash.
+    ///
+    /// Runs the blocking flush on the store's own flusher thread, which
+    /// batches concurrent requests into one flush. sled's `flush_async` is
+    /// not used: with several calls in flight it starves sled's IO threadpool
+    /// and hangs (see the `flush` module).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.flusher.flush().await?;
+        Ok(())
+    }
+
+    /// Blocking variant of [`Store::flush`], for shutdown paths and tools
+    /// outside an async runtime. Flushes on the calling thread.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Writes the format marker on a fresh store, or verifies it on an existing one.
+fn check_format(db: &sled::Db) -> Result<(), StoreError> {
+    let meta = db.open_tree(META_TREE)?;
+    let ours = FORMAT_VERSION.to_be_bytes();
+    // Compare-and-swap so two processes racing to initialise cannot disagree.
+    match meta.compare_and_swap(FORMAT_KEY, None::<&[u8]>, Some(&ours[..]))? {
+        Ok(()) => Ok(()),
+        Err(cas) => {
+            let current = cas
+                .current
+                .ok_or_else(|| StoreError::Corrupt("format marker vanished during open".into()))?;
+            let bytes: [u8; 4] = current
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("format marker has {} bytes, expected 4", current.len())))?;
+            let found = u32::from_be_bytes(bytes);
+            if found == FORMAT_VERSION {
+                Ok(())
+            } else {
+                Err(StoreError::Format {
+                    found,
+                    supported: FORMAT_VERSION,
+                })
+            }
+        }
+    }
+}
+
+/// Re-opens a store the test just dropped. sled may release its file lock a
+/// moment after the last handle is gone (IO tasks still in its threadpool
+/// hold the file), so a lock failure is retried for a while.
+#[cfg(test)]
+pub(crate) fn reopen(path: &Path) -> Result<Store, StoreError> {
+    let mut tries = 0;
+    loop {
+        match Store::open(path) {
+            Err(StoreError::Sled(sled::Error::Io(e)))
+                if tries < 500 && e.to_string().contains("could not acquire lock") =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            res => return res,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_store_gets_format_marker_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let meta = store.db.open_tree(META_TREE).unwrap();
+            assert_eq!(
+                meta.get(FORMAT_KEY).unwrap().as_deref(),
+                Some(&FORMAT_VERSION.to_be_bytes()[..])
+            );
+            store.flush_blocking().unwrap();
+        }
+        reopen(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let meta = store.db.open_tree(META_TREE).unwrap();
+            meta.insert(FORMAT_KEY, &2u32.to_be_bytes()[..]).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        match reopen(dir.path()) {
+            Err(StoreError::Format {
+                found: 2,
+                supported: FORMAT_VERSION,
+            }) => {}
+            other => panic!("expected Format error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_format_marker_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let meta = store.db.open_tree(META_TREE).unwrap();
+            meta.insert(FORMAT_KEY, &b"x"[..]).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        assert!(matches!(reopen(dir.path()), Err(StoreError::Corrupt(_))));
+    }
+}
