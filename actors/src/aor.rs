@@ -1,0 +1,153 @@
+//! Addresses of record: the canonical key of a CPM user.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use cpm_sip::SipUri;
+
+/// Canonical CPM address: `sip:user@domain` (no port, no params, domain
+/// lower-case) or `tel:+number`. One PF actor per distinct value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Aor(String);
+
+impl Aor {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Build from a trusted canonical string (from the store or config).
+    pub fn from_canonical(s: impl Into<String>) -> Aor {
+        Aor(s.into())
+    }
+
+    pub fn user(&self) -> &str {
+        let rest = self.0.split_once(':').map_or(self.0.as_str(), |(_, r)| r);
+        rest.split_once('@').map_or(rest, |(u, _)| u)
+    }
+}
+
+impl fmt::Display for Aor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the server is authoritative for: configured domains, plus its own
+/// listening addresses (a request to `sip:bob@127.0.0.1:5060` is local).
+#[derive(Debug, Clone)]
+pub struct LocalDomains {
+    /// The domain AORs are filed under when a request names an address of ours.
+    primary: String,
+    domains: HashSet<String>,
+    addresses: HashSet<String>,
+}
+
+impl LocalDomains {
+    /// `domains` as configured; `addresses` are `host` or `host:port` of the listeners.
+    pub fn new(domains: &[String], addresses: &[String]) -> LocalDomains {
+        let domains: HashSet<String> = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        let mut addrs = HashSet::new();
+        for a in addresses {
+            addrs.insert(a.to_ascii_lowercase());
+            if let Some((host, _)) = a.rsplit_once(':') {
+                if !host.ends_with(']') || host.starts_with('[') {
+                    addrs.insert(host.to_ascii_lowercase());
+                }
+            }
+        }
+        let primary = domains
+            .iter()
+            .min()
+            .cloned()
+            .or_else(|| {
+                addresses
+                    .first()
+                    .map(|a| a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h).to_string())
+            })
+            .unwrap_or_else(|| "localhost".to_string());
+        LocalDomains {
+            primary,
+            domains,
+            addresses: addrs,
+        }
+    }
+
+    pub fn primary(&self) -> &str {
+        &self.primary
+    }
+
+    /// Is this host (with optional port) ours?
+    pub fn is_local_host(&self, host: &str, port: Option<u16>) -> bool {
+        let host = host.to_ascii_lowercase();
+        if self.domains.contains(&host) {
+            return true;
+        }
+        match port {
+            Some(p) => self.addresses.contains(&format!("{host}:{p}")),
+            None => self.addresses.contains(&host),
+        }
+    }
+
+    /// The canonical AOR for a URI if it belongs to a local user, else None.
+    /// tel: URIs are always treated as ours (no ENUM yet; see docs).
+    pub fn local_aor(&self, uri: &SipUri) -> Option<Aor> {
+        match uri.scheme.as_str() {
+            "sip" | "sips" => {
+                let user = uri.user.as_deref().filter(|u| !u.is_empty())?;
+                if !self.is_local_host(&uri.host, uri.port) {
+                    return None;
+                }
+                let domain = if self.domains.contains(&uri.host) {
+                    uri.host.as_str()
+                } else {
+                    self.primary.as_str()
+                };
+                Some(Aor(format!("sip:{user}@{domain}")))
+            }
+            "tel" => uri
+                .user
+                .as_deref()
+                .map(|n| Aor(format!("tel:{}", n.replace(['-', '.', '(', ')'], "")))),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> SipUri {
+        SipUri::parse(s).unwrap()
+    }
+
+    #[test]
+    fn listening_address_maps_to_primary_domain() {
+        let d = LocalDomains::new(&[], &["127.0.0.1:5060".into()]);
+        assert_eq!(
+            d.local_aor(&uri("sip:bob@127.0.0.1:5060")).unwrap().as_str(),
+            "sip:bob@127.0.0.1"
+        );
+        assert_eq!(
+            d.local_aor(&uri("sip:bob@127.0.0.1")).unwrap().as_str(),
+            "sip:bob@127.0.0.1"
+        );
+        assert!(d.local_aor(&uri("sip:bob@127.0.0.1:5999")).is_none());
+        assert!(d.local_aor(&uri("sip:bob@elsewhere.org")).is_none());
+    }
+
+    #[test]
+    fn configured_domains_are_kept() {
+        let d = LocalDomains::new(&["Example.com".into(), "b.org".into()], &["10.0.0.1:5060".into()]);
+        assert_eq!(
+            d.local_aor(&uri("sip:bob@EXAMPLE.com:5080")).unwrap().as_str(),
+            "sip:bob@example.com"
+        );
+        assert_eq!(
+            d.local_aor(&uri("sip:al@10.0.0.1:5060")).unwrap().as_str(),
+            "sip:al@b.org"
+        );
+        assert_eq!(d.local_aor(&uri("tel:+1-555-0100")).unwrap().as_str(), "tel:+15550100");
+        assert_eq!(Aor::from_canonical("sip:al@b.org").user(), "al");
+    }
+}

@@ -1,0 +1,44 @@
+//! The CPM actor graph.
+//!
+//! ```text
+//! SipIngress (one per arbiter, in the cpm crate)
+//!     │ Register / DeliverPager
+//!     ▼
+//! ParticipatingFunction (one per CPM user, activated on demand)
+//!     │ Fork
+//!     ▼
+//! ClientRegistration (one per registered device while its PF is active)
+//!     │ Outbound::send_request
+//!     ▼
+//! SIP transaction layer (cpm crate)
+//! ```
+//!
+//! Actors hold no sockets: everything that leaves the process goes through the
+//! [`Outbound`] seam, so routing logic is testable without a network.
+
+mod aor;
+mod device;
+mod directory;
+mod env;
+mod outbound;
+pub mod pf;
+mod policy;
+
+pub use aor::{Aor, LocalDomains};
+pub use device::ClientRegistration;
+pub use directory::{Directory, DirectoryError};
+pub use env::Env;
+pub use outbound::{Outbound, OutboundError, Target, TransportKind};
+pub use pf::{
+    Binding, ContactSpec, DeliverPager, DeliveryOutcome, GetBindings, ParticipatingFunction, PurgeExpired, Register,
+    RegisterError, RegisterOutcome, RegisterRequest, RequestedContacts,
+};
+pub use policy::{Policy, Users};
+
+/// Seconds since the Unix epoch (bindings persist absolute expiry times).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,108 @@
+//! A registered contact as the PF uses it: the stored record plus what is
+//! derived from it once (capabilities, where to send).
+
+use std::net::{IpAddr, SocketAddr};
+
+use cpm_sip::caps::Capabilities;
+use cpm_sip::params::parse_name_addr;
+use cpm_sip::SipUri;
+use cpm_store::BindingRecord;
+
+use crate::{Target, TransportKind};
+
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub record: BindingRecord,
+    pub uri: SipUri,
+    pub caps: Capabilities,
+    /// None when the contact names neither an IP nor a usable source.
+    pub target: Option<Target>,
+}
+
+impl Binding {
+    /// Rebuild from a stored record; None if the record no longer parses
+    /// (it is then dropped and logged by the caller, never used).
+    pub fn from_record(record: BindingRecord) -> Option<Binding> {
+        let uri = SipUri::parse(&record.uri).ok()?;
+        let caps = parse_name_addr(&record.contact)
+            .map(|na| Capabilities::from_params(&na.params))
+            .unwrap_or_default();
+        let target = resolve_target(&uri, &record);
+        Some(Binding {
+            record,
+            uri,
+            caps,
+            target,
+        })
+    }
+
+    pub fn is_live(&self, now: u64) -> bool {
+        self.record.expires_at > now
+    }
+
+    pub fn remaining(&self, now: u64) -> u64 {
+        self.record.expires_at.saturating_sub(now)
+    }
+}
+
+/// Transport: the contact's `transport` parameter, else the one the device
+/// registered over (a device listens where it registered from; documented
+/// in docs/architecture.md). Address: the contact's IP literal, else the
+/// REGISTER's source address (no DNS on this core).
+fn resolve_target(uri: &SipUri, rec: &BindingRecord) -> Option<Target> {
+    let transport = uri
+        .transport()
+        .and_then(|t| TransportKind::parse(&t))
+        .or_else(|| TransportKind::parse(&rec.transport))
+        .unwrap_or(TransportKind::Udp);
+    let host = uri.host.trim_start_matches('[').trim_end_matches(']');
+    let addr = match host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+        Err(_) => rec.source.parse().ok()?,
+    };
+    Some(Target { transport, addr })
+}
+
+#[cfg(test)]
+pub(crate) fn test_record(key: &str, contact: &str, expires_at: u64) -> BindingRecord {
+    let na = parse_name_addr(contact).expect("test contact");
+    BindingRecord {
+        key: key.into(),
+        contact: contact.into(),
+        uri: na.uri.clone(),
+        instance: None,
+        expires_at,
+        call_id: "c".into(),
+        cseq: 1,
+        transport: "udp".into(),
+        source: "127.0.0.1:5999".into(),
+        registered_at: 0,
+        gruu: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_prefers_contact_ip_and_transport_param() {
+        let b = Binding::from_record(test_record(
+            "k",
+            "<sip:b@10.1.2.3:5070;transport=tcp>;+g.oma.sip-im",
+            10,
+        ))
+        .unwrap();
+        let t = b.target.unwrap();
+        assert_eq!(t.transport, TransportKind::Tcp);
+        assert_eq!(t.addr, "10.1.2.3:5070".parse().unwrap());
+        assert!(b.caps.sip_im);
+    }
+
+    #[test]
+    fn hostname_contact_falls_back_to_source() {
+        let b = Binding::from_record(test_record("k", "<sip:b@phone.invalid>", 10)).unwrap();
+        assert_eq!(b.target.unwrap().addr, "127.0.0.1:5999".parse().unwrap());
+        assert!(b.is_live(9) && !b.is_live(10));
+    }
+}

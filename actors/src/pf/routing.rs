@@ -1,0 +1,128 @@
+//! Which devices of the user get a pager-mode message (000 §5.2.2.1,
+//! 001 §5.2.2.1.1): registered, live, able to take CPM messaging, matching
+//! the request's Accept-Contact/Reject-Contact, the GRUU if one was targeted,
+//! and never the very device that sent it.
+
+use std::net::SocketAddr;
+
+use cpm_sip::params::{parse_list, NameAddr};
+use cpm_sip::Message;
+
+use super::Binding;
+
+/// Why a device did not get a message (logged; the inspector will show it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    Expired,
+    NotCpmCapable,
+    AcceptContact,
+    RejectContact,
+    OtherGruu,
+    Sender,
+    Unreachable,
+}
+
+pub(crate) struct Criteria {
+    accept: Vec<NameAddr>,
+    reject: Vec<NameAddr>,
+    gruu: Option<String>,
+    sender_source: Option<SocketAddr>,
+}
+
+impl Criteria {
+    /// `sender_source` is set when the sender is this same user (a message to
+    /// oneself must not come back to the device that sent it).
+    pub fn new(req: &Message, gruu: Option<String>, sender_source: Option<SocketAddr>) -> Criteria {
+        let list = |name| {
+            req.headers
+                .all(name)
+                .filter_map(|v| parse_list(v).ok())
+                .flatten()
+                .collect::<Vec<_>>()
+        };
+        Criteria {
+            accept: list("Accept-Contact"),
+            reject: list("Reject-Contact"),
+            gruu: gruu.map(|g| strip_angles(&g).to_string()),
+            sender_source,
+        }
+    }
+
+    pub fn check(&self, b: &Binding, now: u64) -> Result<(), Skip> {
+        if !b.is_live(now) {
+            return Err(Skip::Expired);
+        }
+        if let Some(g) = &self.gruu {
+            if b.record.instance.as_deref().map(strip_angles) != Some(g.as_str()) {
+                return Err(Skip::OtherGruu);
+            }
+        }
+        if !b.caps.accepts_cpm_message() {
+            return Err(Skip::NotCpmCapable);
+        }
+        if !b.caps.satisfies(&self.accept) {
+            return Err(Skip::AcceptContact);
+        }
+        if b.caps.rejected_by(&self.reject) {
+            return Err(Skip::RejectContact);
+        }
+        if self.sender_source.is_some() && self.sender_source.map(|s| s.to_string()) == Some(b.record.source.clone()) {
+            return Err(Skip::Sender);
+        }
+        if b.target.is_none() {
+            return Err(Skip::Unreachable);
+        }
+        Ok(())
+    }
+}
+
+fn strip_angles(s: &str) -> &str {
+    s.trim().trim_start_matches('<').trim_end_matches('>')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::binding::test_record;
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(extra: &str) -> Message {
+        let raw = format!(
+            "MESSAGE sip:bob@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:bob@x>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\n{extra}\r\n"
+        );
+        Message::parse(Bytes::from(raw)).unwrap()
+    }
+
+    fn binding(contact: &str, instance: Option<&str>) -> Binding {
+        let mut r = test_record("k", contact, 100);
+        r.instance = instance.map(str::to_string);
+        Binding::from_record(r).unwrap()
+    }
+
+    #[test]
+    fn capabilities_and_expiry_decide() {
+        let c = Criteria::new(&msg(""), None, None);
+        assert_eq!(c.check(&binding("<sip:b@1.2.3.4>;+g.oma.sip-im", None), 10), Ok(()));
+        assert_eq!(c.check(&binding("<sip:b@1.2.3.4>", None), 10), Ok(()), "plain SIP UA");
+        assert_eq!(
+            c.check(&binding("<sip:b@1.2.3.4>;+g.oma.sip-im", None), 100),
+            Err(Skip::Expired)
+        );
+        let voice_only = "<sip:b@1.2.3.4>;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"";
+        assert_eq!(c.check(&binding(voice_only, None), 10), Err(Skip::NotCpmCapable));
+    }
+
+    #[test]
+    fn gruu_and_accept_contact_and_sender() {
+        let c = Criteria::new(&msg("Accept-Contact: *;+g.oma.sip-im;require;explicit\r\n"), None, None);
+        assert_eq!(c.check(&binding("<sip:b@1.2.3.4>", None), 10), Err(Skip::AcceptContact));
+        let g = Criteria::new(&msg(""), Some("urn:uuid:2".into()), None);
+        assert_eq!(
+            g.check(&binding("<sip:b@1.2.3.4>", Some("<urn:uuid:1>")), 10),
+            Err(Skip::OtherGruu)
+        );
+        assert_eq!(g.check(&binding("<sip:b@1.2.3.4>", Some("<urn:uuid:2>")), 10), Ok(()));
+        let s = Criteria::new(&msg(""), None, Some("127.0.0.1:5999".parse().unwrap()));
+        assert_eq!(s.check(&binding("<sip:b@1.2.3.4>", None), 10), Err(Skip::Sender));
+    }
+}
