@@ -1,0 +1,199 @@
+//! `--config FILE`: TOML, every key documented in docs/configuration.md.
+//! Unknown keys are errors: a typo must not silently become a default.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cpm_actors::{Policy, Users};
+use cpm_sip::SipUri;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Domains this server is authoritative for.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub registrar: RegistrarConfig,
+    #[serde(default)]
+    pub messaging: MessagingConfig,
+    #[serde(default)]
+    pub actors: ActorsConfig,
+    /// Provisioned users (without --open only these may register and send).
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarConfig {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagingConfig {
+    pub max_message_size: usize,
+    pub accepted_content_types: Vec<String>,
+    pub fork_timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActorsConfig {
+    /// Worker arbiters (threads) for ingress and user actors; 0 = one per core.
+    pub workers: usize,
+    pub idle_timeout_s: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// A SIP or TEL URI of one of the configured domains.
+    pub address: String,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        let p = Policy::default();
+        RegistrarConfig {
+            min_expires: p.min_expires,
+            max_expires: p.max_expires,
+            default_expires: p.default_expires,
+        }
+    }
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        let p = Policy::default();
+        MessagingConfig {
+            max_message_size: p.max_message_size,
+            accepted_content_types: p.accepted_content_types,
+            fork_timeout_ms: p.fork_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl Default for ActorsConfig {
+    fn default() -> Self {
+        ActorsConfig {
+            workers: 0,
+            idle_timeout_s: Policy::default().idle_timeout.as_secs(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let r = &self.registrar;
+        anyhow::ensure!(r.min_expires > 0, "registrar.min_expires must be above 0");
+        anyhow::ensure!(
+            r.min_expires <= r.default_expires && r.default_expires <= r.max_expires,
+            "registrar: need min_expires <= default_expires <= max_expires"
+        );
+        anyhow::ensure!(
+            self.messaging.fork_timeout_ms > 0,
+            "messaging.fork_timeout_ms must be above 0"
+        );
+        anyhow::ensure!(self.actors.idle_timeout_s > 0, "actors.idle_timeout_s must be above 0");
+        for d in &self.domains {
+            anyhow::ensure!(!d.is_empty() && !d.contains([':', '@', ' ']), "invalid domain {d:?}");
+        }
+        for u in &self.users {
+            let uri = SipUri::parse(&u.address).with_context(|| format!("user address {:?}", u.address))?;
+            anyhow::ensure!(
+                uri.is_sip_routable() && uri.user.is_some(),
+                "user address {:?} is not a SIP or TEL URI with a user part",
+                u.address
+            );
+        }
+        Ok(())
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            min_expires: self.registrar.min_expires,
+            max_expires: self.registrar.max_expires,
+            default_expires: self.registrar.default_expires,
+            max_message_size: self.messaging.max_message_size,
+            accepted_content_types: self
+                .messaging
+                .accepted_content_types
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+            fork_timeout: Duration::from_millis(self.messaging.fork_timeout_ms),
+            idle_timeout: Duration::from_secs(self.actors.idle_timeout_s),
+        }
+    }
+
+    /// Provisioned users as canonical AORs (needs the domains to canonicalize).
+    pub fn users(&self, domains: &cpm_actors::LocalDomains, open: bool) -> anyhow::Result<Users> {
+        let mut provisioned = HashSet::new();
+        for u in &self.users {
+            let uri = SipUri::parse(&u.address)?;
+            let aor = domains
+                .local_aor(&uri)
+                .with_context(|| format!("user {:?} is not in a configured domain", u.address))?;
+            provisioned.insert(aor.as_str().to_string());
+        }
+        Ok(Users { open, provisioned })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_config_parses() {
+        let c = Config::parse(
+            r#"
+            domains = ["example.com"]
+            [registrar]
+            min_expires = 30
+            [messaging]
+            fork_timeout_ms = 500
+            [actors]
+            workers = 2
+            [[users]]
+            address = "sip:alice@example.com"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.policy().min_expires, 30);
+        assert_eq!(c.policy().fork_timeout, Duration::from_millis(500));
+        let d = cpm_actors::LocalDomains::new(&c.domains, &[]);
+        assert!(c
+            .users(&d, false)
+            .unwrap()
+            .provisioned
+            .contains("sip:alice@example.com"));
+    }
+
+    #[test]
+    fn mistakes_are_reported() {
+        assert!(Config::parse("domain = [\"x\"]").is_err(), "unknown key");
+        assert!(Config::parse("[registrar]\nmin_expires = 0").is_err());
+        assert!(Config::parse("[[users]]\naddress = \"mailto:x@y\"").is_err());
+        let c = Config::parse("domains=[\"a.org\"]\n[[users]]\naddress = \"sip:x@b.org\"").unwrap();
+        assert!(c.users(&cpm_actors::LocalDomains::new(&c.domains, &[]), false).is_err());
+    }
+}

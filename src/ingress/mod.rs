@@ -1,0 +1,117 @@
+//! SipIngress: one actor per worker arbiter. It parses, validates, runs the
+//! server side of transactions and dispatches requests to the actor graph.
+
+mod message;
+mod options;
+mod register;
+mod reply;
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use cpm_actors::{Directory, Env};
+use cpm_sip::{Message, Method, ParseError};
+
+use crate::transaction::{ClientTransactions, ServerKey, ServerLookup, ServerTransactions};
+use crate::transport::{Inbound, Source, Transports};
+pub use reply::Reply;
+
+/// Methods this server handles (405 Allow).
+pub const ALLOW: &str = "REGISTER, MESSAGE, OPTIONS, ACK, CANCEL";
+
+/// Everything an ingress needs, shared by all of them.
+pub struct Core {
+    pub env: Env,
+    pub dir: Directory,
+    pub transports: Arc<Transports>,
+    pub server_tx: ServerTransactions,
+    pub client_tx: Arc<ClientTransactions>,
+    /// Our To-tag for locally generated responses.
+    pub to_tag: String,
+}
+
+pub struct SipIngress {
+    core: Arc<Core>,
+}
+
+impl SipIngress {
+    pub fn new(core: Arc<Core>) -> SipIngress {
+        SipIngress { core }
+    }
+}
+
+impl Actor for SipIngress {
+    type Context = Context<Self>;
+}
+
+/// A received datagram or framed stream message.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Received(pub Inbound);
+
+impl Handler<Received> for SipIngress {
+    type Result = ();
+
+    fn handle(&mut self, Received(inbound): Received, _: &mut Context<Self>) {
+        let Inbound { data, source } = inbound;
+        let msg = match Message::parse(data.clone()) {
+            Ok(m) => m,
+            Err(e) => return reject_unparsable(&self.core, &data, &source, &e),
+        };
+        if !msg.is_request() {
+            self.core.client_tx.on_response(msg);
+            return;
+        }
+        if let Err(e) = msg.validate_request() {
+            tracing::info!(peer = %source.peer, error = %e, "bad request");
+            let reply = Reply::new(self.core.clone(), Arc::new(msg), source, None);
+            let reason = format!("Bad Request ({e})");
+            return reply.spawn_status_reason(400, &reason);
+        }
+        let Ok(via) = msg.top_via() else { return };
+        let key = ServerKey::of(&msg, &via);
+        let is_ack = msg.method() == Some(&Method::Ack);
+        match self.core.server_tx.lookup(&key, is_ack) {
+            ServerLookup::New => {}
+            ServerLookup::Absorbed => return,
+            ServerLookup::Resend(bytes) => {
+                tracing::debug!(peer = %source.peer, "retransmission answered from transaction");
+                let core = self.core.clone();
+                actix_rt::spawn(async move {
+                    if let Err(e) = core.transports.reply(&source, bytes).await {
+                        tracing::debug!(error = %e, "resend failed");
+                    }
+                });
+                return;
+            }
+        }
+        let msg = Arc::new(msg);
+        let reply = Reply::new(self.core.clone(), msg.clone(), source, Some(key));
+        match msg.method() {
+            Some(Method::Register) => register::handle(reply),
+            Some(Method::Message) => message::handle(reply),
+            Some(Method::Options) => options::handle(reply),
+            Some(Method::Cancel) => reply.spawn_status(481),
+            Some(_) => reply.spawn_with(405, |b| b.header("Allow", ALLOW)),
+            None => {}
+        }
+    }
+}
+
+/// rsip could not read it. A request whose Via/From/To/Call-ID/CSeq lines
+/// can still be found gets a 400 (RFC 3261 §8.2: 400 for malformed requests);
+/// anything else is dropped and logged. Never a panic, never a stall.
+fn reject_unparsable(core: &Arc<Core>, data: &Bytes, source: &Source, e: &ParseError) {
+    tracing::info!(peer = %source.peer, error = %e, len = data.len(), "unparsable message");
+    if data.starts_with(b"SIP/") {
+        return; // a broken response: nothing to answer
+    }
+    let Some(resp) = reply::salvage_400(data, e, &core.to_tag) else {
+        return;
+    };
+    let (core, source) = (core.clone(), *source);
+    actix_rt::spawn(async move {
+        let _ = core.transports.reply(&source, resp).await;
+    });
+}

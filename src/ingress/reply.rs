@@ -1,0 +1,141 @@
+//! Answering a request: through its server transaction, on the flow it came in.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cpm_sip::{Message, ParseError, ResponseBuilder};
+
+use super::Core;
+use crate::transaction::ServerKey;
+use crate::transport::Source;
+
+pub struct Reply {
+    pub core: Arc<Core>,
+    pub req: Arc<Message>,
+    pub source: Source,
+    key: Option<ServerKey>,
+}
+
+impl Reply {
+    pub fn new(core: Arc<Core>, req: Arc<Message>, source: Source, key: Option<ServerKey>) -> Reply {
+        Reply { core, req, source, key }
+    }
+
+    pub fn builder(&self, code: u16) -> ResponseBuilder {
+        ResponseBuilder::new(&self.req, code, &self.core.to_tag)
+    }
+
+    /// Send a response and record it in the server transaction.
+    pub async fn send(&self, resp: Message) {
+        let status = resp.status().unwrap_or(500);
+        let data = resp.to_bytes();
+        if let Some(key) = &self.key {
+            self.core
+                .server_tx
+                .responded(key, status, data.clone(), self.source.transport);
+        }
+        if let Err(e) = self.core.transports.reply(&self.source, data).await {
+            tracing::warn!(peer = %self.source.peer, error = %e, status, "cannot send response");
+        }
+    }
+
+    pub async fn status(&self, code: u16) {
+        self.send(self.builder(code).build()).await
+    }
+
+    /// Run `work` on the current arbiter; it answers through this Reply.
+    pub fn spawn<F, Fut>(self, work: F)
+    where
+        F: FnOnce(Reply) -> Fut,
+        Fut: Future<Output = ()> + 'static,
+    {
+        actix_rt::spawn(work(self));
+    }
+
+    pub fn spawn_status(self, code: u16) {
+        self.spawn(move |r| async move { r.status(code).await });
+    }
+
+    pub fn spawn_status_reason(self, code: u16, reason: &str) {
+        let reason = reason.to_string();
+        self.spawn(move |r| async move {
+            let resp = r.builder(code).reason(&reason).build();
+            r.send(resp).await
+        });
+    }
+
+    pub fn spawn_with(self, code: u16, f: impl FnOnce(ResponseBuilder) -> ResponseBuilder + 'static) {
+        self.spawn(move |r| async move {
+            let resp = f(r.builder(code)).build();
+            r.send(resp).await
+        });
+    }
+}
+
+/// Build a 400 from the raw lines of a message rsip could not parse, if it
+/// has what a response needs (RFC 3261 §8.2.6.2).
+pub fn salvage_400(data: &[u8], e: &ParseError, to_tag: &str) -> Option<Bytes> {
+    let text = String::from_utf8_lossy(data);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut lines = head.split("\r\n");
+    let start = lines.next()?;
+    if start.split(' ').count() < 3 {
+        return None;
+    }
+    let mut keep = Vec::new();
+    let (mut via, mut to_has_tag) = (false, true);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = cpm_sip::canonical_name(name.trim());
+        match name.as_str() {
+            "Via" | "From" | "Call-ID" | "CSeq" => {}
+            "To" => to_has_tag = value.contains(";tag="),
+            _ => continue,
+        }
+        via |= name == "Via";
+        let mut v = value.trim().to_string();
+        if name == "To" && !to_has_tag {
+            v.push_str(&format!(";tag={to_tag}"));
+        }
+        keep.push(format!("{name}: {v}\r\n"));
+    }
+    if !via || keep.len() < 5 {
+        return None;
+    }
+    let reason: String = format!("Bad Request ({e})")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(120)
+        .collect();
+    let mut out = format!("SIP/2.0 400 {reason}\r\n");
+    keep.iter().for_each(|l| out.push_str(l));
+    out.push_str("Content-Length: 0\r\n\r\n");
+    Some(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn salvages_a_400_from_broken_request() {
+        let raw = b"MESSAGE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 999\r\n\r\nshort";
+        let e = ParseError::ContentLength {
+            declared: 999,
+            actual: 5,
+        };
+        let resp = salvage_400(raw, &e, "t").unwrap();
+        let m = Message::parse(resp).unwrap();
+        assert_eq!(m.status(), Some(400));
+        assert_eq!(m.to().unwrap().tag(), Some("t"));
+    }
+
+    #[test]
+    fn gives_up_without_headers() {
+        assert!(salvage_400(b"garbage\r\n\r\n", &ParseError::Empty, "t").is_none());
+        assert!(salvage_400(b"A B C\r\nVia: x\r\n\r\n", &ParseError::Empty, "t").is_none());
+    }
+}

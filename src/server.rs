@@ -1,0 +1,200 @@
+//! Wiring: bind the transports, start the worker arbiters with one
+//! SipIngress each, the Directory of user actors, and the sweepers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use cpm_actors::{unix_now, Aor, Directory, Env, LocalDomains, Outbound, OutboundError, PurgeExpired, Target};
+use cpm_sip::Message;
+use cpm_store::Store;
+use futures::future::BoxFuture;
+
+use crate::config::Config;
+use crate::ingress::{Core, Received, SipIngress};
+use crate::transaction::{ClientTransactions, ServerTransactions, Timers};
+use crate::transport::{Inbound, Sink, TcpHub, Transports, UdpTransport};
+
+/// `--sip udp:HOST:PORT` / `--sip tcp:HOST:PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Udp(SocketAddr),
+    Tcp(SocketAddr),
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Listen, String> {
+        let (proto, addr) = s.split_once(':').ok_or("expected udp:HOST:PORT or tcp:HOST:PORT")?;
+        let addr: SocketAddr = addr.parse().map_err(|e| format!("bad address {addr:?}: {e}"))?;
+        match proto.to_ascii_lowercase().as_str() {
+            "udp" => Ok(Listen::Udp(addr)),
+            "tcp" => Ok(Listen::Tcp(addr)),
+            other => Err(format!("unknown transport {other:?} (udp or tcp)")),
+        }
+    }
+}
+
+pub struct ServeOptions {
+    pub listen: Vec<Listen>,
+    pub data: PathBuf,
+    pub config: Config,
+    pub open: bool,
+}
+
+/// A started server (handles for tests and the admin side).
+pub struct Server {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub core: Arc<Core>,
+    _arbiters: Vec<Arbiter>,
+}
+
+struct TxOutbound(Arc<ClientTransactions>);
+
+impl Outbound for TxOutbound {
+    fn send_request(&self, request: Message, target: Target) -> BoxFuture<'static, Result<Message, OutboundError>> {
+        let tx = self.0.clone();
+        Box::pin(async move { tx.request(request, target).await })
+    }
+}
+
+/// Start everything; must run inside an actix System.
+pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
+    anyhow::ensure!(!opts.listen.is_empty(), "no --sip listener");
+    let store = Store::open(&opts.data).with_context(|| format!("opening store {}", opts.data.display()))?;
+
+    // Inbound messages reach the ingress actors through a sink that is
+    // bound once they exist (transports must exist before the actors do).
+    let ingress: Arc<OnceLock<Vec<Addr<SipIngress>>>> = Arc::new(OnceLock::new());
+    let sink: Sink = {
+        let ingress = ingress.clone();
+        Arc::new(move |inbound: Inbound| {
+            if let Some(addrs) = ingress.get() {
+                // Per-peer affinity keeps one peer's messages in order.
+                let i = peer_hash(&inbound.source.peer) % addrs.len();
+                addrs[i].do_send(Received(inbound));
+            }
+        })
+    };
+
+    let (mut udp, mut tcp_hub, mut addrs) = (Vec::new(), None, Vec::new());
+    for l in &opts.listen {
+        match *l {
+            Listen::Udp(a) => {
+                let t = UdpTransport::bind(a).with_context(|| format!("binding udp:{a}"))?;
+                addrs.push(t.local().to_string());
+                udp.push(t);
+            }
+            Listen::Tcp(a) => {
+                anyhow::ensure!(tcp_hub.is_none(), "only one TCP listener is supported");
+                let listener = tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("binding tcp:{a}"))?;
+                let hub = TcpHub::new(listener.local_addr()?, sink.clone());
+                addrs.push(hub.local().to_string());
+                actix_rt::spawn(hub.clone().accept(listener));
+                tcp_hub = Some(hub);
+            }
+        }
+    }
+    let transports = Arc::new(Transports::new(udp.clone(), tcp_hub.clone()));
+    let timers = Timers::default();
+    let client_tx = Arc::new(ClientTransactions::new(transports.clone(), timers));
+
+    let domains = LocalDomains::new(&opts.config.domains, &addrs);
+    let users = opts.config.users(&domains, opts.open)?;
+    let env = Env {
+        store: store.clone(),
+        outbound: Arc::new(TxOutbound(client_tx.clone())),
+        policy: Arc::new(opts.config.policy()),
+        users: Arc::new(users),
+        domains: Arc::new(domains),
+    };
+
+    let workers = match opts.config.actors.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2),
+        n => n,
+    };
+    let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
+    let handles: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
+    let dir = Directory::new(env.clone(), handles.clone());
+    let core = Arc::new(Core {
+        env,
+        dir,
+        transports,
+        server_tx: ServerTransactions::default(),
+        client_tx,
+        to_tag: format!("cpm{:x}", unix_now()),
+    });
+    let actors = handles
+        .iter()
+        .map(|h| {
+            let core = core.clone();
+            SipIngress::start_in_arbiter(h, move |_| SipIngress::new(core))
+        })
+        .collect();
+    let _ = ingress.set(actors);
+    for u in &udp {
+        u.run(sink.clone())?;
+    }
+    spawn_sweepers(core.clone(), timers);
+
+    let udp_addrs = udp.iter().map(|u| u.local()).collect();
+    let tcp_addrs = tcp_hub.iter().map(|t| t.local()).collect();
+    tracing::info!(?udp_addrs, ?tcp_addrs, workers, open = opts.open, "cpm serving");
+    Ok(Server {
+        udp: udp_addrs,
+        tcp: tcp_addrs,
+        core,
+        _arbiters: arbiters,
+    })
+}
+
+fn peer_hash(peer: &SocketAddr) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    peer.hash(&mut h);
+    h.finish() as usize
+}
+
+/// Timer J for server transactions; expiry of bindings of passive users
+/// (active PFs run their own timers) through the store's ordered index.
+fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            core.server_tx.sweep(&timers);
+            n += 1;
+            if !n.is_multiple_of(5) {
+                continue;
+            }
+            let now = unix_now();
+            match core.env.store.expired(now, 10_000) {
+                Ok(expired) => {
+                    for (aor, key) in expired {
+                        let aor = Aor::from_canonical(aor);
+                        if core.dir.is_active(&aor) {
+                            core.dir.pf(&aor).do_send(PurgeExpired);
+                        } else if let Err(e) = core.env.store.remove_expired(aor.as_str(), &key, now) {
+                            tracing::error!(%aor, %key, error = %e, "cannot remove expired binding");
+                        } else {
+                            tracing::info!(%aor, %key, "registration expired");
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+            }
+        }
+    });
+}

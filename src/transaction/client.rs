@@ -1,0 +1,121 @@
+//! Client transactions for requests the server originates (forks to devices).
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use cpm_actors::{OutboundError, Target, TransportKind};
+use cpm_sip::Message;
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+
+use super::Timers;
+use crate::transport::Transports;
+
+pub struct ClientTransactions {
+    map: DashMap<String, mpsc::Sender<Message>>,
+    transports: Arc<Transports>,
+    timers: Timers,
+    prefix: String,
+    counter: AtomicU64,
+}
+
+/// Removes the transaction entry however the request future ends (even
+/// when it is dropped), so the table cannot leak.
+struct Entry<'a>(&'a DashMap<String, mpsc::Sender<Message>>, String);
+
+impl Drop for Entry<'_> {
+    fn drop(&mut self) {
+        self.0.remove(&self.1);
+    }
+}
+
+impl ClientTransactions {
+    pub fn new(transports: Arc<Transports>, timers: Timers) -> ClientTransactions {
+        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        ClientTransactions {
+            map: DashMap::new(),
+            transports,
+            timers,
+            prefix: format!("{seed:016x}"),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn branch(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}{}.{n:x}", cpm_sip::BRANCH_COOKIE, self.prefix)
+    }
+
+    /// Send `req` in a new transaction and wait for its final response
+    /// (with our Via already removed).
+    pub async fn request(&self, mut req: Message, target: Target) -> Result<Message, OutboundError> {
+        let sent_by = self
+            .transports
+            .sent_by(target.transport)
+            .ok_or_else(|| OutboundError::Transport(target.addr, format!("no {} listener", target.transport)))?;
+        let branch = self.branch();
+        let proto = target.transport.as_str().to_ascii_uppercase();
+        req.headers
+            .push_front("Via", format!("SIP/2.0/{proto} {sent_by};branch={branch};rport"));
+        let data = req.to_bytes();
+        let (tx, mut rx) = mpsc::channel(4);
+        self.map.insert(branch.clone(), tx);
+        let _entry = Entry(&self.map, branch);
+
+        let transport_err = |e: crate::transport::TransportError| OutboundError::Transport(target.addr, e.to_string());
+        self.transports
+            .send(target, data.clone())
+            .await
+            .map_err(transport_err)?;
+
+        let timer_f = tokio::time::sleep(self.timers.f());
+        tokio::pin!(timer_f);
+        let reliable = target.transport != TransportKind::Udp;
+        let mut interval = self.timers.t1;
+        let mut proceeding = false;
+        loop {
+            let timer_e = tokio::time::sleep(interval);
+            tokio::select! {
+                resp = rx.recv() => match resp {
+                    Some(resp) if resp.status().unwrap_or(0) >= 200 => return Ok(resp),
+                    Some(_) => proceeding = true,
+                    None => return Err(OutboundError::Shutdown),
+                },
+                _ = timer_e, if !reliable => {
+                    self.transports.send(target, data.clone()).await.map_err(transport_err)?;
+                    interval = if proceeding { self.timers.t2 } else { (interval * 2).min(self.timers.t2) };
+                }
+                _ = &mut timer_f => return Err(OutboundError::Timeout(target.addr)),
+            }
+        }
+    }
+
+    /// Match a response to its transaction by the branch of its top Via
+    /// (ours); stray responses are dropped (a proxy core does not forward them).
+    pub fn on_response(&self, mut resp: Message) {
+        let branch = match resp.top_via() {
+            Ok(via) => via.branch().map(str::to_string),
+            Err(_) => None,
+        };
+        let Some(branch) = branch else {
+            tracing::debug!("response without a usable Via dropped");
+            return;
+        };
+        let Some(tx) = self.map.get(&branch).map(|t| t.clone()) else {
+            tracing::debug!(%branch, "stray response dropped (no transaction)");
+            return;
+        };
+        resp.pop_via();
+        // A full queue means the transaction already has its final response.
+        let _ = tx.try_send(resp);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}

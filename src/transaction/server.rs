@@ -1,0 +1,175 @@
+//! Server transactions keyed per RFC 3261 §17.2.3.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use cpm_actors::TransportKind;
+use cpm_sip::{Message, Method, Via};
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use super::Timers;
+
+/// Branch + sent-by + method (ACK matches its INVITE) for RFC 3261 branches;
+/// the RFC 2543 fallback uses Call-ID, CSeq, From tag and the top Via.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerKey(String);
+
+impl ServerKey {
+    pub fn of(req: &Message, via: &Via) -> ServerKey {
+        let method = match req.method() {
+            Some(Method::Ack) => "INVITE".to_string(),
+            Some(m) => m.to_string(),
+            None => String::new(),
+        };
+        if via.has_rfc3261_branch() {
+            let branch = via.branch().unwrap_or_default();
+            return ServerKey(format!("{branch}|{}|{method}", via.sent_by()));
+        }
+        let cseq = req.cseq().map(|(n, _)| n).unwrap_or(0);
+        let from_tag = req
+            .from()
+            .ok()
+            .and_then(|f| f.tag().map(str::to_string))
+            .unwrap_or_default();
+        ServerKey(format!(
+            "2543|{}|{cseq}|{method}|{from_tag}|{}|{}",
+            req.call_id().unwrap_or_default(),
+            via.sent_by(),
+            via.branch().unwrap_or_default()
+        ))
+    }
+}
+
+enum State {
+    /// The TU is working on it; retransmissions are absorbed.
+    Trying,
+    /// Provisional sent; retransmissions get it again.
+    Proceeding(Bytes),
+    /// Final sent; kept for Timer J to answer retransmissions.
+    Completed(Bytes, Instant),
+}
+
+pub enum ServerLookup {
+    /// First copy: a transaction now exists; hand it to the TU.
+    New,
+    /// Retransmission to which nothing is to be sent (TU still working, or
+    /// an ACK absorbed by a completed INVITE transaction).
+    Absorbed,
+    /// Retransmission: resend these bytes.
+    Resend(Bytes),
+}
+
+#[derive(Default)]
+pub struct ServerTransactions {
+    map: DashMap<ServerKey, (State, Instant)>,
+}
+
+impl ServerTransactions {
+    pub fn lookup(&self, key: &ServerKey, is_ack: bool) -> ServerLookup {
+        if is_ack {
+            // ACK for a non-2xx final answer to an INVITE (§17.2.1): absorbed.
+            return ServerLookup::Absorbed;
+        }
+        match self.map.entry(key.clone()) {
+            Entry::Vacant(v) => {
+                v.insert((State::Trying, Instant::now()));
+                ServerLookup::New
+            }
+            Entry::Occupied(o) => match &o.get().0 {
+                State::Trying => ServerLookup::Absorbed,
+                State::Proceeding(b) | State::Completed(b, _) => ServerLookup::Resend(b.clone()),
+            },
+        }
+    }
+
+    /// Record the response the TU sent (the caller puts it on the wire).
+    pub fn responded(&self, key: &ServerKey, status: u16, data: Bytes, transport: TransportKind) {
+        if status >= 200 && transport != TransportKind::Udp {
+            // Timer J is zero on reliable transports.
+            self.map.remove(key);
+            return;
+        }
+        if let Some(mut e) = self.map.get_mut(key) {
+            e.0 = if status >= 200 {
+                State::Completed(data, Instant::now())
+            } else {
+                State::Proceeding(data)
+            };
+        }
+    }
+
+    /// Timer J for completed transactions; also drops transactions whose TU
+    /// never answered within 64·T1 (the client has given up by then).
+    pub fn sweep(&self, timers: &Timers) -> usize {
+        let now = Instant::now();
+        let before = self.map.len();
+        self.map.retain(|_, (state, created)| match state {
+            State::Completed(_, at) => now.duration_since(*at) < timers.f(),
+            _ => now.duration_since(*created) < timers.f(),
+        });
+        before - self.map.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(branch: &str) -> Message {
+        let raw = format!("MESSAGE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h:5070;branch={branch}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\n\r\n");
+        Message::parse(Bytes::from(raw)).unwrap()
+    }
+
+    #[test]
+    fn retransmission_absorbed_then_answered() {
+        let t = ServerTransactions::default();
+        let r = req("z9hG4bKa");
+        let k = ServerKey::of(&r, &r.top_via().unwrap());
+        assert!(matches!(t.lookup(&k, false), ServerLookup::New));
+        assert!(matches!(t.lookup(&k, false), ServerLookup::Absorbed));
+        t.responded(&k, 200, Bytes::from_static(b"resp"), TransportKind::Udp);
+        match t.lookup(&k, false) {
+            ServerLookup::Resend(b) => assert_eq!(&b[..], b"resp"),
+            _ => panic!("expected resend"),
+        }
+        let other = req("z9hG4bKb");
+        assert!(matches!(
+            t.lookup(&ServerKey::of(&other, &other.top_via().unwrap()), false),
+            ServerLookup::New
+        ));
+    }
+
+    #[test]
+    fn sweep_applies_timer_j() {
+        let t = ServerTransactions::default();
+        let r = req("z9hG4bKa");
+        let k = ServerKey::of(&r, &r.top_via().unwrap());
+        t.lookup(&k, false);
+        t.responded(&k, 200, Bytes::new(), TransportKind::Udp);
+        let fast = Timers {
+            t1: std::time::Duration::ZERO,
+            ..Timers::default()
+        };
+        assert_eq!(t.sweep(&Timers::default()), 0);
+        assert_eq!(t.sweep(&fast), 1);
+    }
+
+    #[test]
+    fn tcp_final_response_ends_transaction() {
+        let t = ServerTransactions::default();
+        let r = req("z9hG4bKa");
+        let k = ServerKey::of(&r, &r.top_via().unwrap());
+        t.lookup(&k, false);
+        t.responded(&k, 200, Bytes::new(), TransportKind::Tcp);
+        assert!(t.is_empty());
+    }
+}

@@ -1,0 +1,104 @@
+//! RFC 3261 §18.3 stream framing: a message ends Content-Length bytes after
+//! the blank line. Bounded, so a hostile peer cannot make us buffer forever.
+
+use bytes::{Buf, Bytes, BytesMut};
+use thiserror::Error;
+
+/// Largest message accepted on a stream (headers + body).
+pub const MAX_FRAME: usize = 256 * 1024;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("message larger than {MAX_FRAME} bytes")]
+    TooLarge,
+    #[error("missing or invalid Content-Length on a stream")]
+    BadContentLength,
+}
+
+#[derive(Default)]
+pub struct Framer {
+    buf: BytesMut,
+}
+
+impl Framer {
+    pub fn extend(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Buffered bytes (for flow control).
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete message, if one is buffered.
+    pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        // Keep-alive CRLFs between messages.
+        let ws = self.buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+        self.buf.advance(ws);
+        let Some(head_end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return if self.buf.len() > MAX_FRAME {
+                Err(FrameError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        };
+        let len = content_length(&self.buf[..head_end])?;
+        let total = head_end + 4 + len;
+        if total > MAX_FRAME {
+            return Err(FrameError::TooLarge);
+        }
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        Ok(Some(self.buf.split_to(total).freeze()))
+    }
+}
+
+/// Content-Length (or compact `l`) from a header block; mandatory on streams.
+fn content_length(head: &[u8]) -> Result<usize, FrameError> {
+    for line in head.split(|b| *b == b'\n') {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(&line[..colon]);
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
+            let value = String::from_utf8_lossy(&line[colon + 1..]);
+            return value.trim().parse().map_err(|_| FrameError::BadContentLength);
+        }
+    }
+    Err(FrameError::BadContentLength)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_pipelined_and_partial_messages() {
+        let mut f = Framer::default();
+        let m1 = b"MESSAGE a SIP/2.0\r\nContent-Length: 5\r\n\r\nhello";
+        let m2 = b"OPTIONS b SIP/2.0\r\nl: 0\r\n\r\n";
+        f.extend(b"\r\n\r\n");
+        f.extend(m1);
+        f.extend(&m2[..10]);
+        assert_eq!(&f.next_frame().unwrap().unwrap()[..], &m1[..]);
+        assert_eq!(f.next_frame().unwrap(), None);
+        f.extend(&m2[10..]);
+        assert_eq!(&f.next_frame().unwrap().unwrap()[..], &m2[..]);
+        assert_eq!(f.pending(), 0);
+    }
+
+    #[test]
+    fn rejects_missing_length_and_oversize() {
+        let mut f = Framer::default();
+        f.extend(b"MESSAGE a SIP/2.0\r\nVia: x\r\n\r\n");
+        assert_eq!(f.next_frame(), Err(FrameError::BadContentLength));
+        let mut g = Framer::default();
+        g.extend(format!("M a SIP/2.0\r\nContent-Length: {}\r\n\r\n", MAX_FRAME).as_bytes());
+        assert_eq!(g.next_frame(), Err(FrameError::TooLarge));
+        let mut h = Framer::default();
+        h.extend(&vec![b'a'; MAX_FRAME + 1]);
+        assert_eq!(h.next_frame(), Err(FrameError::TooLarge));
+    }
+}

@@ -1,0 +1,114 @@
+//! SIP transports (RFC 3261 §18): UDP datagrams and TCP byte streams.
+//!
+//! Transports only move bytes: everything received goes to one [`Sink`]
+//! (the ingress dispatcher), everything sent goes through [`Transports`].
+
+mod framing;
+mod tcp;
+mod udp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cpm_actors::{Target, TransportKind};
+use thiserror::Error;
+
+pub use framing::{FrameError, Framer, MAX_FRAME};
+pub use tcp::TcpHub;
+pub use udp::UdpTransport;
+
+/// Where a message came from, so the answer goes back the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub transport: TransportKind,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// One received message (a datagram or one framed TCP message).
+#[derive(Debug)]
+pub struct Inbound {
+    pub data: Bytes,
+    pub source: Source,
+}
+
+pub type Sink = Arc<dyn Fn(Inbound) + Send + Sync>;
+
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("no {0} listener configured")]
+    NoListener(TransportKind),
+    #[error("send to {0} failed: {1}")]
+    Io(SocketAddr, std::io::Error),
+    #[error("connection to {0} is congested (slow peer); message dropped")]
+    Congested(SocketAddr),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(SocketAddr, String),
+}
+
+/// All listeners; outbound requests leave from the first one of their kind.
+pub struct Transports {
+    udp: HashMap<SocketAddr, Arc<UdpTransport>>,
+    first_udp: Option<Arc<UdpTransport>>,
+    tcp: Option<Arc<TcpHub>>,
+}
+
+impl Transports {
+    pub fn new(udp: Vec<Arc<UdpTransport>>, tcp: Option<Arc<TcpHub>>) -> Transports {
+        Transports {
+            first_udp: udp.first().cloned(),
+            udp: udp.into_iter().map(|u| (u.local(), u)).collect(),
+            tcp,
+        }
+    }
+
+    /// `host:port` for the Via of requests we originate on `kind`.
+    pub fn sent_by(&self, kind: TransportKind) -> Option<SocketAddr> {
+        match kind {
+            TransportKind::Udp => self.first_udp.as_ref().map(|u| u.local()),
+            TransportKind::Tcp => self.tcp.as_ref().map(|t| t.local()),
+        }
+    }
+
+    /// Answer on the flow a request came in on (RFC 3581 symmetric response).
+    pub async fn reply(&self, to: &Source, data: Bytes) -> Result<(), TransportError> {
+        match to.transport {
+            TransportKind::Udp => {
+                let sock = self.udp.get(&to.local).or(self.first_udp.as_ref());
+                let sock = sock.ok_or(TransportError::NoListener(TransportKind::Udp))?;
+                sock.send(to.peer, &data)
+            }
+            TransportKind::Tcp => {
+                self.send(
+                    Target {
+                        transport: to.transport,
+                        addr: to.peer,
+                    },
+                    data,
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn send(&self, target: Target, data: Bytes) -> Result<(), TransportError> {
+        match target.transport {
+            TransportKind::Udp => {
+                let sock = self
+                    .first_udp
+                    .as_ref()
+                    .ok_or(TransportError::NoListener(TransportKind::Udp))?;
+                sock.send(target.addr, &data)
+            }
+            TransportKind::Tcp => {
+                let hub = self
+                    .tcp
+                    .as_ref()
+                    .ok_or(TransportError::NoListener(TransportKind::Tcp))?;
+                hub.send(target.addr, data).await
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Issue 2: multi-device registration and pager-mode delivery over real SIP,
+//! driven by sipp against the real server on loopback.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+
+/// Forks settle after the sender's 200 (first device wins); give the rest
+/// a moment before stopping the devices and counting.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(800));
+}
+
+fn fork_to_every_device(t: Transport) {
+    let cpm = Cpm::start(&["--open"]);
+    let mut devices: Vec<Device> = (0..3).map(|_| Device::start(t)).collect();
+    for (i, d) in devices.iter().enumerate() {
+        assert!(
+            register(&cpm, t, "bob", &d.contact(), i as u32 + 1, 600, 200),
+            "register device {i}"
+        );
+    }
+    assert!(message(&cpm, t, "alice", "bob", 200), "first message");
+    settle();
+    // Device 3 unregisters: only the other two get the next message.
+    assert!(register(&cpm, t, "bob", &devices[2].contact(), 3, 0, 200), "unregister");
+    assert!(message(&cpm, t, "alice", "bob", 200), "second message");
+    settle();
+    let got: Vec<Vec<String>> = devices.iter_mut().map(|d| d.finish()).collect();
+    assert_eq!(got[0].len(), 2, "device 1: {:?}\n{}", got[0], cpm.log());
+    assert_eq!(got[1].len(), 2, "device 2: {:?}", got[1]);
+    assert_eq!(got[2].len(), 1, "device 3 (unregistered after the first): {:?}", got[2]);
+    assert_ne!(
+        got[0][0].split(' ').nth(1),
+        got[0][1].split(' ').nth(1),
+        "two distinct messages"
+    );
+    for line in got.iter().flatten() {
+        assert!(
+            line.contains("P-Called-Party-ID: <sip:bob@127.0.0.1>"),
+            "target CPM Address inserted: {line}"
+        );
+    }
+}
+
+#[test]
+fn every_registered_device_gets_one_copy_udp() {
+    fork_to_every_device(Transport::Udp);
+}
+
+#[test]
+fn every_registered_device_gets_one_copy_tcp() {
+    fork_to_every_device(Transport::Tcp);
+}
+
+#[test]
+fn no_registered_device_is_480() {
+    let cpm = Cpm::start(&["--open"]);
+    assert!(message(&cpm, Transport::Udp, "alice", "carol", 480));
+    assert!(message(&cpm, Transport::Tcp, "alice", "carol", 480));
+}
+
+fn raw_message(port: u16, local: u16, branch: &str, call_id: &str, extra: &str, body: &str) -> String {
+    format!(
+        "MESSAGE sip:bob@127.0.0.1:{port} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{local};branch={branch}\r\n\
+         From: <sip:alice@127.0.0.1:{port}>;tag=a1\r\n\
+         To: <sip:bob@127.0.0.1:{port}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 MESSAGE\r\n\
+         Max-Forwards: 70\r\n\
+         {extra}Content-Type: text/plain\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn udp_retransmission_is_answered_not_delivered_twice() {
+    let cpm = Cpm::start(&["--open"]);
+    let mut dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 600, 200));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = sock.local_addr().unwrap().port();
+    let msg = raw_message(cpm.udp, local, "z9hG4bKretrans1", "retrans-1@test", "", "hello once");
+    // Retransmission while the server is still forking: absorbed.
+    sock.send_to(msg.as_bytes(), ("127.0.0.1", cpm.udp)).unwrap();
+    let first = udp_exchange(&sock, cpm.udp, msg.as_bytes(), Duration::from_secs(5)).expect("a response");
+    assert_eq!(status_of(&first), Some(200), "{first}");
+    // Retransmission after the answer: the same answer again, from the transaction.
+    let again = udp_exchange(&sock, cpm.udp, msg.as_bytes(), Duration::from_secs(5)).expect("resent response");
+    assert_eq!(status_of(&again), Some(200), "{again}");
+    settle();
+    let got = dev.finish();
+    assert_eq!(got.len(), 1, "delivered once: {got:?}");
+}
+
+#[test]
+fn malformed_requests_get_400_and_service_goes_on() {
+    let cpm = Cpm::start(&["--open"]);
+    let mut dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 600, 200));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = sock.local_addr().unwrap().port();
+    let good = raw_message(cpm.udp, local, "z9hG4bKbad1", "bad-1@test", "", "x");
+    let cases = [
+        good.replace("CSeq: 1 MESSAGE", "CSeq: one MESSAGE"),
+        good.replace("CSeq: 1 MESSAGE", "CSeq: 1 INVITE"),
+        good.replace("Call-ID: bad-1@test\r\n", ""),
+        good.replace("From: <sip:alice@127.0.0.1", "From: <sip:alice@127.0.0.1:99999999"),
+        good.replace("Content-Length: 1", "Content-Length: 500"),
+        good.replace("Max-Forwards: 70", "Max-Forwards: lots"),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let case = case.replace("z9hG4bKbad1", &format!("z9hG4bKbad1x{i}"));
+        let resp = udp_exchange(&sock, cpm.udp, case.as_bytes(), Duration::from_secs(3));
+        let resp = resp.unwrap_or_else(|| panic!("no answer to case {i}: {case}"));
+        assert_eq!(status_of(&resp), Some(400), "case {i}: {resp}");
+    }
+    // Junk that is not SIP at all is dropped without an answer.
+    for junk in [
+        &b"\x00\x01\x02garbage"[..],
+        b"SIP/2.0 200 OK\r\n\r\n",
+        b"INVITE\r\n\r\n",
+        &[0xffu8; 3000][..],
+    ] {
+        assert!(udp_exchange(&sock, cpm.udp, junk, Duration::from_millis(300)).is_none());
+    }
+    // Over TCP: a framed but malformed request gets 400 on the same connection.
+    let mut tcp = TcpStream::connect(("127.0.0.1", cpm.tcp)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let bad = good
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        .replace("CSeq: 1 MESSAGE", "CSeq: x");
+    tcp.write_all(bad.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tcp.read(&mut buf).unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), Some(400));
+    // And the server still delivers.
+    assert!(message(&cpm, Transport::Udp, "alice", "bob", 200));
+    settle();
+    assert_eq!(dev.finish().len(), 1);
+}
+
+#[test]
+fn status_codes_for_refused_requests() {
+    let cfg = TempDir::new().unwrap();
+    let path = cfg.path().join("cpm.toml");
+    std::fs::write(&path, "[messaging]\nmax_message_size = 100\n").unwrap();
+    let cpm = Cpm::start(&["--open", "--config", path.to_str().unwrap()]);
+    let mut dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 600, 200));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = sock.local_addr().unwrap().port();
+    let ask = |i: usize, m: String| {
+        let m = m.replace("z9hG4bKs", &format!("z9hG4bKs{i}"));
+        let r = udp_exchange(&sock, cpm.udp, m.as_bytes(), Duration::from_secs(3)).expect("answer");
+        (status_of(&r), r)
+    };
+    let base = raw_message(cpm.udp, local, "z9hG4bKs", "codes@test", "", "hi");
+    let (code, r) = ask(1, base.replace("Max-Forwards: 70", "Max-Forwards: 0"));
+    assert_eq!(code, Some(483), "{r}");
+    let (code, r) = ask(
+        2,
+        raw_message(cpm.udp, local, "z9hG4bKs", "codes@test", "", &"x".repeat(101)),
+    );
+    assert_eq!(code, Some(413), "{r}");
+    let (code, r) = ask(
+        3,
+        base.replace("Content-Type: text/plain", "Content-Type: application/x-unknown"),
+    );
+    assert_eq!(code, Some(415), "{r}");
+    assert!(r.contains("Accept: "), "415 lists what is accepted: {r}");
+    let (code, r) = ask(
+        4,
+        base.replace("MESSAGE sip:", "SUBSCRIBE sip:")
+            .replace("CSeq: 1 MESSAGE", "CSeq: 1 SUBSCRIBE"),
+    );
+    assert_eq!(code, Some(405), "{r}");
+    assert!(r.contains("Allow: "), "405 lists what is allowed: {r}");
+    let (code, r) = ask(5, base.replace("MESSAGE sip:bob@", "MESSAGE wv:bob@"));
+    assert_eq!(code, Some(416), "{r}");
+    let (code, r) = ask(
+        6,
+        base.replace("From: <sip:alice@127.0.0.1", "From: <sip:alice@elsewhere.example"),
+    );
+    assert_eq!(code, Some(403), "sender not of a local domain: {r}");
+    let (code, r) = ask(
+        7,
+        base.replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nRequire: 100rel\r\n"),
+    );
+    assert_eq!(code, Some(420), "{r}");
+    settle();
+    assert!(dev.finish().is_empty(), "nothing refused was delivered");
+}
+
+#[test]
+fn only_provisioned_users_without_open() {
+    let cfg = TempDir::new().unwrap();
+    let path = cfg.path().join("cpm.toml");
+    std::fs::write(
+        &path,
+        "domains = [\"example.com\"]\n[[users]]\naddress = \"sip:alice@example.com\"\n[[users]]\naddress = \"sip:bob@example.com\"\n",
+    )
+    .unwrap();
+    let cpm = Cpm::start(&["--config", path.to_str().unwrap()]);
+    let mut dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 600, 200));
+    assert!(
+        register(&cpm, Transport::Udp, "carol", &dev.contact(), 2, 600, 404),
+        "unknown user cannot register"
+    );
+    assert!(
+        message(&cpm, Transport::Udp, "alice", "carol", 404),
+        "unknown recipient"
+    );
+    assert!(message(&cpm, Transport::Udp, "mallory", "bob", 403), "unknown sender");
+    assert!(message(&cpm, Transport::Udp, "alice", "bob", 200));
+    settle();
+    assert_eq!(dev.finish().len(), 1);
+}
+
+#[test]
+fn registrations_survive_a_restart() {
+    let mut cpm = Cpm::start(&["--open"]);
+    let mut dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 600, 200));
+    cpm.restart(); // SIGKILL: only what was flushed before the 200 survives
+    assert!(message(&cpm, Transport::Udp, "alice", "bob", 200));
+    settle();
+    assert_eq!(dev.finish().len(), 1);
+}
+
+#[test]
+fn too_brief_registration_is_423() {
+    let cpm = Cpm::start(&["--open"]);
+    let dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 10, 423));
+}
