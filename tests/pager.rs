@@ -58,8 +58,9 @@ fn every_registered_device_gets_one_copy_tcp() {
 }
 
 #[test]
-fn no_registered_device_is_480() {
-    let cpm = Cpm::start(&["--open"]);
+fn no_registered_device_is_480_when_the_user_rejects() {
+    let (_dir, cfg) = config("[preferences]\nwhen_unavailable = \"reject\"\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
     assert!(message(&cpm, Transport::Udp, "alice", "carol", 480));
     assert!(message(&cpm, Transport::Tcp, "alice", "carol", 480));
 }
@@ -240,4 +241,92 @@ fn too_brief_registration_is_423() {
     let cpm = Cpm::start(&["--open"]);
     let dev = Device::start(Transport::Udp);
     assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 10, 423));
+}
+
+fn config(text: &str) -> (TempDir, String) {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("cpm.toml");
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    (dir, p)
+}
+
+#[test]
+fn registration_expires_by_timer() {
+    let (_dir, cfg) = config("[registrar]\nmin_expires = 1\n[preferences]\nwhen_unavailable = \"reject\"\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let mut dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 1, 200));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        message(&cpm, Transport::Udp, "alice", "bob", 480),
+        "expired binding is not used"
+    );
+    assert!(cpm.log().contains("registration expired"), "the expiry timer fired");
+    assert!(dev.finish().is_empty());
+}
+
+#[test]
+fn passivated_user_is_reactivated_on_demand() {
+    let (_dir, cfg) = config("[actors]\nidle_timeout_s = 1\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let mut dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 600, 200));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        cpm.log().contains("passivating idle participating function"),
+        "bob's PF was stopped"
+    );
+    assert!(
+        message(&cpm, Transport::Udp, "alice", "bob", 200),
+        "and comes back with its bindings"
+    );
+    settle();
+    assert_eq!(dev.finish().len(), 1);
+}
+
+#[test]
+fn stalled_tcp_peer_does_not_block_others() {
+    let cpm = Cpm::start(&["--open"]);
+    let mut dev = Device::start(Transport::Tcp);
+    assert!(register(&cpm, Transport::Tcp, "bob", &dev.contact(), 1, 600, 200));
+    // A peer that sends half a message and then nothing, and one that never reads.
+    let mut stalled = TcpStream::connect(("127.0.0.1", cpm.tcp)).unwrap();
+    stalled
+        .write_all(b"MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\nContent-Length: 100000\r\n\r\npartial")
+        .unwrap();
+    let _silent = TcpStream::connect(("127.0.0.1", cpm.tcp)).unwrap();
+    for _ in 0..3 {
+        assert!(message(&cpm, Transport::Tcp, "alice", "bob", 200));
+    }
+    settle();
+    assert_eq!(dev.finish().len(), 3);
+}
+
+#[test]
+fn message_to_oneself_skips_the_sending_device() {
+    let cpm = Cpm::start(&["--open"]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let mut other = Device::start(Transport::Udp);
+    // alice's phone (this socket) and alice's tablet (the sipp device).
+    let reg = format!(
+        "REGISTER sip:127.0.0.1:{s} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKself\r\n\
+         From: <sip:alice@127.0.0.1>;tag=r\r\nTo: <sip:alice@127.0.0.1>\r\nCall-ID: self-reg\r\nCSeq: 1 REGISTER\r\n\
+         Contact: <sip:alice@127.0.0.1:{port}>;+g.oma.sip-im\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+        s = cpm.udp
+    );
+    let r = udp_exchange(&sock, cpm.udp, reg.as_bytes(), Duration::from_secs(3)).expect("register answer");
+    assert_eq!(status_of(&r), Some(200), "{r}");
+    assert!(register(&cpm, Transport::Udp, "alice", &other.contact(), 2, 600, 200));
+    let note =
+        raw_message(cpm.udp, port, "z9hG4bKselfmsg", "self-1", "", "note to self").replace("sip:bob@", "sip:alice@");
+    let resp = udp_exchange(&sock, cpm.udp, note.as_bytes(), Duration::from_secs(5)).expect("an answer");
+    assert_eq!(status_of(&resp), Some(200), "the tablet took it: {resp}");
+    settle();
+    assert_eq!(
+        other.finish().len(),
+        1,
+        "the other device got it; the sending phone got only the 200"
+    );
 }
