@@ -32,17 +32,15 @@
 //! to the *same* binding (e.g. two puts with different expiries could each
 //! remove the other's fresh index entry). The writes of one binding are
 //! therefore serialised in-process by a small set of striped mutexes
-//! ([`BindingLocks`]); sled allows a single process per database, so that is
-//! all the serialisation needed. The mutex is always a leaf lock: it is held
-//! only around this module's own sled calls, no other lock of ours is taken
-//! under it, and nothing sled's flush or IO threads wait for needs it, so it
-//! cannot recreate the deadlock above.
-
-use std::hash::{Hash, Hasher};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+//! (`StripedLocks` in `common.rs`); sled allows a single process per
+//! database, so that is all the serialisation needed. The mutex is always a
+//! leaf lock: it is held only around this module's own sled calls, no other
+//! lock of ours is taken under it, and nothing sled's flush or IO threads
+//! wait for needs it, so it cannot recreate the deadlock above.
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::{aor_prefix, check_aor, distinct_aors};
 use crate::{Store, StoreError};
 
 /// One registered contact of an address-of-record (AOR), as persisted.
@@ -71,34 +69,6 @@ pub struct BindingRecord {
     pub registered_at: u64,
     /// Client supports GRUU (a pub-gruu was assigned).
     pub gruu: bool,
-}
-
-const LOCK_STRIPES: usize = 64;
-
-/// Striped in-process locks serialising the multi-step writes of one
-/// `(aor, key)` binding; see the module docs for why they cannot deadlock.
-pub(crate) struct BindingLocks([Mutex<()>; LOCK_STRIPES]);
-
-impl BindingLocks {
-    pub(crate) fn new() -> BindingLocks {
-        BindingLocks(std::array::from_fn(|_| Mutex::new(())))
-    }
-
-    fn lock(&self, aor: &str, key: &str) -> MutexGuard<'_, ()> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (aor, key).hash(&mut h);
-        // The guarded data is `()`, so a panic elsewhere cannot leave it
-        // inconsistent; the store's own invariants are crash-safe anyway.
-        self.0[(h.finish() % LOCK_STRIPES as u64) as usize]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl std::fmt::Debug for BindingLocks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BindingLocks").field("stripes", &LOCK_STRIPES).finish()
-    }
 }
 
 impl Store {
@@ -139,7 +109,7 @@ impl Store {
         let bkey = binding_key(aor, &rec.key);
         let value = encode(rec)?;
         let new_index = expiry_key(rec.expires_at, aor, &rec.key);
-        let _serial = self.binding_locks.lock(aor, &rec.key);
+        let _serial = self.binding_locks.lock((aor, rec.key.as_str()));
         self.binding_expiry.insert(new_index, &[][..])?;
         if let Some(old) = self.bindings.insert(bkey, value)? {
             self.remove_old_index(&old, aor, &rec.key, Some(rec.expires_at))?;
@@ -155,7 +125,7 @@ impl Store {
     pub fn remove_binding(&self, aor: &str, key: &str) -> Result<bool, StoreError> {
         check_aor(aor)?;
         let bkey = binding_key(aor, key);
-        let _serial = self.binding_locks.lock(aor, key);
+        let _serial = self.binding_locks.lock((aor, key));
         match self.bindings.remove(bkey)? {
             Some(old) => {
                 self.remove_old_index(&old, aor, key, None)?;
@@ -178,7 +148,7 @@ impl Store {
     pub fn remove_expired(&self, aor: &str, key: &str, now: u64) -> Result<bool, StoreError> {
         check_aor(aor)?;
         let bkey = binding_key(aor, key);
-        let _serial = self.binding_locks.lock(aor, key);
+        let _serial = self.binding_locks.lock((aor, key));
         let Some(old) = self.bindings.get(&bkey)? else {
             return Ok(false);
         };
@@ -242,26 +212,7 @@ impl Store {
     /// order. Meant for inspection; skips from one AOR to the next instead of
     /// visiting each binding.
     pub fn aors_with_bindings(&self, limit: usize) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        let mut from: Vec<u8> = Vec::new();
-        while out.len() < limit {
-            let Some(item) = self.bindings.range(from.as_slice()..).next() else {
-                break;
-            };
-            let (k, _) = item?;
-            let nul = k
-                .iter()
-                .position(|&b| b == 0)
-                .ok_or_else(|| StoreError::Corrupt(format!("binding key {k:?} has no AOR terminator")))?;
-            let aor = std::str::from_utf8(&k[..nul])
-                .map_err(|e| StoreError::Corrupt(format!("binding key AOR is not UTF-8: {e}")))?;
-            out.push(aor.to_owned());
-            // `aor 0x01` sorts after every `aor 0x00 ...` key of this AOR.
-            from.clear();
-            from.extend_from_slice(&k[..nul]);
-            from.push(1);
-        }
-        Ok(out)
+        distinct_aors(&self.bindings, limit, "binding")
     }
 
     /// Whether the index entry `(at, aor, key)` belongs to the stored record.
@@ -286,7 +237,7 @@ impl Store {
     /// have expiry `at` here, no write in flight will make the entry valid;
     /// a later put with that expiry re-inserts it before storing the record.
     fn drop_stale_index(&self, ikey: &[u8], at: u64, aor: &str, key: &str) -> Result<(), StoreError> {
-        let _serial = self.binding_locks.lock(aor, key);
+        let _serial = self.binding_locks.lock((aor, key));
         if !self.index_entry_live(aor, key, at)? {
             self.binding_expiry.remove(ikey)?;
         }
@@ -311,20 +262,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-fn check_aor(aor: &str) -> Result<(), StoreError> {
-    if aor.is_empty() || aor.contains('\0') {
-        return Err(StoreError::InvalidAor(aor.to_owned()));
-    }
-    Ok(())
-}
-
-fn aor_prefix(aor: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(aor.len() + 1);
-    k.extend_from_slice(aor.as_bytes());
-    k.push(0);
-    k
 }
 
 fn binding_key(aor: &str, key: &str) -> Vec<u8> {
@@ -355,27 +292,18 @@ fn split_expiry_key(raw: &[u8]) -> Option<(u64, String, String)> {
 }
 
 fn encode(rec: &BindingRecord) -> Result<Vec<u8>, StoreError> {
-    Ok(bincode::serde::encode_to_vec(rec, bincode::config::standard())?)
+    crate::common::encode(rec)
 }
 
-/// Strict decode: trailing bytes mean the value is not what we wrote.
 fn decode(bytes: &[u8]) -> Result<BindingRecord, bincode::error::DecodeError> {
-    let (rec, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
-    if used != bytes.len() {
-        return Err(bincode::error::DecodeError::OtherString(format!(
-            "{} trailing bytes after binding record",
-            bytes.len() - used
-        )));
-    }
-    Ok(rec)
+    crate::common::decode(bytes, "binding record")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::Future;
+    use crate::block_on;
     use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
 
     fn rec(key: &str, expires_at: u64) -> BindingRecord {
         BindingRecord {
@@ -390,25 +318,6 @@ mod tests {
             source: "10.0.0.1:5070".to_owned(),
             registered_at: 1_000,
             gruu: false,
-        }
-    }
-
-    /// Minimal executor so the async flush can be tested without a runtime dep.
-    fn block_on<F: Future>(f: F) -> F::Output {
-        struct Unpark(std::thread::Thread);
-        impl Wake for Unpark {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        let mut f = std::pin::pin!(f);
-        loop {
-            match f.as_mut().poll(&mut cx) {
-                Poll::Ready(v) => return v,
-                Poll::Pending => std::thread::park(),
-            }
         }
     }
 
@@ -779,25 +688,5 @@ mod tests {
         s.put_binding(aor, &rec("k", 100)).unwrap();
         assert_eq!(s.binding_expiry.len(), 1);
         assert_eq!(s.expired(200, 10).unwrap().len(), 1);
-    }
-
-    /// Guard against reintroducing the operations that take sled's global
-    /// concurrency-control write lock, and sled's deadlock-prone `flush_async`.
-    #[test]
-    fn crate_never_takes_sled_cc_write_lock() {
-        let sources = [
-            include_str!("lib.rs"),
-            include_str!("bindings.rs"),
-            include_str!("error.rs"),
-            include_str!("flush.rs"),
-        ];
-        let banned = ["transaction", "apply_batch", "checksum", "flush_async"].map(|op| format!(".{op}("));
-        for src in sources {
-            for op in &banned {
-                assert!(!src.contains(op.as_str()), "store source calls {op}");
-            }
-            assert!(!src.contains(concat!("sled::", "transaction")));
-            assert!(!src.contains(concat!("sled::", "Transactional")));
-        }
     }
 }

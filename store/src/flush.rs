@@ -11,7 +11,7 @@
 //!
 //! Instead each [`crate::Store`] has one dedicated flusher thread of its own.
 //! Callers enqueue a request and await it; the thread takes every request
-//! queued so far, runs one blocking [`sled::Db::flush`] for all of them
+//! queued so far, runs one blocking `sled::Db::flush` for all of them
 //! (group commit), and completes them. A request queued while a flush is
 //! running waits for the next one, which starts after it was queued and thus
 //! covers every write its caller made before asking.
