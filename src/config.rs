@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cpm_actors::{Policy, Users};
+use cpm_actors::{DeferredPolicy, ExpiryAction, Policy, Preferences, Users};
 use cpm_sip::SipUri;
 use serde::Deserialize;
 
@@ -22,9 +22,51 @@ pub struct Config {
     pub messaging: MessagingConfig,
     #[serde(default)]
     pub actors: ActorsConfig,
+    #[serde(default)]
+    pub deferred: DeferredConfig,
+    #[serde(default)]
+    pub interworking: InterworkingConfig,
+    /// Preferences of every user without preferences of its own.
+    #[serde(default)]
+    pub preferences: Preferences,
     /// Provisioned users (without --open only these may register and send).
     #[serde(default)]
     pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeferredConfig {
+    pub default_expiry_s: u64,
+    pub max_expiry_s: u64,
+    pub max_messages: usize,
+    pub max_bytes: u64,
+    pub retry_after_s: u32,
+    pub on_expiry: ExpiryAction,
+    /// 0 = no reminders.
+    pub reminder_interval_s: u64,
+}
+
+impl Default for DeferredConfig {
+    fn default() -> Self {
+        let p = DeferredPolicy::default();
+        DeferredConfig {
+            default_expiry_s: p.default_expiry.as_secs(),
+            max_expiry_s: p.max_expiry.as_secs(),
+            max_messages: p.max_messages,
+            max_bytes: p.max_bytes,
+            retry_after_s: p.retry_after,
+            on_expiry: p.on_expiry,
+            reminder_interval_s: 0,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InterworkingConfig {
+    /// Where the spool Interworking Function writes; default `<data>/interworking-spool`.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +98,8 @@ pub struct ActorsConfig {
 pub struct UserConfig {
     /// A SIP or TEL URI of one of the configured domains.
     pub address: String,
+    /// This user's preferences; `[preferences]` when absent.
+    pub preferences: Option<Preferences>,
 }
 
 impl Default for RegistrarConfig {
@@ -113,6 +157,15 @@ impl Config {
             "messaging.fork_timeout_ms must be above 0"
         );
         anyhow::ensure!(self.actors.idle_timeout_s > 0, "actors.idle_timeout_s must be above 0");
+        let d = &self.deferred;
+        anyhow::ensure!(
+            0 < d.default_expiry_s && d.default_expiry_s <= d.max_expiry_s,
+            "deferred: need 0 < default_expiry_s <= max_expiry_s"
+        );
+        anyhow::ensure!(
+            d.max_messages > 0 && d.max_bytes > 0,
+            "deferred: max_messages and max_bytes must be above 0"
+        );
         for d in &self.domains {
             anyhow::ensure!(!d.is_empty() && !d.contains([':', '@', ' ']), "invalid domain {d:?}");
         }
@@ -141,21 +194,55 @@ impl Config {
                 .collect(),
             fork_timeout: Duration::from_millis(self.messaging.fork_timeout_ms),
             idle_timeout: Duration::from_secs(self.actors.idle_timeout_s),
+            deferred: DeferredPolicy {
+                default_expiry: Duration::from_secs(self.deferred.default_expiry_s),
+                max_expiry: Duration::from_secs(self.deferred.max_expiry_s),
+                max_messages: self.deferred.max_messages,
+                max_bytes: self.deferred.max_bytes,
+                retry_after: self.deferred.retry_after_s,
+                on_expiry: self.deferred.on_expiry,
+                reminder_interval: (self.deferred.reminder_interval_s > 0)
+                    .then(|| Duration::from_secs(self.deferred.reminder_interval_s)),
+            },
         }
     }
 
     /// Provisioned users as canonical AORs (needs the domains to canonicalize).
     pub fn users(&self, domains: &cpm_actors::LocalDomains, open: bool) -> anyhow::Result<Users> {
         let mut provisioned = HashSet::new();
+        let mut preferences = std::collections::HashMap::new();
         for u in &self.users {
             let uri = SipUri::parse(&u.address)?;
             let aor = domains
                 .local_aor(&uri)
                 .with_context(|| format!("user {:?} is not in a configured domain", u.address))?;
+            if let Some(p) = &u.preferences {
+                preferences.insert(aor.as_str().to_string(), canonical_prefs(p, domains));
+            }
             provisioned.insert(aor.as_str().to_string());
         }
-        Ok(Users { open, provisioned })
+        Ok(Users {
+            open,
+            provisioned,
+            preferences,
+            default_preferences: canonical_prefs(&self.preferences, domains),
+        })
     }
+}
+
+/// Originators in `reject_from` are compared as canonical AORs.
+fn canonical_prefs(p: &Preferences, domains: &cpm_actors::LocalDomains) -> Preferences {
+    let mut p = p.clone();
+    p.reject_from = p
+        .reject_from
+        .iter()
+        .map(|a| match SipUri::parse(a).ok().and_then(|u| domains.local_aor(&u)) {
+            Some(aor) => aor.as_str().to_string(),
+            None => a.to_ascii_lowercase(),
+        })
+        .collect();
+    p.reject_content_types = p.reject_content_types.iter().map(|t| t.to_ascii_lowercase()).collect();
+    p
 }
 
 #[cfg(test)]

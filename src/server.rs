@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::Context as _;
-use cpm_actors::{unix_now, Aor, Directory, Env, LocalDomains, Outbound, OutboundError, PurgeExpired, Target};
+use cpm_actors::{
+    unix_now, Aor, Directory, Env, ExpireDeferred, LocalDomains, Outbound, OutboundError, PurgeExpired,
+    SpoolInterworking, Target,
+};
 use cpm_sip::Message;
 use cpm_store::Store;
 use futures::future::BoxFuture;
@@ -109,12 +112,15 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
 
     let domains = LocalDomains::new(&opts.config.domains, &addrs);
     let users = opts.config.users(&domains, opts.open)?;
+    let spool = (opts.config.interworking.spool_dir.clone()).unwrap_or_else(|| opts.data.join("interworking-spool"));
+    let interworking = SpoolInterworking::new(spool.clone()).with_context(|| format!("spool {}", spool.display()))?;
     let env = Env {
         store: store.clone(),
         outbound: Arc::new(TxOutbound(client_tx.clone())),
         policy: Arc::new(opts.config.policy()),
         users: Arc::new(users),
         domains: Arc::new(domains),
+        interworking: Arc::new(interworking),
     };
 
     let workers = match opts.config.actors.workers {
@@ -159,6 +165,31 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     })
 }
 
+/// Deferred messages whose time has come, found through the store's ordered
+/// expiry index; each user's PF decides (discard or store, per preference).
+async fn expire_deferred(core: &Arc<Core>) {
+    let now = unix_now();
+    match core.env.store.next_deferred_expiry() {
+        Ok(Some(t)) if t <= now => {}
+        Ok(_) => return,
+        Err(e) => return tracing::error!(error = %e, "deferred expiry index unreadable"),
+    }
+    let expired = match core.env.store.deferred_expired(now, 10_000) {
+        Ok(x) => x,
+        Err(e) => return tracing::error!(error = %e, "deferred expiry sweep failed"),
+    };
+    let mut by_user: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for (aor, seq) in expired {
+        by_user.entry(aor).or_default().push(seq);
+    }
+    for (aor, seqs) in by_user {
+        let aor = Aor::from_canonical(aor);
+        if let Err(e) = core.dir.send(&aor, ExpireDeferred(seqs)).await {
+            tracing::error!(%aor, error = %e, "cannot expire deferred messages");
+        }
+    }
+}
+
 fn peer_hash(peer: &SocketAddr) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -175,6 +206,7 @@ fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
         loop {
             tick.tick().await;
             core.server_tx.sweep(&timers);
+            expire_deferred(&core).await;
             n += 1;
             if !n.is_multiple_of(5) {
                 continue;

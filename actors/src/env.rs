@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cpm_store::Store;
 
-use crate::{LocalDomains, Outbound, Policy, Users};
+use crate::{InterworkingFunction, LocalDomains, Outbound, Policy, Users};
 
 #[derive(Clone)]
 pub struct Env {
@@ -13,4 +13,5 @@ pub struct Env {
     pub policy: Arc<Policy>,
     pub users: Arc<Users>,
     pub domains: Arc<LocalDomains>,
+    pub interworking: Arc<dyn InterworkingFunction>,
 }

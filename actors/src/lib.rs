@@ -20,20 +20,25 @@ mod aor;
 mod device;
 mod directory;
 mod env;
+pub mod interworking;
 mod outbound;
 pub mod pf;
 mod policy;
+pub mod preferences;
 
 pub use aor::{Aor, LocalDomains};
 pub use device::ClientRegistration;
 pub use directory::{Directory, DirectoryError};
 pub use env::Env;
+pub use interworking::{InterworkingFunction, SpoolInterworking};
 pub use outbound::{Outbound, OutboundError, Target, TransportKind};
 pub use pf::{
-    Binding, ContactSpec, DeliverPager, DeliveryOutcome, GetBindings, ParticipatingFunction, PurgeExpired, Register,
-    RegisterError, RegisterOutcome, RegisterRequest, RequestedContacts,
+    Binding, ContactSpec, DeferredActions, DeferredActionsOutcome, DeliverPager, DeliveryOutcome, ExpireDeferred,
+    GetBindings, ParticipatingFunction, PurgeExpired, Register, RegisterError, RegisterOutcome, RegisterRequest,
+    RequestedContacts,
 };
-pub use policy::{Policy, Users};
+pub use policy::{DeferredPolicy, Policy, Users};
+pub use preferences::{DeferredMode, ExpiryAction, Preferences, Unavailable};
 
 /// Seconds since the Unix epoch (bindings persist absolute expiry times).
 pub fn unix_now() -> u64 {

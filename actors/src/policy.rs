@@ -1,7 +1,9 @@
 //! Provider policy and the provisioned-user list (the XDMS stand-in for now).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+
+use crate::preferences::{ExpiryAction, Preferences};
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -17,6 +19,39 @@ pub struct Policy {
     pub fork_timeout: Duration,
     /// A PF with no traffic for this long is passivated.
     pub idle_timeout: Duration,
+    pub deferred: DeferredPolicy,
+}
+
+/// Provider policy for deferred messages (003 §5.2.5, CPM-DEF-001..003).
+#[derive(Debug, Clone)]
+pub struct DeferredPolicy {
+    /// Expiry when the sender set none (SIP Expires on the MESSAGE).
+    pub default_expiry: Duration,
+    /// Cap on any expiry the sender asks for.
+    pub max_expiry: Duration,
+    /// Per-user caps; above them the MESSAGE gets 486 with Retry-After.
+    pub max_messages: usize,
+    pub max_bytes: u64,
+    /// Retry-After (seconds) on a full queue.
+    pub retry_after: u32,
+    /// What expiry does when the user's preferences say nothing.
+    pub on_expiry: ExpiryAction,
+    /// Reminder of still-deferred messages in notify mode (CPM-CONV-008); None = off.
+    pub reminder_interval: Option<Duration>,
+}
+
+impl Default for DeferredPolicy {
+    fn default() -> DeferredPolicy {
+        DeferredPolicy {
+            default_expiry: Duration::from_secs(7 * 86_400),
+            max_expiry: Duration::from_secs(30 * 86_400),
+            max_messages: 1_000,
+            max_bytes: 16 * 1024 * 1024,
+            retry_after: 3_600,
+            on_expiry: ExpiryAction::Discard,
+            reminder_interval: None,
+        }
+    }
 }
 
 impl Default for Policy {
@@ -38,6 +73,7 @@ impl Default for Policy {
             .collect(),
             fork_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            deferred: DeferredPolicy::default(),
         }
     }
 }
@@ -48,10 +84,17 @@ impl Default for Policy {
 pub struct Users {
     pub open: bool,
     pub provisioned: HashSet<String>,
+    /// Per-user preferences by canonical AOR; others get `default_preferences`.
+    pub preferences: HashMap<String, Preferences>,
+    pub default_preferences: Preferences,
 }
 
 impl Users {
     pub fn is_known(&self, aor: &crate::Aor) -> bool {
         self.open || self.provisioned.contains(aor.as_str())
+    }
+
+    pub fn preferences(&self, aor: &crate::Aor) -> &Preferences {
+        self.preferences.get(aor.as_str()).unwrap_or(&self.default_preferences)
     }
 }

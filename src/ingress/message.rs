@@ -4,7 +4,8 @@
 //! per-user state yet. The terminating side is the target's
 //! ParticipatingFunction, which forks to the eligible devices.
 
-use cpm_actors::{Aor, DeliverPager, DeliveryOutcome};
+use cpm_actors::pf::notify;
+use cpm_actors::{Aor, DeferredActions, DeliverPager, DeliveryOutcome};
 use cpm_sip::{Message, SipUri};
 
 use super::register::unsupported_requires;
@@ -13,14 +14,26 @@ use super::Reply;
 pub fn handle(reply: Reply) {
     reply.spawn(|r| async move {
         match check(&r) {
-            Ok((sender, target, gruu)) => deliver(r, sender, target, gruu).await,
+            Ok(Route::User { sender, target, gruu }) => deliver(r, sender, target, gruu).await,
+            Ok(Route::DeferredService { sender }) => deferred_actions(r, sender).await,
             Err(resp) => r.send(*resp).await,
         }
     });
 }
 
+enum Route {
+    /// A pager-mode message for a user.
+    User {
+        sender: Aor,
+        target: Aor,
+        gruu: Option<String>,
+    },
+    /// A device answering a deferred-message notification (docs/decisions.md).
+    DeferredService { sender: Aor },
+}
+
 /// Everything that can refuse the request before any actor sees it.
-fn check(r: &Reply) -> Result<(Aor, Aor, Option<String>), Box<Message>> {
+fn check(r: &Reply) -> Result<Route, Box<Message>> {
     let req = &r.req;
     let env = &r.core.env;
     let err = |code: u16, reason: &str| Box::new(r.builder(code).reason(reason).build());
@@ -38,6 +51,21 @@ fn check(r: &Reply) -> Result<(Aor, Aor, Option<String>), Box<Message>> {
         // 004 §5.3.1.2.3: not SIP-routable; interworking comes with its own issue.
         return Err(err(416, "Unsupported URI Scheme"));
     }
+    // Originating PF: the sender must be one of our users. The authenticated
+    // identity (digest, its own issue) will take the place of From here.
+    let from = req.from().map_err(|_| err(400, "Bad Request (From)"))?;
+    let from_uri = SipUri::parse(&from.uri).map_err(|_| err(400, "Bad Request (From URI)"))?;
+    let sender = env
+        .domains
+        .local_aor(&from_uri)
+        .ok_or_else(|| err(403, "Forbidden (sender is not of a local domain)"))?;
+    if !env.users.is_known(&sender) {
+        return Err(err(403, "Forbidden (unknown sender)"));
+    }
+
+    if ruri.user.as_deref() == Some(notify::SERVICE_USER) && env.domains.is_local_host(&ruri.host, ruri.port) {
+        return Ok(Route::DeferredService { sender });
+    }
     if req.body.len() > env.policy.max_message_size {
         return Err(err(413, "Request Entity Too Large"));
     }
@@ -54,18 +82,6 @@ fn check(r: &Reply) -> Result<(Aor, Aor, Option<String>), Box<Message>> {
         }
     }
 
-    // Originating PF: the sender must be one of our users. The authenticated
-    // identity (digest, its own issue) will take the place of From here.
-    let from = req.from().map_err(|_| err(400, "Bad Request (From)"))?;
-    let from_uri = SipUri::parse(&from.uri).map_err(|_| err(400, "Bad Request (From URI)"))?;
-    let sender = env
-        .domains
-        .local_aor(&from_uri)
-        .ok_or_else(|| err(403, "Forbidden (sender is not of a local domain)"))?;
-    if !env.users.is_known(&sender) {
-        return Err(err(403, "Forbidden (unknown sender)"));
-    }
-
     let target = env
         .domains
         .local_aor(ruri)
@@ -74,22 +90,87 @@ fn check(r: &Reply) -> Result<(Aor, Aor, Option<String>), Box<Message>> {
         return Err(err(404, "Not Found"));
     }
     let gruu = ruri.param("gr").flatten().map(str::to_string);
-    Ok((sender, target, gruu))
+    Ok(Route::User { sender, target, gruu })
+}
+
+/// RFC 3323: the sender asked for its identity to be withheld.
+fn is_anonymous(req: &Message) -> bool {
+    let privacy = req
+        .headers
+        .all("Privacy")
+        .flat_map(|v| v.split(';'))
+        .any(|p| matches!(p.trim().to_ascii_lowercase().as_str(), "id" | "user" | "header"));
+    let from_anonymous = req
+        .from()
+        .ok()
+        .and_then(|f| SipUri::parse(&f.uri).ok())
+        .is_some_and(|u| u.host == "anonymous.invalid" || u.user.as_deref() == Some("anonymous"));
+    privacy || from_anonymous
 }
 
 async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>) {
     let msg = DeliverPager {
         request: r.req.clone(),
-        gruu,
+        anonymous: is_anonymous(&r.req),
         sender_source: (sender == target).then_some(r.source.peer),
+        sender,
+        gruu,
     };
     let resp = match r.core.dir.send(&target, msg).await {
         Ok(DeliveryOutcome::Delivered { response, .. }) => *response,
-        // The deferral seam: the deferred-messages issue queues here instead.
-        Ok(DeliveryOutcome::NoEligibleDevice) => r.builder(480).build(),
-        Ok(DeliveryOutcome::NotAccepted { .. }) => r.builder(480).build(),
+        Ok(DeliveryOutcome::Deferred { .. } | DeliveryOutcome::Stored { .. } | DeliveryOutcome::Interworked { .. }) => {
+            r.builder(202).build()
+        }
+        Ok(DeliveryOutcome::Declined(why)) => r.builder(603).reason(why.reason()).build(),
+        Ok(DeliveryOutcome::Unavailable) => r.builder(480).build(),
+        Ok(DeliveryOutcome::QueueFull { retry_after }) => r
+            .builder(486)
+            .reason("Busy Here (deferred queue full)")
+            .header("Retry-After", retry_after.to_string())
+            .build(),
+        Ok(DeliveryOutcome::Failed(e)) => {
+            tracing::error!(%target, error = %e, "message not stored");
+            r.builder(500)
+                .reason("Server Internal Error (message not stored)")
+                .build()
+        }
         Err(e) => {
             tracing::error!(%target, error = %e, "delivery failed");
+            r.builder(503).header("Retry-After", "5").build()
+        }
+    };
+    r.send(resp).await
+}
+
+/// Actions on deferred messages (notify and wait) or a do-not-disturb change
+/// from one of the sender's own devices.
+async fn deferred_actions(r: Reply, user: Aor) {
+    if r.req.content_type().as_deref() != Some(notify::ACTION_TYPE) {
+        let resp = r.builder(415).header("Accept", notify::ACTION_TYPE).build();
+        return r.send(resp).await;
+    }
+    let request = match notify::parse_actions(&r.req.body) {
+        Ok(a) => a,
+        Err(e) => {
+            let resp = r.builder(400).reason(&format!("Bad Request ({e})")).build();
+            return r.send(resp).await;
+        }
+    };
+    let msg = DeferredActions {
+        request,
+        source: r.source.peer,
+    };
+    let resp = match r.core.dir.send(&user, msg).await {
+        Ok(outcome) if !outcome.failed => {
+            let body = notify::result_body(&outcome.results, outcome.dnd);
+            r.builder(200).body(notify::RESULT_TYPE, body.into()).build()
+        }
+        Ok(_) => r
+            .builder(500)
+            .reason("Server Internal Error (action not stored)")
+            .build(),
+        Err(e) => {
+            tracing::error!(%user, error = %e, "deferred actions failed");
             r.builder(503).header("Retry-After", "5").build()
         }
     };

@@ -211,6 +211,27 @@ impl Device {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The MESSAGE lines logged so far (sipp writes each line as it happens).
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("MESSAGE "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Wait until at least `n` MESSAGEs arrived (bounded), then a little
+    /// longer so that an extra copy would show.
+    pub fn wait_lines(&self, n: usize, limit: Duration) -> Vec<String> {
+        let start = Instant::now();
+        while self.lines().len() < n && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        self.lines()
+    }
+
     /// Stop sipp (SIGINT makes it flush its log) and return the logged lines.
     pub fn finish(&mut self) -> Vec<String> {
         if let Some(c) = self.child.take() {
@@ -321,4 +342,206 @@ pub fn udp_exchange(sock: &UdpSocket, server: u16, data: &[u8], wait: Duration) 
 
 pub fn status_of(resp: &str) -> Option<u16> {
     resp.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+}
+
+/// Several pager-mode messages from one sipp run, one at a time in order
+/// (Call-IDs `1-<pid>@...`, `2-<pid>@...`): true if every one got `expect`.
+pub fn messages(server: &Cpm, t: Transport, from: &str, to: &str, n: u32, expect: u16, extra: &[&str]) -> bool {
+    require_sipp();
+    let tmp = TempDir::new().expect("tempdir");
+    let sf = scenario(tmp.path(), "message_uac.xml", Some(expect));
+    let status = Command::new("sipp")
+        .arg(format!("127.0.0.1:{}", server.port(t)))
+        .arg("-sf")
+        .arg(&sf)
+        .args(["-i", "127.0.0.1", "-p", &free_port().to_string(), "-t", t.sipp()])
+        .args([
+            "-m",
+            &n.to_string(),
+            "-l",
+            "1",
+            "-r",
+            "100",
+            "-nostdin",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ])
+        .args(["-key", "from", from, "-key", "to", to])
+        .args(extra)
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run sipp");
+    status.success()
+}
+
+/// The call number sipp put in front of a Call-ID (`3-1234@127.0.0.1` → 3).
+pub fn call_number(log_line: &str) -> u32 {
+    log_line
+        .split(' ')
+        .nth(1)
+        .and_then(|id| id.split('-').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A device written here on a plain UDP socket, for behaviour sipp cannot
+/// script across calls: it answers the n-th MESSAGE with `answer(n)` and
+/// keeps every request it got.
+pub struct RawDevice {
+    pub port: u16,
+    sock: UdpSocket,
+    got: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    responses: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RawDevice {
+    pub fn start(answer: impl Fn(usize, &str) -> u16 + Send + 'static) -> RawDevice {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let port = sock.local_addr().expect("addr").port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let responses = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, r, s) = (got.clone(), responses.clone(), stop.clone());
+        let own = sock.try_clone().expect("clone socket");
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_535];
+            let mut seen = std::collections::HashMap::<String, u16>::new();
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if text.starts_with("SIP/2.0 ") {
+                    r.lock().expect("lock").push(text);
+                    continue;
+                }
+                if !text.starts_with("MESSAGE ") {
+                    continue;
+                }
+                // A retransmission gets the same answer and is not counted twice.
+                let branch = header(&text, "Via").unwrap_or_default();
+                let code = match seen.get(&branch) {
+                    Some(code) => *code,
+                    None => {
+                        let mut list = g.lock().expect("lock");
+                        let code = answer(list.len() + 1, &text);
+                        list.push(text.clone());
+                        seen.insert(branch, code);
+                        code
+                    }
+                };
+                let _ = sock.send_to(response_to(&text, code).as_bytes(), from);
+            }
+        });
+        RawDevice {
+            port,
+            sock: own,
+            got,
+            responses,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Send a request from the device's own socket; wait for its final response.
+    pub fn request(&self, server: u16, text: &str) -> Option<String> {
+        let call_id = header(text, "Call-ID")?;
+        self.sock.send_to(text.as_bytes(), ("127.0.0.1", server)).ok()?;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            let found = self
+                .responses
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|r| {
+                    header(r, "Call-ID").as_deref() == Some(call_id.as_str()) && status_of(r).is_some_and(|c| c >= 200)
+                })
+                .cloned();
+            if found.is_some() {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// REGISTER this device (from its own socket, so the server knows where it is).
+    pub fn register(&self, server: &Cpm, user: &str, instance: &str, expires: u32) -> Option<u16> {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let reg = format!(
+            "REGISTER sip:127.0.0.1:{s} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK{n}\r\n\
+             From: <sip:{user}@127.0.0.1>;tag=r\r\nTo: <sip:{user}@127.0.0.1>\r\nCall-ID: reg-{instance}-{n}\r\nCSeq: 1 REGISTER\r\n\
+             Contact: <sip:{user}@127.0.0.1:{p}>;+g.oma.sip-im;+sip.instance=\"<urn:uuid:{instance}>\"\r\n\
+             Expires: {expires}\r\nContent-Length: 0\r\n\r\n",
+            s = server.udp,
+            p = self.port,
+        );
+        status_of(&self.request(server.udp, &reg)?)
+    }
+
+    pub fn contact(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn received(&self) -> Vec<String> {
+        self.got.lock().expect("lock").clone()
+    }
+
+    /// Wait until at least `n` requests arrived (bounded).
+    pub fn wait_for(&self, n: usize, limit: Duration) -> Vec<String> {
+        let start = Instant::now();
+        while self.received().len() < n && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.received()
+    }
+}
+
+impl Drop for RawDevice {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// First value of a header in a raw message.
+pub fn header(text: &str, name: &str) -> Option<String> {
+    text.split("\r\n\r\n").next()?.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+pub fn body(text: &str) -> &str {
+    text.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// A response to a raw request (all Vias, From, To with a tag, Call-ID, CSeq).
+pub fn response_to(req: &str, code: u16) -> String {
+    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
+    for line in req.split("\r\n\r\n").next().unwrap_or_default().lines().skip(1) {
+        let name = line.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "from" | "call-id" | "cseq" => out.push_str(&format!("{line}\r\n")),
+            "to" => out.push_str(&format!("{line};tag=dev\r\n")),
+            _ => {}
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
 }

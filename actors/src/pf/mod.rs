@@ -6,24 +6,26 @@
 //! Activated on demand by the Directory, passivated when idle.
 
 mod binding;
+mod deferred;
+pub mod notify;
+mod pager;
 mod registrar;
 mod routing;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use cpm_sip::Message;
 use cpm_store::BindingRecord;
-use futures::stream::{FuturesUnordered, StreamExt};
 
 pub use binding::Binding;
+pub use deferred::{DeferredActions, DeferredActionsOutcome, ExpireDeferred};
+pub use pager::{DeliverPager, DeliveryOutcome};
 pub use registrar::{public_gruu, ContactSpec, RegisterError, RegisterRequest, RequestedContacts};
 pub use routing::Skip;
 
-use crate::device::{Fork, Rebind};
+use crate::device::Rebind;
+use crate::preferences::Preferences;
 use crate::{unix_now, Aor, ClientRegistration, Directory, Env};
 
 pub struct ParticipatingFunction {
@@ -36,11 +38,23 @@ pub struct ParticipatingFunction {
     in_flight: usize,
     last_activity: Instant,
     expiry_timer: Option<SpawnHandle>,
+    prefs: Preferences,
+    /// Do-not-disturb as in force now (stored runtime value, else preference).
+    dnd: bool,
+    /// Deferred queue usage, for the per-user caps.
+    deferred_count: usize,
+    deferred_bytes: u64,
+    /// Deferred messages being pushed right now (never to two devices at once).
+    claimed: HashSet<u64>,
+    /// Devices with a push in progress.
+    pushing: HashSet<String>,
+    reminder: Option<SpawnHandle>,
 }
 
 impl ParticipatingFunction {
     pub(crate) fn new(aor: Aor, dir: Directory) -> ParticipatingFunction {
         let env = dir.env().clone();
+        let prefs = env.users.preferences(&aor).clone();
         ParticipatingFunction {
             aor,
             dir,
@@ -50,6 +64,13 @@ impl ParticipatingFunction {
             in_flight: 0,
             last_activity: Instant::now(),
             expiry_timer: None,
+            dnd: prefs.dnd,
+            prefs,
+            deferred_count: 0,
+            deferred_bytes: 0,
+            claimed: HashSet::new(),
+            pushing: HashSet::new(),
+            reminder: None,
         }
     }
 
@@ -118,7 +139,8 @@ impl ParticipatingFunction {
         self.schedule_expiry(ctx);
     }
 
-    fn apply(&mut self, removals: Vec<String>, upserts: Vec<BindingRecord>) -> Result<(), RegisterError> {
+    /// Returns the keys of the bindings that were added or refreshed.
+    fn apply(&mut self, removals: Vec<String>, upserts: Vec<BindingRecord>) -> Result<Vec<String>, RegisterError> {
         let store = &self.env.store;
         let aor = self.aor.as_str();
         let persisted = removals
@@ -135,16 +157,18 @@ impl ParticipatingFunction {
             self.bindings.remove(&key);
             self.devices.remove(&key);
         }
+        let mut refreshed = Vec::with_capacity(upserts.len());
         for rec in upserts {
             let key = rec.key.clone();
             let Some(b) = Binding::from_record(rec) else { continue };
+            refreshed.push(key.clone());
             tracing::info!(%aor, %key, contact = %b.record.contact, expires_at = b.record.expires_at, "registered");
             if let Some(dev) = self.devices.get(&key) {
                 dev.do_send(Rebind(b.clone()));
             }
             self.bindings.insert(key, b);
         }
-        Ok(())
+        Ok(refreshed)
     }
 }
 
@@ -153,11 +177,14 @@ impl Actor for ParticipatingFunction {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.load();
+        self.load_deferred_state();
         self.schedule_expiry(ctx);
+        self.schedule_reminder(ctx);
         let idle = self.env.policy.idle_timeout;
         let check = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
         ctx.run_interval(check, move |act, ctx| {
-            if act.in_flight == 0 && act.last_activity.elapsed() >= idle {
+            // A pending reminder keeps the user active (it is the reminder's timer).
+            if act.in_flight == 0 && act.reminder.is_none() && act.last_activity.elapsed() >= idle {
                 tracing::debug!(aor = %act.aor, "passivating idle participating function");
                 ctx.stop();
             }
@@ -186,13 +213,13 @@ impl Handler<Register> for ParticipatingFunction {
     fn handle(&mut self, Register(req): Register, ctx: &mut Context<Self>) -> Self::Result {
         self.touch();
         let now = unix_now();
-        let changed = match registrar::plan(&self.bindings, &req, &self.env.policy, now) {
+        let (changed, refreshed) = match registrar::plan(&self.bindings, &req, &self.env.policy, now) {
             Ok(plan) => {
                 let changed = !plan.removals.is_empty() || !plan.upserts.is_empty();
-                if let Err(e) = self.apply(plan.removals, plan.upserts) {
-                    return Box::pin(fut::ready(Err(e)));
+                match self.apply(plan.removals, plan.upserts) {
+                    Ok(refreshed) => (changed, refreshed),
+                    Err(e) => return Box::pin(fut::ready(Err(e))),
                 }
-                changed
             }
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
@@ -206,110 +233,17 @@ impl Handler<Register> for ParticipatingFunction {
         Box::pin(
             async move { store.flush().await }
                 .into_actor(self)
-                .map(move |res, act, _| {
+                .map(move |res, act, ctx| {
                     act.in_flight -= 1;
                     res.map_err(|e| {
                         tracing::error!(aor = %act.aor, error = %e, "flush failed; registration not acknowledged");
                         RegisterError::Store(e.to_string())
                     })?;
+                    // A device came (back): deferred messages go to it (push) or are announced (notify).
+                    act.device_available(&refreshed, ctx);
                     Ok(RegisterOutcome { contacts })
                 }),
         )
-    }
-}
-
-/// A pager-mode MESSAGE for this user (terminating side).
-#[derive(Message, Clone)]
-#[rtype(result = "DeliveryOutcome")]
-pub struct DeliverPager {
-    pub request: Arc<Message>,
-    /// Instance named by a GRUU Request-URI (`;gr=`): only that device.
-    pub gruu: Option<String>,
-    /// Set when the sender is this same user: its sending device is skipped.
-    pub sender_source: Option<SocketAddr>,
-}
-
-#[derive(Debug)]
-pub enum DeliveryOutcome {
-    /// A device answered 2xx first; its response goes back to the sender.
-    Delivered { response: Box<Message>, forks: usize },
-    /// No registered device may take it (the deferral seam).
-    NoEligibleDevice,
-    /// Forked, but no device accepted it in time.
-    NotAccepted { forks: usize, last_status: Option<u16> },
-}
-
-impl Handler<DeliverPager> for ParticipatingFunction {
-    type Result = ResponseActFuture<Self, DeliveryOutcome>;
-
-    fn handle(&mut self, msg: DeliverPager, _: &mut Context<Self>) -> Self::Result {
-        self.touch();
-        let now = unix_now();
-        let criteria = routing::Criteria::new(&msg.request, msg.gruu.clone(), msg.sender_source);
-        let call_id = msg.request.call_id().unwrap_or_default().to_string();
-        let mut chosen = Vec::new();
-        for (key, b) in &self.bindings {
-            match criteria.check(b, now) {
-                Ok(()) => chosen.push(key.clone()),
-                Err(skip) => tracing::debug!(aor = %self.aor, %key, ?skip, %call_id, "device skipped"),
-            }
-        }
-        let forks: FuturesUnordered<_> = chosen
-            .iter()
-            .filter_map(|k| self.device(k))
-            .map(|dev| {
-                dev.send(Fork {
-                    request: msg.request.clone(),
-                })
-            })
-            .collect();
-        let n = forks.len();
-        if n == 0 {
-            tracing::info!(aor = %self.aor, %call_id, "no eligible device");
-            return Box::pin(fut::ready(DeliveryOutcome::NoEligibleDevice));
-        }
-        tracing::debug!(aor = %self.aor, %call_id, forks = n, "forking");
-        self.in_flight += 1;
-        let timeout = self.env.policy.fork_timeout;
-        let work = first_success(forks, timeout);
-        Box::pin(work.into_actor(self).map(move |outcome, act, _| {
-            act.in_flight -= 1;
-            act.touch();
-            match &outcome {
-                DeliveryOutcome::Delivered { .. } => tracing::info!(aor = %act.aor, %call_id, forks = n, "delivered"),
-                other => tracing::info!(aor = %act.aor, %call_id, ?other, "not delivered"),
-            }
-            outcome
-        }))
-    }
-}
-
-/// Wait for the first 2xx among the forks. Forks still running when it
-/// comes are not cancelled: their transactions finish on the device actors.
-async fn first_success<F>(mut forks: FuturesUnordered<F>, timeout: Duration) -> DeliveryOutcome
-where
-    F: std::future::Future<Output = Result<Result<Message, crate::OutboundError>, MailboxError>>,
-{
-    let n = forks.len();
-    let mut last_status = None;
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            next = forks.next() => match next {
-                None => return DeliveryOutcome::NotAccepted { forks: n, last_status },
-                Some(Ok(Ok(resp))) => {
-                    let status = resp.status().unwrap_or(500);
-                    if (200..300).contains(&status) {
-                        return DeliveryOutcome::Delivered { response: Box::new(resp), forks: n };
-                    }
-                    last_status = Some(status);
-                }
-                Some(Ok(Err(e))) => tracing::debug!(error = %e, "fork failed"),
-                Some(Err(e)) => tracing::warn!(error = %e, "device actor unavailable"),
-            },
-            _ = &mut deadline => return DeliveryOutcome::NotAccepted { forks: n, last_status },
-        }
     }
 }
 

@@ -1,0 +1,580 @@
+//! Deferred messages (001 §5.2.2.2, 003 §5.2.5): queued durably and
+//! acknowledged only after the flush; pushed in arrival order to a device
+//! when it registers (removed only when it answered 2xx), or announced to
+//! the devices (notify and wait); expired by the store's ordered index.
+
+use std::net::SocketAddr;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use cpm_sip::{Headers, Message, Method, SipUri, StartLine};
+use cpm_store::{DeferredRecord, NewDeferred, NewStoredObject};
+
+use super::notify::{self, Action, ActionRequest};
+use super::pager::{cpim_header, DeliverPager, DeliveryOutcome};
+use super::{routing, ParticipatingFunction};
+use crate::device::Fork;
+use crate::preferences::{DeferredMode, ExpiryAction};
+use crate::unix_now;
+
+/// Records read per store page while looking for the next message to push.
+const PAGE: usize = 64;
+
+impl ParticipatingFunction {
+    pub(super) fn load_deferred_state(&mut self) {
+        match self.env.store.deferred_usage(self.aor.as_str()) {
+            Ok((count, bytes)) => {
+                self.deferred_count = count;
+                self.deferred_bytes = bytes;
+            }
+            Err(e) => tracing::error!(aor = %self.aor, error = %e, "cannot read deferred queue usage"),
+        }
+        match self.env.store.dnd(self.aor.as_str()) {
+            Ok(Some(on)) => self.dnd = on,
+            Ok(None) => {}
+            Err(e) => tracing::error!(aor = %self.aor, error = %e, "cannot read do-not-disturb state"),
+        }
+    }
+
+    /// Queue the message; 202 only once it is on disk.
+    pub(super) fn defer(
+        &mut self,
+        msg: DeliverPager,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, DeliveryOutcome> {
+        let policy = &self.env.policy.deferred;
+        let raw = msg.request.to_bytes();
+        if self.deferred_count + 1 > policy.max_messages || self.deferred_bytes + raw.len() as u64 > policy.max_bytes {
+            tracing::warn!(aor = %self.aor, count = self.deferred_count, bytes = self.deferred_bytes, "deferred queue full");
+            return Box::pin(fut::ready(DeliveryOutcome::QueueFull {
+                retry_after: policy.retry_after,
+            }));
+        }
+        let now = unix_now();
+        let asked = msg.request.header("Expires").and_then(|v| v.trim().parse::<u64>().ok());
+        let lifetime = asked.map_or(policy.default_expiry.as_secs(), |s| s.min(policy.max_expiry.as_secs()));
+        let from = if msg.anonymous {
+            "sip:anonymous@anonymous.invalid".to_string()
+        } else {
+            msg.sender.to_string()
+        };
+        let subject = msg
+            .request
+            .header("Subject")
+            .map(str::to_string)
+            .or_else(|| cpim_header(&msg.request.body, "Subject"));
+        let new = NewDeferred {
+            received_at: now,
+            expires_at: now + lifetime,
+            from,
+            subject,
+            content_type: msg.request.content_type().unwrap_or_default(),
+            size: msg.request.body.len() as u64,
+            request: raw.to_vec(),
+        };
+        let rec = match self.env.store.enqueue_deferred(self.aor.as_str(), new) {
+            Ok(rec) => rec,
+            Err(e) => {
+                tracing::error!(aor = %self.aor, error = %e, "cannot queue deferred message");
+                return Box::pin(fut::ready(DeliveryOutcome::Failed(e.to_string())));
+            }
+        };
+        self.deferred_count += 1;
+        self.deferred_bytes += rec.request.len() as u64;
+        let seq = rec.seq;
+        tracing::info!(aor = %self.aor, seq, expires_at = rec.expires_at, "message deferred");
+        self.in_flight += 1;
+        let store = self.env.store.clone();
+        let _ = ctx;
+        Box::pin(
+            async move { store.flush().await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.in_flight -= 1;
+                    if let Err(e) = res {
+                        tracing::error!(aor = %act.aor, error = %e, "flush failed; deferred message not acknowledged");
+                        return DeliveryOutcome::Failed(e.to_string());
+                    }
+                    if act.prefs.deferred_delivery == DeferredMode::Notify && !act.dnd {
+                        let keys = act.eligible_keys();
+                        act.notify_devices(&keys);
+                        act.schedule_reminder(ctx);
+                    }
+                    DeliveryOutcome::Deferred { seq }
+                }),
+        )
+    }
+
+    /// Hand the message to the Message Storage Server; 202 once on disk.
+    pub(super) fn store_in_mss(&mut self, msg: DeliverPager) -> ResponseActFuture<Self, DeliveryOutcome> {
+        let obj = stored_object(&msg.request, msg.sender.as_str(), self.aor.as_str());
+        match self.env.store.mss_store(self.aor.as_str(), obj) {
+            Ok(stored) => {
+                let id = stored.id;
+                tracing::info!(aor = %self.aor, id, "message stored in the MSS");
+                self.in_flight += 1;
+                let store = self.env.store.clone();
+                Box::pin(
+                    async move { store.flush().await }
+                        .into_actor(self)
+                        .map(move |res, act, _| {
+                            act.in_flight -= 1;
+                            match res {
+                                Ok(()) => DeliveryOutcome::Stored { id },
+                                Err(e) => DeliveryOutcome::Failed(e.to_string()),
+                            }
+                        }),
+                )
+            }
+            Err(e) => {
+                tracing::error!(aor = %self.aor, error = %e, "cannot store message in the MSS");
+                Box::pin(fut::ready(DeliveryOutcome::Failed(e.to_string())))
+            }
+        }
+    }
+
+    /// Live devices that can take CPM messages.
+    pub(super) fn eligible_keys(&self) -> Vec<String> {
+        let now = unix_now();
+        self.bindings
+            .values()
+            .filter(|b| b.is_live(now) && b.caps.accepts_cpm_message() && b.target.is_some())
+            .map(|b| b.record.key.clone())
+            .collect()
+    }
+
+    /// Devices (re)registered: push the queue to them, or announce it.
+    pub(super) fn device_available(&mut self, keys: &[String], ctx: &mut Context<Self>) {
+        if self.dnd || self.deferred_count == 0 {
+            return;
+        }
+        let eligible = self.eligible_keys();
+        let keys: Vec<String> = keys.iter().filter(|k| eligible.contains(k)).cloned().collect();
+        match self.prefs.deferred_delivery {
+            DeferredMode::Push => keys.into_iter().for_each(|k| self.start_push(k, ctx)),
+            DeferredMode::Notify => {
+                self.notify_devices(&keys);
+                self.schedule_reminder(ctx);
+            }
+        }
+    }
+
+    fn start_push(&mut self, key: String, ctx: &mut Context<Self>) {
+        if self.pushing.insert(key.clone()) {
+            tracing::info!(aor = %self.aor, %key, queued = self.deferred_count, "pushing deferred messages");
+            ctx.notify(PushNext { key, only: None });
+        }
+    }
+
+    /// The oldest queued message this device can take that nobody else is
+    /// delivering and that has not expired.
+    fn next_for(&self, key: &str, only: Option<u64>) -> Option<(DeferredRecord, Message)> {
+        let binding = self.bindings.get(key)?;
+        let now = unix_now();
+        let mut after = None;
+        loop {
+            let page = match only {
+                Some(seq) => self
+                    .env
+                    .store
+                    .deferred_get(self.aor.as_str(), seq)
+                    .map(|r| r.into_iter().collect()),
+                None => self.env.store.deferred(self.aor.as_str(), after, PAGE),
+            };
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(aor = %self.aor, error = %e, "cannot read deferred queue");
+                    return None;
+                }
+            };
+            for rec in &page {
+                if self.claimed.contains(&rec.seq) || rec.expires_at <= now {
+                    continue;
+                }
+                let Some(req) = rebuild(&rec.request) else {
+                    tracing::error!(aor = %self.aor, seq = rec.seq, "stored deferred message does not parse; left in queue");
+                    continue;
+                };
+                if routing::Criteria::new(&req, None, None).check(binding, now).is_ok() {
+                    return Some((rec.clone(), req));
+                }
+            }
+            if only.is_some() || page.len() < PAGE {
+                return None;
+            }
+            after = page.last().map(|r| r.seq);
+        }
+    }
+
+    fn forget(&mut self, rec: &DeferredRecord) {
+        self.deferred_count = self.deferred_count.saturating_sub(1);
+        self.deferred_bytes = self.deferred_bytes.saturating_sub(rec.request.len() as u64);
+    }
+
+    /// Send the current deferred list to each of `keys`.
+    pub(super) fn notify_devices(&mut self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        let records = match self.env.store.deferred(self.aor.as_str(), None, notify::MAX_ACTIONS) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(aor = %self.aor, error = %e, "cannot read deferred queue");
+                return;
+            }
+        };
+        if records.is_empty() {
+            return;
+        }
+        let body = notify::list_body(&self.aor, &records);
+        let domain = self.env.domains.primary().to_string();
+        for key in keys {
+            let Some(dev) = self.device(key) else { continue };
+            let Some(request) = notification(&self.aor, &domain, &body) else {
+                continue;
+            };
+            let aor = self.aor.clone();
+            let key = key.clone();
+            actix_rt::spawn(async move {
+                match dev
+                    .send(Fork {
+                        request: request.into(),
+                    })
+                    .await
+                {
+                    Ok(Ok(resp)) => {
+                        tracing::info!(%aor, %key, status = ?resp.status(), "deferred-message notification sent")
+                    }
+                    Ok(Err(e)) => tracing::info!(%aor, %key, error = %e, "deferred-message notification failed"),
+                    Err(e) => tracing::warn!(%aor, %key, error = %e, "device actor unavailable"),
+                }
+            });
+        }
+    }
+
+    /// CPM-CONV-008: remind the user of still-deferred messages.
+    pub(super) fn schedule_reminder(&mut self, ctx: &mut Context<Self>) {
+        let Some(every) = self.env.policy.deferred.reminder_interval else {
+            return;
+        };
+        let wanted = self.prefs.deferred_delivery == DeferredMode::Notify && !self.dnd && self.deferred_count > 0;
+        match (wanted, self.reminder) {
+            (true, None) => {
+                self.reminder = Some(ctx.run_interval(every, |act, ctx| {
+                    if act.dnd || act.deferred_count == 0 {
+                        if let Some(h) = act.reminder.take() {
+                            ctx.cancel_future(h);
+                        }
+                        return;
+                    }
+                    let keys = act.eligible_keys();
+                    act.notify_devices(&keys);
+                }));
+            }
+            (false, Some(h)) => {
+                ctx.cancel_future(h);
+                self.reminder = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Remove a deferred message for an action or on expiry.
+    fn take(&mut self, seq: u64) -> Option<DeferredRecord> {
+        match self.env.store.remove_deferred(self.aor.as_str(), seq) {
+            Ok(Some(rec)) => {
+                self.forget(&rec);
+                Some(rec)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(aor = %self.aor, seq, error = %e, "cannot remove deferred message");
+                None
+            }
+        }
+    }
+
+    /// Move a deferred message to the MSS; false if it could not be stored
+    /// (it then stays queued: nothing is lost).
+    fn move_to_mss(&mut self, seq: u64) -> bool {
+        let Ok(Some(rec)) = self.env.store.deferred_get(self.aor.as_str(), seq) else {
+            return false;
+        };
+        let Some(req) = rebuild(&rec.request) else { return false };
+        let obj = stored_object(&req, &rec.from, self.aor.as_str());
+        if let Err(e) = self.env.store.mss_store(self.aor.as_str(), obj) {
+            tracing::error!(aor = %self.aor, seq, error = %e, "cannot store deferred message in the MSS");
+            return false;
+        }
+        self.take(seq).is_some()
+    }
+}
+
+/// The stored request as the device receives it: the original From, To,
+/// Call-ID, CPIM body and IMDN headers; our own Via is added on sending.
+fn rebuild(raw: &[u8]) -> Option<Message> {
+    let mut req = Message::parse(Bytes::copy_from_slice(raw)).ok()?;
+    req.headers.remove_all("Via");
+    req.headers.remove_all("Expires");
+    req.headers.set("Max-Forwards", "71"); // the device leg takes it to 70
+    Some(req)
+}
+
+fn stored_object(req: &Message, from: &str, to: &str) -> NewStoredObject {
+    NewStoredObject {
+        stored_at: unix_now(),
+        kind: "pager".into(),
+        from: from.to_string(),
+        to: to.to_string(),
+        content_type: req.content_type().unwrap_or_default(),
+        conversation_id: req.header("Conversation-ID").map(str::to_string),
+        contribution_id: req.header("Contribution-ID").map(str::to_string),
+        request: req.to_bytes().to_vec(),
+    }
+}
+
+/// The in-band notification to one device.
+fn notification(aor: &crate::Aor, domain: &str, body: &str) -> Option<Message> {
+    let mut headers = Headers::default();
+    let service = format!("sip:{}@{domain}", notify::SERVICE_USER);
+    let id = format!("{:x}{:x}", unix_now(), rand_u64());
+    headers.push("From", format!("<{service}>;tag={id}"));
+    headers.push("To", format!("<{aor}>"));
+    headers.push("Call-ID", format!("{id}@{domain}"));
+    headers.push("CSeq", "1 MESSAGE");
+    headers.push("Max-Forwards", "71");
+    headers.push("Content-Type", notify::LIST_TYPE);
+    Some(Message {
+        start: StartLine::Request {
+            method: Method::Message,
+            // Replaced by the device contact when the device actor sends it.
+            uri: SipUri::parse(aor.as_str()).ok()?,
+        },
+        headers,
+        body: Bytes::from(body.to_string()),
+    })
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}
+
+/// Deliver the next deferred message to one device (push loop step).
+/// `only` restricts it to one message (a notify-mode `retrieve`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PushNext {
+    key: String,
+    only: Option<u64>,
+}
+
+impl Handler<PushNext> for ParticipatingFunction {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, PushNext { key, only }: PushNext, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let next = if self.dnd && only.is_none() {
+            None
+        } else {
+            self.next_for(&key, only)
+        };
+        let (Some((rec, request)), Some(dev)) = (next, self.device(&key)) else {
+            if only.is_none() {
+                self.pushing.remove(&key);
+                tracing::debug!(aor = %self.aor, %key, "push finished");
+            }
+            return Box::pin(fut::ready(()));
+        };
+        let seq = rec.seq;
+        self.claimed.insert(seq);
+        self.in_flight += 1;
+        Box::pin(
+            dev.send(Fork {
+                request: request.into(),
+            })
+            .into_actor(self)
+            .then(move |res, act, _| {
+                act.in_flight -= 1;
+                act.claimed.remove(&seq);
+                let accepted = matches!(&res, Ok(Ok(r)) if r.status().is_some_and(|s| (200..300).contains(&s)));
+                if !accepted {
+                    // The rest waits for the next registration (003 §5.2.5.2).
+                    let why = match &res {
+                        Ok(Ok(r)) => format!("status {:?}", r.status()),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::info!(aor = %act.aor, %key, seq, %why, "deferred message not accepted; push stopped");
+                    if only.is_none() {
+                        act.pushing.remove(&key);
+                    }
+                    return Box::pin(fut::ready(())) as ResponseActFuture<Self, ()>;
+                }
+                tracing::info!(aor = %act.aor, %key, seq, "deferred message delivered");
+                act.take(seq);
+                let store = act.env.store.clone();
+                Box::pin(
+                    async move { store.flush().await }
+                        .into_actor(act)
+                        .map(move |res, act, ctx| {
+                            if let Err(e) = res {
+                                tracing::error!(aor = %act.aor, error = %e, "flush after delivery failed");
+                            }
+                            if only.is_none() {
+                                ctx.notify(PushNext { key, only: None });
+                            }
+                        }),
+                )
+            }),
+        )
+    }
+}
+
+/// From the expiry sweeper: these deferred messages of the user expired.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct ExpireDeferred(pub Vec<u64>);
+
+impl Handler<ExpireDeferred> for ParticipatingFunction {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, ExpireDeferred(seqs): ExpireDeferred, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let now = unix_now();
+        let action = self.prefs.on_expiry.unwrap_or(self.env.policy.deferred.on_expiry);
+        for seq in seqs {
+            if self.claimed.contains(&seq) {
+                continue; // being delivered right now; the sweeper comes back
+            }
+            match self.env.store.deferred_get(self.aor.as_str(), seq) {
+                Ok(Some(rec)) if rec.expires_at <= now => {
+                    let done = match action {
+                        ExpiryAction::Store => self.move_to_mss(seq),
+                        ExpiryAction::Discard => self.take(seq).is_some(),
+                    };
+                    if done {
+                        tracing::info!(aor = %self.aor, seq, ?action, from = %rec.from, "deferred message expired");
+                        // Hook for the negative delivery notification (IMDN issue).
+                        self.expired_hook(&rec);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(aor = %self.aor, seq, error = %e, "cannot read deferred message"),
+            }
+        }
+        self.in_flight += 1;
+        let store = self.env.store.clone();
+        Box::pin(async move { store.flush().await }.into_actor(self).map(|res, act, _| {
+            act.in_flight -= 1;
+            if let Err(e) = res {
+                tracing::error!(aor = %act.aor, error = %e, "flush after expiry failed");
+            }
+        }))
+    }
+}
+
+impl ParticipatingFunction {
+    /// Where the negative-delivery IMDN for an expired message will be sent
+    /// from (003 §5.2.6: if the sender asked for one). Disposition
+    /// notifications are their own issue; until then the fact is logged.
+    fn expired_hook(&self, rec: &DeferredRecord) {
+        tracing::debug!(aor = %self.aor, seq = rec.seq, from = %rec.from, "negative-delivery hook (IMDN not built yet)");
+    }
+}
+
+/// A client's answer to a notification (notify and wait), or a
+/// do-not-disturb change, sent by one of the user's devices.
+#[derive(Message, Clone)]
+#[rtype(result = "DeferredActionsOutcome")]
+pub struct DeferredActions {
+    pub request: ActionRequest,
+    /// Where the device's request came from: `retrieve` delivers there.
+    pub source: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeferredActionsOutcome {
+    pub results: Vec<(u64, &'static str)>,
+    pub dnd: bool,
+    pub failed: bool,
+}
+
+impl Handler<DeferredActions> for ParticipatingFunction {
+    type Result = ResponseActFuture<Self, DeferredActionsOutcome>;
+
+    fn handle(&mut self, msg: DeferredActions, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let mut results = Vec::with_capacity(msg.request.actions.len());
+        let mut failed = false;
+        let source = msg.source.to_string();
+        let requester = self
+            .bindings
+            .values()
+            .find(|b| b.record.source == source)
+            .map(|b| b.record.key.clone())
+            .or_else(|| self.eligible_keys().into_iter().next());
+        for (seq, action) in msg.request.actions {
+            let exists = matches!(self.env.store.deferred_get(self.aor.as_str(), seq), Ok(Some(_)));
+            let status = match (exists, action) {
+                (false, _) => "unknown",
+                (true, _) if self.claimed.contains(&seq) => "busy",
+                (true, Action::Keep) => "kept",
+                (true, Action::Discard) => match self.take(seq) {
+                    Some(_) => "discarded",
+                    None => "unknown",
+                },
+                (true, Action::Store) => {
+                    if self.move_to_mss(seq) {
+                        "stored"
+                    } else {
+                        failed = true;
+                        "failed"
+                    }
+                }
+                (true, Action::Retrieve) => match &requester {
+                    Some(key) => {
+                        ctx.notify(PushNext {
+                            key: key.clone(),
+                            only: Some(seq),
+                        });
+                        "retrieving"
+                    }
+                    None => "no-device",
+                },
+            };
+            tracing::info!(aor = %self.aor, seq, ?action, status, "deferred-message action");
+            results.push((seq, status));
+        }
+        if let Some(on) = msg.request.dnd {
+            if let Err(e) = self.env.store.set_dnd(self.aor.as_str(), on) {
+                tracing::error!(aor = %self.aor, error = %e, "cannot store do-not-disturb");
+                failed = true;
+            } else if self.dnd != on {
+                tracing::info!(aor = %self.aor, dnd = on, "do-not-disturb changed");
+                self.dnd = on;
+                if !on {
+                    // Lifted: what was held back goes out now.
+                    let keys = self.eligible_keys();
+                    self.device_available(&keys, ctx);
+                }
+            }
+        }
+        self.schedule_reminder(ctx);
+        self.in_flight += 1;
+        let store = self.env.store.clone();
+        Box::pin(
+            async move { store.flush().await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    act.in_flight -= 1;
+                    DeferredActionsOutcome {
+                        results,
+                        dnd: act.dnd,
+                        failed: failed || res.is_err(),
+                    }
+                }),
+        )
+    }
+}

@@ -1,0 +1,207 @@
+//! Terminating PF for a pager-mode message (001 §5.2.2.1.1): apply the
+//! user's reject rules, fork to every eligible device, and when none takes
+//! it do what the preferences say: defer, store, interwork or reject.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use cpm_sip::Message;
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use super::{routing, ParticipatingFunction};
+use crate::device::Fork;
+use crate::preferences::{Declined, Unavailable};
+use crate::{unix_now, Aor, OutboundError};
+
+#[derive(Message, Clone)]
+#[rtype(result = "DeliveryOutcome")]
+pub struct DeliverPager {
+    pub request: Arc<Message>,
+    /// The (authorized) originator.
+    pub sender: Aor,
+    /// Privacy requested or anonymous From (RFC 3323).
+    pub anonymous: bool,
+    /// Instance named by a GRUU Request-URI (`;gr=`): only that device.
+    pub gruu: Option<String>,
+    /// Set when the sender is this same user: its sending device is skipped.
+    pub sender_source: Option<SocketAddr>,
+}
+
+#[derive(Debug)]
+pub enum DeliveryOutcome {
+    /// A device answered 2xx first; its response goes back to the sender.
+    Delivered { response: Box<Message>, forks: usize },
+    /// Queued durably (202).
+    Deferred { seq: u64 },
+    /// Handed to the Message Storage Server (202).
+    Stored { id: u64 },
+    /// Handed to the Interworking Function (202).
+    Interworked { reference: String },
+    /// A preference rule refused it (603).
+    Declined(Declined),
+    /// The user's preference is to refuse what cannot be delivered now (480).
+    Unavailable,
+    /// Deferred queue over the provider's caps (486 + Retry-After).
+    QueueFull { retry_after: u32 },
+    /// Could not be stored; the sender must retry (500).
+    Failed(String),
+}
+
+impl Handler<DeliverPager> for ParticipatingFunction {
+    type Result = ResponseActFuture<Self, DeliveryOutcome>;
+
+    fn handle(&mut self, msg: DeliverPager, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let call_id = msg.request.call_id().unwrap_or_default().to_string();
+        let types = content_types(&msg.request);
+        if let Err(why) = self.prefs.check(msg.sender.as_str(), msg.anonymous, &types) {
+            tracing::info!(aor = %self.aor, %call_id, ?why, "declined by preference");
+            return Box::pin(fut::ready(DeliveryOutcome::Declined(why)));
+        }
+        let now = unix_now();
+        let criteria = routing::Criteria::new(&msg.request, msg.gruu.clone(), msg.sender_source);
+        let mut chosen = Vec::new();
+        for (key, b) in &self.bindings {
+            match criteria.check(b, now) {
+                Ok(()) => chosen.push(key.clone()),
+                Err(skip) => tracing::debug!(aor = %self.aor, %key, ?skip, %call_id, "device skipped"),
+            }
+        }
+        let forks: FuturesUnordered<_> = chosen
+            .iter()
+            .filter_map(|k| self.device(k))
+            .map(|dev| {
+                dev.send(Fork {
+                    request: msg.request.clone(),
+                })
+            })
+            .collect();
+        let n = forks.len();
+        if n == 0 {
+            tracing::debug!(aor = %self.aor, %call_id, "no eligible device");
+            return self.unavailable(msg, ctx);
+        }
+        tracing::debug!(aor = %self.aor, %call_id, forks = n, "forking");
+        self.in_flight += 1;
+        let work = first_success(forks, self.env.policy.fork_timeout);
+        Box::pin(work.into_actor(self).then(move |outcome, act, ctx| {
+            act.in_flight -= 1;
+            act.touch();
+            match outcome {
+                Some(response) => {
+                    tracing::debug!(aor = %act.aor, %call_id, forks = n, "delivered");
+                    let done = DeliveryOutcome::Delivered { response, forks: n };
+                    Box::pin(fut::ready(done)) as ResponseActFuture<Self, DeliveryOutcome>
+                }
+                None => {
+                    tracing::info!(aor = %act.aor, %call_id, forks = n, "no device accepted the message");
+                    act.unavailable(msg, ctx)
+                }
+            }
+        }))
+    }
+}
+
+impl ParticipatingFunction {
+    /// No device took it: the user's `when_unavailable` preference decides.
+    fn unavailable(&mut self, msg: DeliverPager, ctx: &mut Context<Self>) -> ResponseActFuture<Self, DeliveryOutcome> {
+        match self.prefs.when_unavailable {
+            Unavailable::Defer => self.defer(msg, ctx),
+            Unavailable::Store => self.store_in_mss(msg),
+            Unavailable::Interwork => {
+                let outcome = match self.env.interworking.convert(&self.aor, &msg.sender, &msg.request) {
+                    Ok(reference) => {
+                        tracing::info!(aor = %self.aor, %reference, "handed to interworking");
+                        DeliveryOutcome::Interworked { reference }
+                    }
+                    Err(e) => {
+                        tracing::error!(aor = %self.aor, error = %e, "interworking failed");
+                        DeliveryOutcome::Failed(e.to_string())
+                    }
+                };
+                Box::pin(fut::ready(outcome))
+            }
+            Unavailable::Reject => Box::pin(fut::ready(DeliveryOutcome::Unavailable)),
+        }
+    }
+}
+
+/// The media types a rule may refuse: the MESSAGE's own, and the CPIM
+/// payload's when the message is wrapped in CPIM.
+fn content_types(req: &Message) -> Vec<String> {
+    let mut out: Vec<String> = req.content_type().into_iter().collect();
+    if out.first().is_some_and(|t| t == "message/cpim") {
+        if let Some(inner) = cpim_header(&req.body, "Content-Type") {
+            out.push(inner.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// A header of the CPIM payload's MIME part (RFC 3862: the message headers
+/// block, a blank line, then the MIME headers of the content).
+pub(crate) fn cpim_header(body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut blocks = text.split("\r\n\r\n");
+    let message_headers = blocks.next()?;
+    let mime_headers = blocks.next().unwrap_or_default();
+    let find = |block: &str| {
+        block.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    if name.eq_ignore_ascii_case("Content-Type") {
+        find(mime_headers)
+    } else {
+        find(message_headers)
+    }
+}
+
+/// Wait for the first 2xx among the forks. Forks still running when it
+/// comes are not cancelled: their transactions finish on the device actors.
+async fn first_success<F>(mut forks: FuturesUnordered<F>, timeout: Duration) -> Option<Box<Message>>
+where
+    F: std::future::Future<Output = Result<Result<Message, OutboundError>, MailboxError>>,
+{
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = forks.next() => match next {
+                None => return None,
+                Some(Ok(Ok(resp))) if resp.status().is_some_and(|s| (200..300).contains(&s)) => {
+                    return Some(Box::new(resp));
+                }
+                Some(Ok(Ok(resp))) => tracing::debug!(status = ?resp.status(), "fork refused"),
+                Some(Ok(Err(e))) => tracing::debug!(error = %e, "fork failed"),
+                Some(Err(e)) => tracing::warn!(error = %e, "device actor unavailable"),
+            },
+            _ = &mut deadline => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn cpim_payload_headers() {
+        let body = "From: <sip:a@x>\r\nSubject: lunch?\r\nNS: imdn <urn:ietf:params:imdn>\r\n\r\nContent-Type: text/plain;charset=UTF-8\r\n\r\nhi";
+        assert_eq!(cpim_header(body.as_bytes(), "Subject").as_deref(), Some("lunch?"));
+        assert_eq!(
+            cpim_header(body.as_bytes(), "Content-Type").as_deref(),
+            Some("text/plain;charset=UTF-8")
+        );
+        let raw = format!("MESSAGE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Type: message/cpim\r\n\r\n{body}");
+        let m = Message::parse(Bytes::from(raw)).unwrap();
+        assert_eq!(
+            content_types(&m),
+            vec!["message/cpim".to_string(), "text/plain".to_string()]
+        );
+    }
+}

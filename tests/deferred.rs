@@ -1,0 +1,374 @@
+//! Issue 3: deferred messages — queued durably, delivered when a device
+//! comes back, never lost; notify and wait; expiry; store, interwork, caps.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::*;
+
+const BOB: &str = "sip:bob@127.0.0.1";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(text: &str) -> (TempDir, String) {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("cpm.toml");
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    (dir, p)
+}
+
+/// Stop the server (SIGKILL) and open its store to look inside.
+fn store_of(cpm: &mut Cpm) -> cpm_store::Store {
+    cpm.kill();
+    let mut last = None;
+    for _ in 0..50 {
+        match cpm_store::Store::open(&cpm.data) {
+            Ok(s) => return s,
+            Err(e) => last = Some(e), // sled's file lock goes with the process, a moment later
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("cannot open store: {last:?}");
+}
+
+fn numbers(lines: &[String]) -> Vec<u32> {
+    lines.iter().map(|l| call_number(l)).collect()
+}
+
+#[test]
+fn offline_messages_are_pushed_in_order_once() {
+    let mut cpm = Cpm::start(&["--open"]);
+    assert!(
+        messages(&cpm, Transport::Udp, "alice", "bob", 5, 202, &[]),
+        "each deferred message is answered 202"
+    );
+    let dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 600, 200));
+    let got = dev.wait_lines(5, WAIT);
+    assert_eq!(
+        numbers(&got),
+        vec![1, 2, 3, 4, 5],
+        "exactly those 5, in order, once: {got:?}"
+    );
+    // The queue is empty: a second device registering later gets nothing.
+    let mut later = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &later.contact(), 2, 600, 200));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(later.finish().is_empty());
+    let store = store_of(&mut cpm);
+    assert!(store.deferred(BOB, None, 100).unwrap().is_empty());
+}
+
+#[test]
+fn two_devices_registering_at_once_get_each_message_once() {
+    let mut cpm = Cpm::start(&["--open"]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 20, 202, &[]));
+    let devs = [Device::start(Transport::Udp), Device::start(Transport::Udp)];
+    std::thread::scope(|s| {
+        for (i, d) in devs.iter().enumerate() {
+            let cpm = &cpm;
+            s.spawn(move || {
+                assert!(register(
+                    cpm,
+                    Transport::Udp,
+                    "bob",
+                    &d.contact(),
+                    i as u32 + 1,
+                    600,
+                    200
+                ))
+            });
+        }
+    });
+    let start = std::time::Instant::now();
+    while devs.iter().map(|d| d.lines().len()).sum::<usize>() < 20 && start.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut all: Vec<u32> = devs.iter().flat_map(|d| numbers(&d.lines())).collect();
+    for d in &devs {
+        let n = numbers(&d.lines());
+        assert!(
+            n.windows(2).all(|w| w[0] < w[1]),
+            "each device sees arrival order: {n:?}"
+        );
+    }
+    all.sort();
+    assert_eq!(
+        all,
+        (1..=20).collect::<Vec<_>>(),
+        "each message to one device, none twice, none lost"
+    );
+    assert!(store_of(&mut cpm).deferred(BOB, None, 100).unwrap().is_empty());
+}
+
+#[test]
+fn a_failing_device_leaves_the_rest_queued() {
+    let mut cpm = Cpm::start(&["--open"]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 5, 202, &[]));
+    // This device answers 500 to the third pushed message.
+    let flaky = RawDevice::start(|n, _| if n == 3 { 500 } else { 200 });
+    assert_eq!(flaky.register(&cpm, "bob", "flaky", 600), Some(200));
+    let got = flaky.wait_for(3, WAIT);
+    std::thread::sleep(Duration::from_millis(800));
+    let got_after = flaky.received();
+    assert_eq!(got_after.len(), 3, "the push stops at the failure: {got:?}");
+    let ids: Vec<u32> = got_after
+        .iter()
+        .map(|m| call_number(&format!("M {}", header(m, "Call-ID").unwrap())))
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    // The next registration goes on from there: 3 (it failed), 4, 5.
+    let dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 7, 600, 200));
+    assert_eq!(numbers(&dev.wait_lines(3, WAIT)), vec![3, 4, 5]);
+    assert!(store_of(&mut cpm).deferred(BOB, None, 100).unwrap().is_empty());
+}
+
+#[test]
+fn deferred_messages_survive_kill_9() {
+    let mut cpm = Cpm::start(&["--open"]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 30, 202, &[]));
+    cpm.restart(); // SIGKILL right after the last 202, then start again
+    let dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 600, 200));
+    assert_eq!(numbers(&dev.wait_lines(30, WAIT)), (1..=30).collect::<Vec<_>>());
+}
+
+fn raw_message(server: u16, extra: &str, body: &str, tag: &str) -> String {
+    format!(
+        "MESSAGE sip:bob@127.0.0.1:{server} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{tag}\r\n\
+         From: <sip:alice@127.0.0.1>;tag={tag}\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: {tag}\r\nCSeq: 1 MESSAGE\r\n\
+         {extra}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn send_raw(server: u16, text: &str) -> Option<u16> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let text = text.replace(
+        "127.0.0.1:9;",
+        &format!("127.0.0.1:{};", sock.local_addr().unwrap().port()),
+    );
+    status_of(&udp_exchange(&sock, server, text.as_bytes(), Duration::from_secs(5))?)
+}
+
+#[test]
+fn expired_messages_are_never_delivered_and_discarded() {
+    let mut cpm = Cpm::start(&["--open"]);
+    // The sender asks for 1 s; the provider default (7 days) applies to the others.
+    assert_eq!(
+        send_raw(cpm.udp, &raw_message(cpm.udp, "Expires: 1\r\n", "short-lived", "exp1")),
+        Some(202)
+    );
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 2, 202, &[]));
+    std::thread::sleep(Duration::from_millis(2600));
+    let dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 600, 200));
+    assert_eq!(
+        numbers(&dev.wait_lines(2, WAIT)),
+        vec![1, 2],
+        "the expired one is not delivered"
+    );
+    assert!(cpm.log().contains("deferred message expired"));
+    let store = store_of(&mut cpm);
+    assert!(store.deferred(BOB, None, 10).unwrap().is_empty());
+    assert_eq!(store.mss_count(BOB).unwrap(), 0, "discarded, not stored");
+}
+
+#[test]
+fn expired_messages_are_stored_when_policy_says_store() {
+    let (_d, cfg) = config("[deferred]\ndefault_expiry_s = 1\nmax_expiry_s = 60\non_expiry = \"store\"\n");
+    let mut cpm = Cpm::start(&["--open", "--config", &cfg]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 3, 202, &[]));
+    std::thread::sleep(Duration::from_millis(2600));
+    let mut dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 600, 200));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(dev.finish().is_empty());
+    let store = store_of(&mut cpm);
+    assert!(store.deferred(BOB, None, 10).unwrap().is_empty());
+    let stored = store.mss_list(BOB, None, 10).unwrap();
+    assert_eq!(stored.len(), 3);
+    assert!(
+        String::from_utf8_lossy(&stored[0].request).contains("hello bob"),
+        "the original message is kept"
+    );
+}
+
+fn action(server: u16, dev: &RawDevice, body: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let req = format!(
+        "MESSAGE sip:deferred-messages@127.0.0.1:{server} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bKact{n}\r\n\
+         From: <sip:bob@127.0.0.1>;tag=b\r\nTo: <sip:deferred-messages@127.0.0.1>\r\nCall-ID: act-{n}\r\nCSeq: 1 MESSAGE\r\n\
+         Content-Type: application/vnd.cpm.deferred-action+xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len(),
+        p = dev.port
+    );
+    dev.request(server, &req).expect("an answer to the action request")
+}
+
+fn listed_ids(notification: &str) -> Vec<u64> {
+    body(notification)
+        .split("<message id=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn notify_and_wait_every_action_works() {
+    let (_d, cfg) = config("[preferences]\ndeferred_delivery = \"notify\"\n");
+    let mut cpm = Cpm::start(&["--open", "--config", &cfg]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 4, 202, &[]));
+    let dev = RawDevice::start(|_, _| 200);
+    assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
+    let got = dev.wait_for(1, WAIT);
+    let note = &got[0];
+    assert_eq!(
+        header(note, "Content-Type").as_deref(),
+        Some("application/vnd.cpm.deferred-list+xml"),
+        "{note}"
+    );
+    assert!(
+        header(note, "From").unwrap().contains("sip:deferred-messages@"),
+        "{note}"
+    );
+    assert!(
+        body(note).contains("from=\"sip:alice@127.0.0.1\""),
+        "originator listed: {note}"
+    );
+    let ids = listed_ids(note);
+    assert_eq!(ids.len(), 4, "{note}");
+    let actions = format!(
+        "<deferred-actions><action id=\"{}\" do=\"retrieve\"/><action id=\"{}\" do=\"discard\"/>\
+         <action id=\"{}\" do=\"store\"/><action id=\"{}\" do=\"keep\"/><action id=\"999999\" do=\"discard\"/></deferred-actions>",
+        ids[0], ids[1], ids[2], ids[3]
+    );
+    let resp = action(cpm.udp, &dev, &actions);
+    assert_eq!(status_of(&resp), Some(200), "{resp}");
+    for status in ["retrieving", "discarded", "stored", "kept", "unknown"] {
+        assert!(
+            body(&resp).contains(&format!("status=\"{status}\"")),
+            "{status} in {resp}"
+        );
+    }
+    // The retrieved message arrives as originally sent.
+    let got = dev.wait_for(2, WAIT);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(body(&got[1]).contains("hello bob"), "{}", got[1]);
+    assert!(header(&got[1], "From").unwrap().contains("sip:alice@"), "original From");
+    let store = store_of(&mut cpm);
+    let left: Vec<u64> = store.deferred(BOB, None, 10).unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(left, vec![ids[3]], "only the kept one is still queued");
+    assert_eq!(store.mss_count(BOB).unwrap(), 1, "the stored one is in the MSS");
+}
+
+#[test]
+fn bad_action_documents_are_refused() {
+    let cpm = Cpm::start(&["--open"]);
+    let dev = RawDevice::start(|_, _| 200);
+    let resp = action(
+        cpm.udp,
+        &dev,
+        "<deferred-actions><action id=\"x\" do=\"eat\"/></deferred-actions>",
+    );
+    assert_eq!(status_of(&resp), Some(400), "{resp}");
+}
+
+#[test]
+fn do_not_disturb_holds_pushes_until_lifted() {
+    let cpm = Cpm::start(&["--open"]);
+    let dev = RawDevice::start(|_, _| 200);
+    let on = action(
+        cpm.udp,
+        &dev,
+        "<deferred-actions><dnd state=\"on\"/></deferred-actions>",
+    );
+    assert!(body(&on).contains("<dnd state=\"on\"/>"), "{on}");
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 2, 202, &[]));
+    assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
+    // Registered and reachable, yet do-not-disturb: no push. New messages are
+    // still delivered directly (DND holds deferred handling, not live traffic).
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(dev.received().is_empty(), "held while do-not-disturb is on");
+    let off = action(
+        cpm.udp,
+        &dev,
+        "<deferred-actions><dnd state=\"off\"/></deferred-actions>",
+    );
+    assert!(body(&off).contains("<dnd state=\"off\"/>"), "{off}");
+    let got = dev.wait_for(2, WAIT);
+    assert_eq!(got.len(), 2, "pushed once lifted: {got:?}");
+}
+
+#[test]
+fn reminders_repeat_the_list() {
+    let (_d, cfg) = config("[preferences]\ndeferred_delivery = \"notify\"\n[deferred]\nreminder_interval_s = 1\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 1, 202, &[]));
+    let dev = RawDevice::start(|_, _| 200);
+    assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
+    let got = dev.wait_for(3, WAIT);
+    assert!(got.len() >= 3, "the first notification and reminders: {}", got.len());
+    assert!(got
+        .iter()
+        .all(|m| header(m, "Content-Type").unwrap_or_default().contains("deferred-list")));
+}
+
+#[test]
+fn over_the_cap_is_486_with_retry_after() {
+    let (_d, cfg) = config("[deferred]\nmax_messages = 2\nretry_after_s = 120\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 2, 202, &[]));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let msg = raw_message(cpm.udp, "", "one too many", "cap1").replace(
+        "127.0.0.1:9;",
+        &format!("127.0.0.1:{};", sock.local_addr().unwrap().port()),
+    );
+    let resp = udp_exchange(&sock, cpm.udp, msg.as_bytes(), Duration::from_secs(5)).expect("answer");
+    assert_eq!(status_of(&resp), Some(486), "{resp}");
+    assert_eq!(header(&resp, "Retry-After").as_deref(), Some("120"));
+}
+
+#[test]
+fn store_preference_hands_to_the_mss() {
+    let (_d, cfg) =
+        config("[[users]]\naddress = \"sip:bob@127.0.0.1\"\n[users.preferences]\nwhen_unavailable = \"store\"\n");
+    let mut cpm = Cpm::start(&["--open", "--config", &cfg]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 2, 202, &[]));
+    let store = store_of(&mut cpm);
+    assert_eq!(store.mss_count(BOB).unwrap(), 2);
+    assert!(store.deferred(BOB, None, 10).unwrap().is_empty());
+}
+
+#[test]
+fn interwork_preference_writes_the_spool() {
+    let (d, _) = config("");
+    let spool = d.path().join("spool");
+    let cfg_text = format!(
+        "[preferences]\nwhen_unavailable = \"interwork\"\n[interworking]\nspool_dir = \"{}\"\n",
+        spool.display()
+    );
+    let (_d2, cfg) = config(&cfg_text);
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 1, 202, &[]));
+    let files: Vec<_> = std::fs::read_dir(&spool).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1);
+    let text = std::fs::read_to_string(files[0].path()).unwrap();
+    assert!(text.starts_with("To: sip:bob@127.0.0.1\n"), "{text}");
+    assert!(text.contains("hello bob"), "{text}");
+}
+
+#[test]
+fn originator_rule_declines_with_603() {
+    let (_d, cfg) = config("[preferences]\nreject_from = [\"sip:alice@127.0.0.1\"]\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    assert!(message(&cpm, Transport::Udp, "alice", "bob", 603));
+    assert!(message(&cpm, Transport::Udp, "carol", "bob", 202));
+}
