@@ -22,6 +22,7 @@ mod common;
 mod deferred;
 mod error;
 mod flush;
+mod imdn;
 mod mss;
 mod prefs;
 
@@ -47,6 +48,9 @@ const DEFERRED_TREE: &str = "deferred";
 const DEFERRED_EXPIRY_TREE: &str = "deferred_expiry";
 const MSS_TREE: &str = "mss";
 const PREFS_TREE: &str = "prefs";
+const IMDN_SEEN_TREE: &str = "imdn_seen";
+const IMDN_ORIGIN_TREE: &str = "imdn_origin";
+const IMDN_EXPIRY_TREE: &str = "imdn_expiry";
 
 /// Handle to the durable state. Cloning is cheap (sled handles are `Arc`s), so
 /// every actor can own one.
@@ -69,6 +73,10 @@ pub struct Store {
     mss: sled::Tree,
     /// `aor 0x00 name` -> bincode value of that preference.
     prefs: sled::Tree,
+    /// Disposition-notification memory (see the `imdn` module).
+    imdn_seen: sled::Tree,
+    imdn_origin: sled::Tree,
+    imdn_expiry: sled::Tree,
     /// Serialises, per (tree, AOR), id assignment with the writes that store
     /// the new entry, so one AOR's entries are stored in id order.
     seq_locks: Arc<common::StripedLocks>,
@@ -98,6 +106,9 @@ impl Store {
         let deferred_expiry = db.open_tree(DEFERRED_EXPIRY_TREE)?;
         let mss = db.open_tree(MSS_TREE)?;
         let prefs = db.open_tree(PREFS_TREE)?;
+        let imdn_seen = db.open_tree(IMDN_SEEN_TREE)?;
+        let imdn_origin = db.open_tree(IMDN_ORIGIN_TREE)?;
+        let imdn_expiry = db.open_tree(IMDN_EXPIRY_TREE)?;
         let flusher = flush::Flusher::start(db.clone()).map_err(sled::Error::Io)?;
         Ok(Store {
             bindings,
@@ -107,6 +118,9 @@ impl Store {
             deferred_expiry,
             mss,
             prefs,
+            imdn_seen,
+            imdn_origin,
+            imdn_expiry,
             seq_locks: Arc::new(common::StripedLocks::new()),
             flusher: Arc::new(flusher),
             db,
@@ -216,6 +230,7 @@ mod tests {
             include_str!("deferred.rs"),
             include_str!("error.rs"),
             include_str!("flush.rs"),
+            include_str!("imdn.rs"),
             include_str!("mss.rs"),
             include_str!("prefs.rs"),
         ];

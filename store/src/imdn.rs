@@ -1,0 +1,210 @@
+//! Disposition-notification memory (003 §5.2.6), bounded in time:
+//!
+//! - `imdn_seen`: `aor 0x00 message-id 0x00 kind` -> expires_at (u64 BE).
+//!   The terminating PF forwards the first report of each kind per message
+//!   and suppresses the rest; this survives restarts so a restart does not
+//!   forward twice.
+//! - `imdn_origin`: `aor 0x00 message-id` -> bincode (device key, expires_at).
+//!   Which of the sender's devices sent a message, so its reports go there
+//!   (CPM 2.0).
+//! - `imdn_expiry`: `expires_at (u64 BE) tag (1 byte) key` -> empty, the
+//!   ordered index the sweep reads instead of scanning.
+//!
+//! Writes are single-key; the index entry is written first, so a crash
+//! leaves at worst an index entry without its record (dropped by the sweep).
+//! Durability is the caller's (flush before acknowledging).
+
+use crate::common::{aor_prefix, check_aor, decode, encode};
+use crate::{Store, StoreError};
+
+const TAG_SEEN: u8 = b's';
+const TAG_ORIGIN: u8 = b'o';
+
+fn seen_key(aor: &str, msg_id: &str, kind: &str) -> Vec<u8> {
+    let mut k = aor_prefix(aor);
+    k.extend_from_slice(msg_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(kind.as_bytes());
+    k
+}
+
+fn origin_key(aor: &str, msg_id: &str) -> Vec<u8> {
+    let mut k = aor_prefix(aor);
+    k.extend_from_slice(msg_id.as_bytes());
+    k
+}
+
+fn index_key(expires_at: u64, tag: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = expires_at.to_be_bytes().to_vec();
+    k.push(tag);
+    k.extend_from_slice(key);
+    k
+}
+
+fn check_id(msg_id: &str) -> Result<(), StoreError> {
+    if msg_id.is_empty() || msg_id.contains('\0') || msg_id.len() > 256 {
+        return Err(StoreError::Corrupt(format!("invalid message id {msg_id:?}")));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Claim the right to forward the `kind` report ("delivery", "display")
+    /// of `msg_id`: true for the first claim within the retention time,
+    /// false for every later one. Atomic (compare-and-swap), so two devices'
+    /// reports racing each other cannot both win.
+    pub fn claim_report(&self, aor: &str, msg_id: &str, kind: &str, now: u64, ttl: u64) -> Result<bool, StoreError> {
+        check_aor(aor)?;
+        check_id(msg_id)?;
+        let key = seen_key(aor, msg_id, kind);
+        let expires = now.saturating_add(ttl);
+        self.imdn_expiry.insert(index_key(expires, TAG_SEEN, &key), &[][..])?;
+        let mut current = self.imdn_seen.get(&key)?;
+        loop {
+            if let Some(old) = &current {
+                let old_exp = u64::from_be_bytes(old.as_ref().try_into().unwrap_or([0; 8]));
+                if old_exp > now {
+                    return Ok(false);
+                }
+            }
+            match self
+                .imdn_seen
+                .compare_and_swap(&key, current.clone(), Some(&expires.to_be_bytes()[..]))?
+            {
+                Ok(()) => return Ok(true),
+                Err(e) => current = e.current,
+            }
+        }
+    }
+
+    /// Remember which device (binding key) of `aor` sent `msg_id`.
+    pub fn put_origin(&self, aor: &str, msg_id: &str, device: &str, expires_at: u64) -> Result<(), StoreError> {
+        check_aor(aor)?;
+        check_id(msg_id)?;
+        let key = origin_key(aor, msg_id);
+        self.imdn_expiry
+            .insert(index_key(expires_at, TAG_ORIGIN, &key), &[][..])?;
+        self.imdn_origin
+            .insert(key, encode(&(device.to_string(), expires_at))?)?;
+        Ok(())
+    }
+
+    /// The device that sent `msg_id`, unless forgotten or expired.
+    pub fn origin(&self, aor: &str, msg_id: &str, now: u64) -> Result<Option<String>, StoreError> {
+        check_aor(aor)?;
+        if check_id(msg_id).is_err() {
+            return Ok(None);
+        }
+        let Some(v) = self.imdn_origin.get(origin_key(aor, msg_id))? else {
+            return Ok(None);
+        };
+        let (device, expires_at): (String, u64) = decode(&v, "imdn origin")?;
+        Ok((expires_at > now).then_some(device))
+    }
+
+    /// Drop what has outlived its retention time, through the ordered index;
+    /// returns how many index entries were processed.
+    pub fn sweep_imdn(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self
+            .imdn_expiry
+            .range(..index_key(now.saturating_add(1), 0, &[]))
+            .take(limit)
+        {
+            let (ikey, _) = item?;
+            n += 1;
+            if ikey.len() < 9 {
+                self.imdn_expiry.remove(&ikey)?;
+                continue;
+            }
+            let expires = u64::from_be_bytes(ikey[..8].try_into().unwrap_or([0; 8]));
+            let (tag, key) = (ikey[8], &ikey[9..]);
+            let tree = if tag == TAG_SEEN {
+                &self.imdn_seen
+            } else {
+                &self.imdn_origin
+            };
+            if let Some(v) = tree.get(key)? {
+                // Only remove the record if it is the one this entry indexes
+                // (a later claim or note may have extended it).
+                let rec_exp = if tag == TAG_SEEN {
+                    v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0)
+                } else {
+                    decode::<(String, u64)>(&v, "imdn origin").map(|(_, e)| e).unwrap_or(0)
+                };
+                if rec_exp <= expires {
+                    let _ = tree.compare_and_swap(key, Some(v), None::<&[u8]>)?;
+                }
+            }
+            self.imdn_expiry.remove(&ikey)?;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: &str = "sip:alice@example.com";
+
+    #[test]
+    fn first_claim_wins_until_it_expires() {
+        let s = Store::temporary().unwrap();
+        assert!(s.claim_report(ALICE, "m1", "delivery", 100, 50).unwrap());
+        assert!(!s.claim_report(ALICE, "m1", "delivery", 120, 50).unwrap());
+        assert!(s.claim_report(ALICE, "m1", "display", 120, 50).unwrap(), "another kind");
+        assert!(
+            s.claim_report(ALICE, "m2", "delivery", 120, 50).unwrap(),
+            "another message"
+        );
+        assert!(
+            s.claim_report(ALICE, "m1", "delivery", 151, 50).unwrap(),
+            "retention over"
+        );
+    }
+
+    #[test]
+    fn racing_claims_have_one_winner() {
+        let s = Store::temporary().unwrap();
+        let wins: usize = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    sc.spawn(|| {
+                        (0..200)
+                            .filter(|i| s.claim_report(ALICE, &format!("m{i}"), "delivery", 10, 100).unwrap())
+                            .count()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(wins, 200);
+    }
+
+    #[test]
+    fn origin_and_sweep() {
+        let s = Store::temporary().unwrap();
+        s.put_origin(ALICE, "m1", "<urn:uuid:phone>", 200).unwrap();
+        assert_eq!(s.origin(ALICE, "m1", 100).unwrap().as_deref(), Some("<urn:uuid:phone>"));
+        assert_eq!(s.origin(ALICE, "m1", 200).unwrap(), None, "expired");
+        s.claim_report(ALICE, "m1", "delivery", 0, 150).unwrap();
+        assert_eq!(s.sweep_imdn(160, 100).unwrap(), 1);
+        assert!(s.claim_report(ALICE, "m1", "delivery", 160, 150).unwrap(), "swept");
+        assert_eq!(s.sweep_imdn(1_000, 100).unwrap(), 2);
+        assert_eq!(s.origin(ALICE, "m1", 0).unwrap(), None);
+        assert!(s.claim_report(ALICE, "", "delivery", 0, 1).is_err());
+    }
+
+    #[test]
+    fn claims_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert!(s.claim_report(ALICE, "m1", "display", 10, 100).unwrap());
+            s.flush_blocking().unwrap();
+        }
+        let s = crate::reopen(dir.path()).unwrap();
+        assert!(!s.claim_report(ALICE, "m1", "display", 20, 100).unwrap());
+    }
+}
