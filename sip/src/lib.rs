@@ -1,19 +1,25 @@
 //! SIP wire format for cpm.
 //!
-//! rsip tokenizes messages and URIs; everything rsip cannot type (feature-tag
-//! parameters, compact header names, folded lines) is handled here so the rest
+//! rsip tokenizes header lines; everything rsip cannot type (URIs with IPv6
+//! references or odd user parts, feature-tag parameters, compact header
+//! names, folded lines) is handled here so the rest
 //! of the server sees one small facade ([`Message`]) and never touches rsip.
 //! Serialization is ours too: rsip's writer turns bodies into lossy UTF-8.
 
 pub mod caps;
+pub mod cpim;
 mod error;
 mod headers;
+pub mod imdn;
 mod message;
 mod method;
 pub mod params;
 mod response;
 mod uri;
 mod via;
+
+#[cfg(test)]
+mod torture_tests;
 
 pub use error::ParseError;
 pub use headers::{canonical_name, Header, Headers};

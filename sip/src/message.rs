@@ -10,6 +10,10 @@ use crate::via::{split_list, Via};
 use crate::{Method, ParseError, SipUri};
 
 /// Hostile-input limits: more headers or longer lines than any real client sends.
+/// `MAX_HEADERS` does not count the (single) Content-Length header, and a
+/// header line must fit `MAX_HEADER_LEN` both as received and as
+/// [`Message::to_bytes`] writes it (`Canonical-Name: value`), so whatever
+/// parses re-parses after serialization.
 pub const MAX_HEADERS: usize = 128;
 pub const MAX_HEADER_LEN: usize = 8 * 1024;
 
@@ -177,9 +181,15 @@ impl Message {
 
     /// Checks every request must pass before a transaction exists for it
     /// (RFC 3261 §8.2 / §16.3): the mandatory headers parse.
+    /// Each of From, To, Call-ID, CSeq and Max-Forwards may appear once
+    /// (RFC 3261 §7.3.1; RFC 4475 §3.3.8, multi01).
     pub fn validate_request(&self) -> Result<(), ParseError> {
-        let via = self.top_via()?;
-        let _ = via;
+        self.top_via()?;
+        for name in ["From", "To", "Call-ID", "CSeq", "Max-Forwards"] {
+            if self.headers.all(name).nth(1).is_some() {
+                return Err(ParseError::Invalid(name));
+            }
+        }
         self.from()?;
         self.to()?;
         self.call_id()?;
@@ -260,6 +270,9 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     }
     if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
         let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(syntax("status code"));
+        }
         let code: u16 = code.parse().map_err(|_| syntax("status code"))?;
         if !(100..=699).contains(&code) {
             return Err(syntax("status code"));
@@ -281,6 +294,11 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         return Err(syntax("method"));
     }
     let uri = SipUri::parse(uri).map_err(|_| ParseError::Invalid("Request-URI"))?;
+    // The serialized form may differ (canonical IPv6, decoded escapes); it
+    // must fit the limit too.
+    if method.len() + uri.to_string().len() + " SIP/2.0".len() + 1 > MAX_HEADER_LEN {
+        return Err(ParseError::HeaderTooLong(MAX_HEADER_LEN));
+    }
     Ok(StartLine::Request {
         method: Method::parse(method),
         uri,
@@ -294,12 +312,10 @@ fn is_token_char(b: u8) -> bool {
 /// Split the header block with rsip's tokenizer, then normalize names.
 fn parse_headers(block: &[u8]) -> Result<Headers, ParseError> {
     use rsip::headers::header::Tokenizer;
-    let mut headers = Vec::new();
+    let mut headers: Vec<Header> = Vec::new();
+    let mut content_length = false;
     let mut rest = block;
     while !rest.is_empty() {
-        if headers.len() >= MAX_HEADERS {
-            return Err(ParseError::TooManyHeaders(MAX_HEADERS));
-        }
         let line_len = find(rest, b"\r\n").unwrap_or(rest.len());
         if line_len > MAX_HEADER_LEN {
             return Err(ParseError::HeaderTooLong(MAX_HEADER_LEN));
@@ -321,9 +337,23 @@ fn parse_headers(block: &[u8]) -> Result<Headers, ParseError> {
         let (_, tok) = Tokenizer::tokenize(line).map_err(|_| syntax("header line"))?;
         let name = std::str::from_utf8(tok.name).map_err(|_| ParseError::NotUtf8)?;
         let value = std::str::from_utf8(tok.value).map_err(|_| ParseError::NotUtf8)?;
+        let (name, value) = (canonical_name(name), value.trim());
+        if name.len() + 2 + value.len() > MAX_HEADER_LEN {
+            return Err(ParseError::HeaderTooLong(MAX_HEADER_LEN));
+        }
+        if name == "Content-Length" {
+            // RFC 4475 §3.3.9 (mcl01): two Content-Length values, no way to
+            // know which one frames the body.
+            if content_length {
+                return Err(ParseError::Invalid("Content-Length"));
+            }
+            content_length = true;
+        } else if headers.len() - usize::from(content_length) >= MAX_HEADERS {
+            return Err(ParseError::TooManyHeaders(MAX_HEADERS));
+        }
         headers.push(Header {
-            name: canonical_name(name),
-            value: value.trim().to_string(),
+            name,
+            value: value.to_string(),
         });
         rest = &rest[(line_len + 2).min(rest.len())..];
     }
@@ -397,6 +427,56 @@ l: 5\r\n\r\nhello";
             if let Ok(m) = r {
                 assert!(m.validate_request().is_err(), "{raw:?}");
             }
+        }
+    }
+
+    #[test]
+    fn singleton_headers_once() {
+        // RFC 4475 §3.3.9: two Content-Length values cannot frame a body.
+        let two = MSG.replace("l: 5\r\n", "l: 5\r\nContent-Length: 5\r\n");
+        assert_eq!(
+            Message::parse(Bytes::from(two)),
+            Err(ParseError::Invalid("Content-Length"))
+        );
+        // RFC 4475 §3.3.8: repeated From/To/Call-ID/CSeq/Max-Forwards.
+        for (line, name) in [
+            ("From: <sip:x@example.com>;tag=b\r\n", "From"),
+            ("t: <sip:x@example.com>\r\n", "To"),
+            ("Call-ID: c2\r\n", "Call-ID"),
+            ("CSeq: 2 MESSAGE\r\n", "CSeq"),
+            ("Max-Forwards: 5\r\n", "Max-Forwards"),
+        ] {
+            let raw = MSG.replace("l: 5\r\n", &format!("{line}l: 5\r\n"));
+            let m = Message::parse(Bytes::from(raw)).unwrap();
+            assert_eq!(m.validate_request(), Err(ParseError::Invalid(name)));
+        }
+    }
+
+    #[test]
+    fn limits_hold_for_serialized_form() {
+        // MAX_HEADERS does not count Content-Length, which to_bytes adds.
+        let head = "OPTIONS sip:x@y SIP/2.0\r\n";
+        let many = format!("{head}{}\r\n", "X: 1\r\n".repeat(MAX_HEADERS));
+        let m = Message::parse(Bytes::from(many)).unwrap();
+        assert_eq!(Message::parse(m.to_bytes()).unwrap().headers.len(), MAX_HEADERS + 1);
+        let too_many = format!("{head}{}\r\n", "X: 1\r\n".repeat(MAX_HEADERS + 1));
+        assert_eq!(
+            Message::parse(Bytes::from(too_many)),
+            Err(ParseError::TooManyHeaders(MAX_HEADERS))
+        );
+        // A compact name is written long: the long form must fit as well.
+        let value = "a".repeat(MAX_HEADER_LEN - 2);
+        let compact = format!("{head}s:{value}\r\n\r\n");
+        assert_eq!(
+            Message::parse(Bytes::from(compact)),
+            Err(ParseError::HeaderTooLong(MAX_HEADER_LEN))
+        );
+        let value = "a".repeat(MAX_HEADER_LEN - "Subject: ".len());
+        let fits = Message::parse(Bytes::from(format!("{head}s:{value}\r\n\r\n"))).unwrap();
+        assert!(Message::parse(fits.to_bytes()).is_ok());
+        // Status codes are three digits.
+        for bad in ["SIP/2.0 +20 x\r\n\r\n", "SIP/2.0 0200 x\r\n\r\n"] {
+            assert!(Message::parse(Bytes::from(bad)).is_err(), "{bad:?}");
         }
     }
 

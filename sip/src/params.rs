@@ -21,8 +21,11 @@
 //! `+sip.instance=<urn:uuid:x>` give the same value).
 //!
 //! Hostile input: at most [`MAX_ENTRIES`] entries and [`MAX_PARAMS`]
-//! parameters per entry; control characters (other than HTAB) are rejected;
-//! the parser never panics and always slices at character boundaries.
+//! parameters per entry; control characters (other than HTAB) are rejected,
+//! except as a quoted-pair inside a quoted string (`"BEL:\<0x07>"`,
+//! RFC 3261 §25.1 allows %x00-09 / %x0B-0C / %x0E-7F there; RFC 4475
+//! §3.1.1.2); CR and LF never pass. The parser never panics and always
+//! slices at character boundaries.
 
 use std::fmt;
 
@@ -113,9 +116,11 @@ impl NameAddr {
     /// Serialize: `"Display" <uri>;a;b=c;d="x y"`. The URI is always in angle
     /// brackets, except a bare `*` without display name (Contact: *, which
     /// must not be bracketed). Values that are not tokens are quoted.
-    /// Control characters other than HTAB are never emitted (the parser never
-    /// produces them; this guards hand-built values against header
-    /// injection). For every `x` returned by the parser,
+    /// CR and LF are never emitted (the parser never produces them; this
+    /// guards hand-built values against header injection); other control
+    /// characters (HTAB aside) appear only as quoted-pairs inside quoted
+    /// strings, and are dropped from URIs and names. For every `x` returned
+    /// by the parser,
     /// `parse_name_addr(&x.to_header_value()) == Ok(x)`.
     pub fn to_header_value(&self) -> String {
         let mut out = String::with_capacity(self.uri.len() + 16 * (self.params.len() + 1));
@@ -248,12 +253,29 @@ pub fn split_params(s: &str) -> Result<Vec<Param>, ParamError> {
 // ---------------------------------------------------------------------------
 // Lexing
 
+/// Cheap pre-check: CR and LF never, other control characters (HTAB aside)
+/// only right after a `\`. The lexer checks that such a `\` really is a
+/// quoted-pair inside a quoted string ([`Cursor::no_controls`] elsewhere).
 fn check_controls(s: &str) -> Result<(), ParamError> {
-    if s.chars().any(|c| c.is_control() && c != '\t') {
-        Err(ParamError::ControlChar)
-    } else {
-        Ok(())
+    let mut prev = '\0';
+    for c in s.chars() {
+        if is_ctl(c) && (prev != '\\' || c == '\r' || c == '\n') {
+            return Err(ParamError::ControlChar);
+        }
+        prev = c;
     }
+    Ok(())
+}
+
+/// A control character other than HTAB.
+fn is_ctl(c: char) -> bool {
+    c.is_control() && c != '\t'
+}
+
+/// May `c` follow `\` in a quoted-pair? (RFC 3261: %x00-09 / %x0B-0C /
+/// %x0E-7F; we also take UTF-8, as qdtext does.)
+fn is_quotable(c: char) -> bool {
+    c != '\r' && c != '\n'
 }
 
 /// RFC 3261 `token` characters.
@@ -304,6 +326,15 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Text consumed outside a quoted-pair must not hold control characters.
+    fn no_controls(text: &str) -> Result<(), ParamError> {
+        if text.chars().any(is_ctl) {
+            Err(ParamError::ControlChar)
+        } else {
+            Ok(())
+        }
+    }
+
     fn unexpected(&self) -> ParamError {
         match self.peek() {
             Some(ch) => ParamError::UnexpectedChar { ch, pos: self.pos },
@@ -321,8 +352,10 @@ impl<'a> Cursor<'a> {
                 Some('"') => return Ok(out),
                 Some('\\') => match self.bump() {
                     None => return Err(ParamError::UnterminatedQuote),
-                    Some(c) => out.push(c),
+                    Some(c) if is_quotable(c) => out.push(c),
+                    Some(_) => return Err(ParamError::ControlChar),
                 },
+                Some(c) if is_ctl(c) => return Err(ParamError::ControlChar),
                 Some(c) => out.push(c),
             }
         }
@@ -334,6 +367,7 @@ impl<'a> Cursor<'a> {
         let inner = &self.s[start..];
         match inner.find('>') {
             Some(i) => {
+                Self::no_controls(&inner[..i])?;
                 self.pos = start + i + 1;
                 Ok(&inner[..i])
             }
@@ -357,6 +391,7 @@ impl<'a> Cursor<'a> {
             let rest = self.rest();
             let stop = rest.find(['<', ',', ';', '"']).unwrap_or(rest.len());
             let text = &rest[..stop];
+            Self::no_controls(text)?;
             self.pos = start + stop;
             match self.peek() {
                 Some('<') => {
@@ -453,6 +488,9 @@ impl<'a> Cursor<'a> {
                     if is_ws(c) || matches!(c, ';' | ',' | '"' | '<' | '>') {
                         break;
                     }
+                    if is_ctl(c) {
+                        return Err(ParamError::ControlChar);
+                    }
                     self.pos += c.len_utf8();
                 }
                 if self.pos == start {
@@ -490,14 +528,15 @@ fn push_clean(out: &mut String, s: &str) {
     out.extend(s.chars().filter(|&c| !c.is_control() || c == '\t'));
 }
 
-/// Append `s` as a quoted-string, escaping `"` and `\`.
+/// Append `s` as a quoted-string, escaping `"`, `\` and control characters
+/// other than HTAB (as quoted-pairs); CR and LF are dropped.
 fn push_quoted(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
-        if c.is_control() && c != '\t' {
+        if !is_quotable(c) {
             continue;
         }
-        if c == '"' || c == '\\' {
+        if c == '"' || c == '\\' || is_ctl(c) {
             out.push('\\');
         }
         out.push(c);
@@ -687,6 +726,27 @@ mod tests {
         assert_eq!(parse_list("<sip:a@b>;x=\"\0\""), Err(ControlChar));
         // Display impl of the error does not panic and says something.
         assert!(!UnterminatedQuote.to_string().is_empty());
+    }
+
+    #[test]
+    fn quoted_pairs_may_escape_controls() {
+        // RFC 4475 §3.1.1.2 (intmeth): quoted BEL, NUL and DEL.
+        let a = one("\"BEL:\\\u{7} NUL:\\\0 DEL:\\\u{7f}\" <sip:a@b>");
+        assert_eq!(a.display.as_deref(), Some("BEL:\u{7} NUL:\0 DEL:\u{7f}"));
+        assert_eq!(a.to_header_value(), "\"BEL:\\\u{7} NUL:\\\0 DEL:\\\u{7f}\" <sip:a@b>");
+        roundtrip("\"BEL:\\\u{7}\" <sip:a@b>;x=\"\\\0\"");
+        // Only as a quoted-pair, only inside quotes, never CR or LF.
+        for bad in [
+            "\"a\u{7}\" <sip:a@b>",
+            "\"\\\\\u{7}\" <sip:a@b>",
+            "<sip:a\\\u{7}b>",
+            "x\\\u{7} <sip:a@b>",
+            "<sip:a@b>;p=x\\\u{7}",
+            "\"\\\r\" <sip:a@b>",
+            "\"\\\n\" <sip:a@b>",
+        ] {
+            assert_eq!(parse_name_addr(bad), Err(ParamError::ControlChar), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! SIP/SIPS/TEL URIs. rsip types sip: and sips: URIs; tel: and the other
-//! schemes CPM may carry (mailto:, wv: ...) are kept as opaque text so the
-//! router can reject or interwork them (004 §5.3.1.2.3).
+//! SIP/SIPS/TEL URIs. sip: and sips: URIs are split here (RFC 3261 §19.1,
+//! RFC 5118 IPv6 references); tel: and the other schemes CPM may carry
+//! (mailto:, wv: ...) are kept as opaque text so the router can reject or
+//! interwork them (004 §5.3.1.2.3).
 
 use std::fmt;
 use thiserror::Error;
@@ -18,6 +19,9 @@ pub struct SipUri {
     /// Lower-case scheme: `sip`, `sips`, `tel`, or anything else.
     pub scheme: String,
     pub user: Option<String>,
+    /// The password of `sip:user:password@host` (deprecated, RFC 3261 §19.1.1;
+    /// kept so the URI serializes as received).
+    pub password: Option<String>,
     /// Lower-case host (IPv6 in brackets); empty for non-SIP schemes.
     pub host: String,
     pub port: Option<u16>,
@@ -47,6 +51,7 @@ impl SipUri {
                 Ok(SipUri {
                     scheme,
                     user: Some(number.to_string()),
+                    password: None,
                     host: String::new(),
                     port: None,
                     params,
@@ -56,6 +61,7 @@ impl SipUri {
             _ => Ok(SipUri {
                 scheme,
                 user: None,
+                password: None,
                 host: String::new(),
                 port: None,
                 params: Vec::new(),
@@ -64,32 +70,69 @@ impl SipUri {
         }
     }
 
-    /// rsip types `sip:user@host:port`; parameters and headers we split
-    /// ourselves because rsip cuts values such as `gr=urn:uuid:...` at ':'.
+    /// `sip:` / `sips:` URIs (RFC 3261 §19.1.1, RFC 5118). Our own splitter:
+    /// rsip rejects IPv6 references and `;` in the user part, and cuts
+    /// values such as `gr=urn:uuid:...` at ':'.
+    ///
+    /// * userinfo ends at the last `@` (none may appear unescaped after it);
+    ///   when the URI has a `?headers` part that itself contains `@`, the
+    ///   userinfo `@` is looked for before the first `?` (a `?` is legal in
+    ///   the user part, RFC 4475 §3.1.1.2). The user part keeps its escapes,
+    ///   except that escaped unreserved characters are decoded and the hex
+    ///   digits of the others upper-cased (RFC 3261 §19.1.4 equivalence).
+    /// * host: a domain name or IPv4 address (lower-cased), or an IPv6
+    ///   reference (canonical form; the `:::` form of RFC 5118 §4.10 is
+    ///   tolerated and read as `::`).
+    /// * `?headers` are dropped: they are never used in a request we send.
     fn parse_sip(scheme: String, text: &str) -> Result<SipUri, UriError> {
         let malformed = || UriError::Malformed(text.to_string());
-        let text = text.split_once('?').map_or(text, |(t, _)| t);
-        let host_start = text.rfind('@').map_or(scheme.len() + 1, |i| i + 1);
-        let (base, params) = match text[host_start..].find(';') {
-            Some(i) => (&text[..host_start + i], split_uri_params(&text[host_start + i..]).1),
-            None => (text, Vec::new()),
-        };
-        let uri = rsip::Uri::try_from(base).map_err(|_| malformed())?;
-        if !uri.params.is_empty() {
+        let rest = &text[scheme.len() + 1..];
+        if rest
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '"'))
+        {
             return Err(malformed());
         }
-        let host = match &uri.host_with_port.host {
-            rsip::Host::Domain(d) => d.to_string().to_ascii_lowercase(),
-            rsip::Host::IpAddr(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
-            rsip::Host::IpAddr(ip) => ip.to_string(),
+        let at = match rest.find('?') {
+            Some(q) if rest[q..].contains('@') && rest[..q].contains('@') => rest[..q].rfind('@'),
+            _ => rest.rfind('@'),
         };
-        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '<' || c == '>') {
-            return Err(malformed());
-        }
-        let port = uri.host_with_port.port.as_ref().map(|p| *p.value());
+        let (userinfo, hostpart) = match at {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(ui) => {
+                let (u, p) = match ui.split_once(':') {
+                    Some((u, p)) => (u, Some(p)),
+                    None => (ui, None),
+                };
+                let ok = |s: &str, extra: &str| {
+                    valid_escapes(s)
+                        && s.chars().all(|c| {
+                            !c.is_ascii()
+                                || c.is_ascii_alphanumeric()
+                                || "-_.!~*'()%&=+$,".contains(c)
+                                || extra.contains(c)
+                        })
+                };
+                if u.is_empty() || !ok(u, ";?/#") || !p.is_none_or(|p| ok(p, "")) {
+                    return Err(malformed());
+                }
+                (Some(normalize_escapes(u)), p.map(str::to_string))
+            }
+        };
+        let hostpart = hostpart.split_once('?').map_or(hostpart, |(h, _)| h);
+        let (hostport, params) = match hostpart.find(';') {
+            Some(i) => (&hostpart[..i], split_uri_params(&hostpart[i..]).1),
+            None => (hostpart, Vec::new()),
+        };
+        let (host, port) = parse_host_port(hostport).ok_or_else(malformed)?;
         Ok(SipUri {
             scheme,
-            user: uri.user().map(str::to_string),
+            user,
+            password,
             host,
             port,
             params,
@@ -134,6 +177,82 @@ fn split_uri_params(rest: &str) -> (&str, Vec<(String, Option<String>)>) {
     (head, params)
 }
 
+/// `%` is always followed by two hex digits.
+fn valid_escapes(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit())
+}
+
+/// Decode escaped unreserved characters (`%75` → `u`), upper-case the hex of
+/// the escapes that stay. Input has [`valid_escapes`].
+fn normalize_escapes(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let hex = &rest[i + 1..i + 3];
+        match u8::from_str_radix(hex, 16) {
+            Ok(b) if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) => out.push(b as char),
+            _ => {
+                out.push('%');
+                out.push_str(&hex.to_ascii_uppercase());
+            }
+        }
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `host[:port]`: domain name or IPv4 (lower-cased), or `[IPv6]` (canonical).
+fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(after) = s.strip_prefix('[') {
+        let (inner, tail) = after.split_once(']')?;
+        let port = match tail {
+            "" => None,
+            _ => Some(tail.strip_prefix(':')?),
+        };
+        (format!("[{}]", parse_ipv6(inner)?), port)
+    } else {
+        let (host, port) = match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        };
+        let ok = !host.is_empty()
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            && !host.starts_with(['.', '-'])
+            && !host.contains("..");
+        if !ok {
+            return None;
+        }
+        (host.to_ascii_lowercase(), port)
+    };
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
+        Some(_) => return None,
+    };
+    Some((host, port))
+}
+
+/// An IPv6 address; RFC 5118 §4.10: `2001:db8:::192.0.2.1` (the RFC 3261
+/// ABNF bug) must be tolerated and means `2001:db8::192.0.2.1`.
+fn parse_ipv6(s: &str) -> Option<std::net::Ipv6Addr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    match s.match_indices(":::").count() {
+        1 if !s.contains("::::") => s.replacen(":::", "::", 1).parse().ok(),
+        _ => None,
+    }
+}
+
 impl fmt::Display for SipUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:", self.scheme)?;
@@ -142,6 +261,9 @@ impl fmt::Display for SipUri {
         }
         if let Some(user) = &self.user {
             f.write_str(user)?;
+            if let Some(password) = &self.password {
+                write!(f, ":{password}")?;
+            }
             if !self.host.is_empty() {
                 f.write_str("@")?;
             }
@@ -188,8 +310,92 @@ mod tests {
 
     #[test]
     fn bad_uris_are_errors() {
-        assert!(SipUri::parse("nocolon").is_err());
-        assert!(SipUri::parse("sip:").is_err());
-        assert!(SipUri::parse(":x").is_err());
+        for bad in [
+            "nocolon",
+            "sip:",
+            ":x",
+            "sip:@h",
+            "sip:a@",
+            "sip:a@h:",
+            "sip:a@h:99999",
+            "sip:a@h:5x",
+            "sip:2001:db8::10",
+            "sip:a@[2001:db8::10",
+            "sip:a@[2001:db8::10]x",
+            "sip:a@[zz::1]",
+            "sip:a@[1::2::3]",
+            "sip:a b@h",
+            "sip:<a@h>",
+            "sip:a@h>",
+            "sip:a%zz@h",
+            "sip:a%4@h",
+            "sip:a\u{7}@h",
+            "sip:a@b@h",
+            "sip:a@.h",
+        ] {
+            assert!(SipUri::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ipv6_references() {
+        let u = SipUri::parse("sip:[2001:DB8::10]:5070;transport=tcp").unwrap();
+        assert_eq!(u.host, "[2001:db8::10]");
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.host_port(), "[2001:db8::10]:5070");
+        // RFC 5118 §4.3: no port, whatever the sender meant.
+        let u = SipUri::parse("sip:[2001:db8::10:5070]").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("[2001:db8::10:5070]", None));
+        // RFC 5118 §4.10: the three-colon form is tolerated as `::`.
+        let three = SipUri::parse("sip:user@[2001:db8:::192.0.2.1]").unwrap();
+        let two = SipUri::parse("sip:user@[2001:db8::192.0.2.1]").unwrap();
+        assert_eq!(three, two);
+        assert_eq!(SipUri::parse(&three.to_string()).unwrap(), three);
+        let u = SipUri::parse("sip:a@[::ffff:192.0.2.10]").unwrap();
+        assert_eq!(u.host, "[::ffff:192.0.2.10]");
+    }
+
+    #[test]
+    fn user_parts() {
+        // RFC 4475 §3.1.1.9: `;` belongs to the user part before `@`.
+        let u = SipUri::parse("sip:user;par=u%40example.net@example.com;lr").unwrap();
+        assert_eq!(u.user.as_deref(), Some("user;par=u%40example.net"));
+        assert_eq!(u.host, "example.com");
+        assert_eq!(u.params, vec![("lr".to_string(), None)]);
+        // `?` in the user part, then a password (RFC 4475 §3.1.1.2).
+        let u = SipUri::parse("sip:a?,/;;*:p&w=1@h.example").unwrap();
+        assert_eq!(u.user.as_deref(), Some("a?,/;;*"));
+        assert_eq!(u.password.as_deref(), Some("p&w=1"));
+        assert_eq!(u.to_string(), "sip:a?,/;;*:p&w=1@h.example");
+        // `@` inside escaped headers does not move the userinfo boundary.
+        let u = SipUri::parse("sip:bob@example.com?Replaces=call@host").unwrap();
+        assert_eq!((u.user.as_deref(), u.host.as_str()), (Some("bob"), "example.com"));
+        assert_eq!(u.to_string(), "sip:bob@example.com");
+        // Escaped unreserved characters are the characters (RFC 3261 §19.1.4);
+        // the others stay escaped, hex upper-cased.
+        let u = SipUri::parse("sip:%75se%72%3a%00x@example.com").unwrap();
+        assert_eq!(u.user.as_deref(), Some("user%3A%00x"));
+        // Host forms.
+        assert_eq!(
+            SipUri::parse("sip:a@Host_1.Example.COM.").unwrap().host,
+            "host_1.example.com."
+        );
+        assert_eq!(SipUri::parse("sips:10.0.0.1:05061").unwrap().port, Some(5061));
+    }
+
+    #[test]
+    fn display_reparses_to_the_same_uri() {
+        for s in [
+            "sip:a@b",
+            "sips:u:pw@[2001:db8::1]:5061;transport=tls;lr;gr=urn:uuid:1",
+            "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com",
+            "sip:user;par=u%40example.net@example.com",
+            "sip:host.example;a=b=c;;=x;[::1]",
+            "tel:+1-555;phone-context=x",
+            "soap.beep://192.0.2.103:3002",
+        ] {
+            let u = SipUri::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(SipUri::parse(&u.to_string()).unwrap(), u, "{s}");
+        }
     }
 }

@@ -1,0 +1,911 @@
+//! RFC 3862 `message/cpim`: the envelope of every CPM pager-mode message.
+//!
+//! A CPIM body is three parts:
+//!
+//! ```text
+//! From: Alice <sip:alice@example.com>          ┐
+//! To: Bob <sip:bob@example.com>                │ message headers
+//! NS: imdn <urn:ietf:params:imdn>              │ (`Name: value`, one per line,
+//! imdn.Message-ID: 34jk324j                    │  no folding, prefixes declared by NS)
+//! DateTime: 2008-04-04T12:16:49-05:00          ┘
+//!                                                blank line
+//! Content-Type: text/plain;charset=UTF-8       ┐ MIME headers of the content
+//!                                              ┘ (folding allowed), blank line
+//! Hello World                                    content: opaque bytes
+//! ```
+//!
+//! Parsing accepts CRLF or bare LF line ends; [`Cpim::to_bytes`] always writes
+//! CRLF. Both header blocks must be UTF-8 without control characters (tab
+//! excepted) and must each end with a blank line. Limits: [`MAX_HEADER_LINES`]
+//! lines per block and [`MAX_LINE`] bytes per header. Whatever [`Cpim::parse`]
+//! accepts, `to_bytes` writes back to something that parses to the same value
+//! (the fuzz target `cpim_imdn` checks it).
+//!
+//! ## Namespaces (RFC 3862 §3.4, RFC 5438 §7)
+//!
+//! A header `imdn.Message-ID` is the header `Message-ID` of whatever namespace
+//! the prefix `imdn` was declared for by an earlier `NS: imdn <uri>` header.
+//! Resolution is positional and strict: a prefixed header is resolved against
+//! the latest `NS` declaration of its prefix *before* it; a prefix that was not
+//! declared (or only after its use) resolves to nothing, so
+//! `ns_header(IMDN_NS, "Message-ID")` does not find an undeclared
+//! `imdn.Message-ID` (it stays reachable verbatim through [`Cpim::header`]).
+//! Prefixes, header names and namespace URIs are compared ASCII
+//! case-insensitively. A default-namespace declaration (`NS: <uri>`, no
+//! prefix) is kept but not used for resolution: unprefixed headers are always
+//! the CPIM core headers.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+/// The IMDN namespace of CPIM headers (RFC 5438 §7.1).
+pub const IMDN_NS: &str = "urn:ietf:params:imdn";
+/// Media type of a CPIM body.
+pub const CONTENT_TYPE: &str = "message/cpim";
+/// Most lines per header block (continuation lines count).
+pub const MAX_HEADER_LINES: usize = 64;
+/// Longest header line, without its line end; also the longest header once
+/// unfolded and written back (`name: value`).
+pub const MAX_LINE: usize = 8 * 1024;
+
+/// One header as written: `name` keeps its prefix (`imdn.Message-ID`),
+/// `value` is trimmed of surrounding spaces and tabs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpimHeader {
+    pub name: String,
+    pub value: String,
+}
+
+impl CpimHeader {
+    /// A header with control characters in `value` replaced by spaces, so it
+    /// can never break the framing.
+    pub fn new(name: &str, value: &str) -> CpimHeader {
+        CpimHeader {
+            name: name.to_string(),
+            value: sanitize(value),
+        }
+    }
+}
+
+/// A parsed `message/cpim` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cpim {
+    /// Message headers, in order.
+    pub headers: Vec<CpimHeader>,
+    /// MIME headers of the content, in order, unfolded.
+    pub content_headers: Vec<CpimHeader>,
+    /// The content, byte for byte.
+    pub body: Bytes,
+}
+
+/// What the sender asked to be told about (`imdn.Disposition-Notification`,
+/// RFC 5438 §6.3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispositionRequest {
+    pub positive_delivery: bool,
+    pub negative_delivery: bool,
+    pub display: bool,
+}
+
+impl DispositionRequest {
+    pub fn any(&self) -> bool {
+        self.positive_delivery || self.negative_delivery || self.display
+    }
+}
+
+/// Which header block an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// The CPIM message headers.
+    Message,
+    /// The MIME headers of the content.
+    Content,
+}
+
+impl std::fmt::Display for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Block::Message => "message",
+            Block::Content => "content",
+        })
+    }
+}
+
+#[derive(Error, Debug, Clone, PartialEq, Eq)]
+pub enum CpimError {
+    #[error("{0} headers not terminated by an empty line")]
+    Unterminated(Block),
+    #[error("more than {MAX_HEADER_LINES} lines in the {0} headers")]
+    TooManyHeaders(Block),
+    #[error("{0} header longer than {MAX_LINE} bytes")]
+    LineTooLong(Block),
+    #[error("{0} headers are not UTF-8")]
+    NotUtf8(Block),
+    #[error("control character in the {0} headers")]
+    ControlCharacter(Block),
+    #[error("malformed {0} header: {1}")]
+    Malformed(Block, &'static str),
+}
+
+const DISPOSITION_NOTIFICATION: &str = "Disposition-Notification";
+
+impl Cpim {
+    /// Parse a CPIM body (see the module docs for the accepted syntax).
+    pub fn parse(data: &[u8]) -> Result<Cpim, CpimError> {
+        let mut pos = 0;
+        let headers = read_block(data, &mut pos, Block::Message)?;
+        let content_headers = read_block(data, &mut pos, Block::Content)?;
+        Ok(Cpim {
+            headers,
+            content_headers,
+            body: Bytes::copy_from_slice(&data[pos..]),
+        })
+    }
+
+    /// The wire form, CRLF line ends. Values are written as they are: build
+    /// headers with [`CpimHeader::new`] or the setters to keep line breaks
+    /// out of them.
+    pub fn to_bytes(&self) -> Bytes {
+        let len = |hs: &[CpimHeader]| hs.iter().map(|h| h.name.len() + h.value.len() + 4).sum::<usize>();
+        let mut out = BytesMut::with_capacity(len(&self.headers) + len(&self.content_headers) + 4 + self.body.len());
+        for block in [&self.headers, &self.content_headers] {
+            for h in block {
+                out.put_slice(h.name.as_bytes());
+                out.put_slice(b": ");
+                out.put_slice(h.value.as_bytes());
+                out.put_slice(b"\r\n");
+            }
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    /// The first message header called exactly `name` (ASCII case-insensitive;
+    /// a prefixed name only matches when written with its prefix).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find(&self.headers, name)
+    }
+
+    /// The first MIME header of the content called `name`.
+    pub fn content_header(&self, name: &str) -> Option<&str> {
+        find(&self.content_headers, name)
+    }
+
+    /// The first message header `name` of namespace `ns_uri`, through the
+    /// prefix an `NS` header declared for it (strict: see the module docs).
+    pub fn ns_header(&self, ns_uri: &str, name: &str) -> Option<&str> {
+        let i = *self.ns_matches(ns_uri, name).first()?;
+        Some(&self.headers[i].value)
+    }
+
+    /// Replace the value of the first message header called `name`, or
+    /// append it. Control characters in `value` become spaces.
+    ///
+    /// Like the other setters this does not enforce the parser's limits: a
+    /// header block pushed past [`MAX_HEADER_LINES`], or a header longer
+    /// than [`MAX_LINE`], is written out but [`Cpim::parse`] refuses it.
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        match self.headers.iter_mut().find(|h| h.name.eq_ignore_ascii_case(name)) {
+            Some(h) => h.value = sanitize(value),
+            None => self.headers.push(CpimHeader::new(name, value)),
+        }
+    }
+
+    /// Set the namespaced header `name` of `ns_uri`: the first one present
+    /// takes `value` and any others are removed; when there is none, it is
+    /// appended under the prefix declared for `ns_uri`, and an `NS`
+    /// declaration is appended first if needed (prefix `imdn` for
+    /// [`IMDN_NS`], else `ns`, numbered if already taken).
+    pub fn set_ns_header(&mut self, ns_uri: &str, name: &str, value: &str) {
+        let found = self.ns_matches(ns_uri, name);
+        if let Some((&first, rest)) = found.split_first() {
+            self.headers[first].value = sanitize(value);
+            for &i in rest.iter().rev() {
+                self.headers.remove(i);
+            }
+            return;
+        }
+        let prefix = self.declare(ns_uri);
+        self.headers.push(CpimHeader::new(&format!("{prefix}.{name}"), value));
+    }
+
+    /// Remove every message header `name` of namespace `ns_uri`. The `NS`
+    /// declaration stays.
+    pub fn remove_ns_header(&mut self, ns_uri: &str, name: &str) {
+        for i in self.ns_matches(ns_uri, name).into_iter().rev() {
+            self.headers.remove(i);
+        }
+    }
+
+    /// The content's media type as written, parameters included
+    /// (`text/plain;charset=UTF-8`).
+    pub fn content_type(&self) -> Option<&str> {
+        self.content_header("Content-Type")
+    }
+
+    /// `imdn.Message-ID` (RFC 5438 §6.2).
+    pub fn imdn_message_id(&self) -> Option<&str> {
+        self.ns_header(IMDN_NS, "Message-ID")
+    }
+
+    /// The notifications the sender asked for: every
+    /// `imdn.Disposition-Notification` header, a comma-separated list of
+    /// `positive-delivery`, `negative-delivery`, `display` (case-insensitive;
+    /// other values such as `processing` are ignored).
+    pub fn disposition_request(&self) -> DispositionRequest {
+        let mut r = DispositionRequest::default();
+        for i in self.ns_matches(IMDN_NS, DISPOSITION_NOTIFICATION) {
+            for token in self.headers[i].value.split(',') {
+                let token = token.trim_matches(|c| c == ' ' || c == '\t');
+                if token.eq_ignore_ascii_case("positive-delivery") {
+                    r.positive_delivery = true;
+                } else if token.eq_ignore_ascii_case("negative-delivery") {
+                    r.negative_delivery = true;
+                } else if token.eq_ignore_ascii_case("display") {
+                    r.display = true;
+                }
+            }
+        }
+        r
+    }
+
+    /// Rewrite `imdn.Disposition-Notification` from `r` (values this type
+    /// does not model, such as `processing`, are dropped); remove it when
+    /// nothing is requested.
+    pub fn set_disposition_request(&mut self, r: DispositionRequest) {
+        if !r.any() {
+            self.remove_ns_header(IMDN_NS, DISPOSITION_NOTIFICATION);
+            return;
+        }
+        let tokens: Vec<&str> = [
+            (r.positive_delivery, "positive-delivery"),
+            (r.negative_delivery, "negative-delivery"),
+            (r.display, "display"),
+        ]
+        .into_iter()
+        .filter_map(|(on, t)| on.then_some(t))
+        .collect();
+        self.set_ns_header(IMDN_NS, DISPOSITION_NOTIFICATION, &tokens.join(", "));
+    }
+
+    /// The URI of a `From`/`To`/`cc` value: `"Alice" <sip:a@x>`, `Alice
+    /// <sip:a@x>` or `<sip:a@x>` give `sip:a@x` (a `<` inside the quoted
+    /// name does not count). A bare `scheme:rest` without spaces is taken as
+    /// it is; anything else is `None`.
+    pub fn uri_of(value: &str) -> Option<&str> {
+        let v = value.trim();
+        let mut quoted = false;
+        let mut escaped = false;
+        for (i, c) in v.char_indices() {
+            if quoted {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => quoted = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                '"' => quoted = true,
+                '<' => {
+                    let rest = &v[i + 1..];
+                    let uri = rest[..rest.find('>')?].trim();
+                    return (!uri.is_empty()).then_some(uri);
+                }
+                _ => {}
+            }
+        }
+        let bare = !quoted && !v.is_empty() && v.contains(':') && !v.contains(|c: char| c.is_whitespace() || c == '>');
+        bare.then_some(v)
+    }
+
+    /// Indices of the message headers that resolve to `name` in `ns_uri`.
+    fn ns_matches(&self, ns_uri: &str, name: &str) -> Vec<usize> {
+        let mut decls: Vec<(&str, &str)> = Vec::new();
+        let mut out = Vec::new();
+        for (i, h) in self.headers.iter().enumerate() {
+            if h.name.eq_ignore_ascii_case("NS") {
+                if let Some((Some(prefix), uri)) = parse_ns(&h.value) {
+                    decls.push((prefix, uri));
+                }
+                continue;
+            }
+            let Some((prefix, local)) = h.name.split_once('.') else {
+                continue;
+            };
+            if !local.eq_ignore_ascii_case(name) {
+                continue;
+            }
+            let declared = decls.iter().rev().find(|(p, _)| p.eq_ignore_ascii_case(prefix));
+            if declared.is_some_and(|(_, uri)| uri.eq_ignore_ascii_case(ns_uri)) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// A prefix bound to `ns_uri` at the end of the header block, declaring
+    /// one if there is none.
+    fn declare(&mut self, ns_uri: &str) -> String {
+        let decls: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("NS"))
+            .filter_map(|h| match parse_ns(&h.value) {
+                Some((Some(p), uri)) => Some((p, uri)),
+                _ => None,
+            })
+            .collect();
+        // The latest declaration of each prefix is the one in force.
+        for (n, (prefix, uri)) in decls.iter().enumerate() {
+            let later = decls[n + 1..].iter().any(|(p, _)| p.eq_ignore_ascii_case(prefix));
+            if !later && uri.eq_ignore_ascii_case(ns_uri) {
+                return prefix.to_string();
+            }
+        }
+        let base = if ns_uri.eq_ignore_ascii_case(IMDN_NS) {
+            "imdn"
+        } else {
+            "ns"
+        };
+        let taken = |p: &str| decls.iter().any(|(d, _)| d.eq_ignore_ascii_case(p));
+        let prefix = std::iter::once(base.to_string())
+            .chain((1..).map(|n| format!("{base}{n}")))
+            .find(|p| !taken(p))
+            .unwrap_or_default();
+        self.headers
+            .push(CpimHeader::new("NS", &format!("{prefix} <{ns_uri}>")));
+        prefix
+    }
+}
+
+fn find<'a>(headers: &'a [CpimHeader], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+/// `prefix <uri>` → (Some(prefix), uri); `<uri>` → (None, uri).
+fn parse_ns(value: &str) -> Option<(Option<&str>, &str)> {
+    let (prefix, rest) = value.split_once('<')?;
+    let uri = rest.trim_end().strip_suffix('>')?.trim();
+    let prefix = prefix.trim();
+    if uri.is_empty() || prefix.contains('.') || !prefix.bytes().all(is_tchar) {
+        return None;
+    }
+    Some(((!prefix.is_empty()).then_some(prefix), uri))
+}
+
+/// RFC 7230 `tchar`: what a header name (and a namespace prefix) is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+fn trim_ws(s: &str) -> &str {
+    s.trim_matches(|c| c == ' ' || c == '\t')
+}
+
+fn sanitize(value: &str) -> String {
+    let clean: String = value
+        .chars()
+        .map(|c| if c.is_ascii() && is_ctl(c as u8) { ' ' } else { c })
+        .collect();
+    trim_ws(&clean).to_string()
+}
+
+/// Read header lines from `data[*pos..]` up to and including the blank line.
+fn read_block(data: &[u8], pos: &mut usize, block: Block) -> Result<Vec<CpimHeader>, CpimError> {
+    let mut out: Vec<CpimHeader> = Vec::new();
+    let mut lines = 0;
+    loop {
+        let rest = &data[*pos..];
+        // Never look further than one maximal line (plus CRLF) for its end.
+        let window = &rest[..rest.len().min(MAX_LINE + 2)];
+        let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+            return Err(if rest.len() > MAX_LINE + 1 {
+                CpimError::LineTooLong(block)
+            } else {
+                CpimError::Unterminated(block)
+            });
+        };
+        let raw = &rest[..nl];
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        *pos += nl + 1;
+        if line.is_empty() {
+            return Ok(out);
+        }
+        if line.len() > MAX_LINE {
+            return Err(CpimError::LineTooLong(block));
+        }
+        lines += 1;
+        if lines > MAX_HEADER_LINES {
+            return Err(CpimError::TooManyHeaders(block));
+        }
+        let text = std::str::from_utf8(line).map_err(|_| CpimError::NotUtf8(block))?;
+        if text.bytes().any(is_ctl) {
+            return Err(CpimError::ControlCharacter(block));
+        }
+        if text.starts_with([' ', '\t']) {
+            // RFC 3862 message headers are never folded; MIME headers may be.
+            let last = match (block, out.last_mut()) {
+                (Block::Content, Some(last)) => last,
+                _ => return Err(CpimError::Malformed(block, "line starts with whitespace")),
+            };
+            let more = trim_ws(text);
+            if !more.is_empty() {
+                if !last.value.is_empty() {
+                    last.value.push(' ');
+                }
+                last.value.push_str(more);
+            }
+            if last.name.len() + 2 + last.value.len() > MAX_LINE {
+                return Err(CpimError::LineTooLong(block));
+            }
+            continue;
+        }
+        let Some((name, value)) = text.split_once(':') else {
+            return Err(CpimError::Malformed(block, "no colon"));
+        };
+        let name = trim_ws(name);
+        if name.is_empty() {
+            return Err(CpimError::Malformed(block, "empty name"));
+        }
+        if !name.bytes().all(is_tchar) {
+            return Err(CpimError::Malformed(block, "invalid character in name"));
+        }
+        let value = trim_ws(value);
+        if name.len() + 2 + value.len() > MAX_LINE {
+            return Err(CpimError::LineTooLong(block));
+        }
+        out.push(CpimHeader {
+            name: name.to_string(),
+            value: value.to_string(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mutate::XorShift;
+    use super::*;
+
+    /// RFC 5438 §9 (A.1): a message asking for delivery and display
+    /// notifications.
+    const RFC5438_MESSAGE: &str = "From: Alice <im:alice@example.com>\r\n\
+        To: Bob <im:bob@example.com>\r\n\
+        NS: imdn <urn:ietf:params:imdn>\r\n\
+        imdn.Message-ID: 34jk324j\r\n\
+        DateTime: 2006-04-04T12:16:49-05:00\r\n\
+        imdn.Disposition-Notification: positive-delivery, display\r\n\
+        \r\n\
+        Content-type: text/plain\r\n\
+        Content-length: 12\r\n\
+        \r\n\
+        Hello World\n";
+
+    /// What an RCS client sends (bare `<uri>` addresses, namespace declared
+    /// first, charset parameter, UTF-8 text).
+    const RCS_MESSAGE: &str = "From: <sip:anonymous@anonymous.invalid>\r\n\
+        To: <sip:anonymous@anonymous.invalid>\r\n\
+        NS: imdn <urn:ietf:params:imdn>\r\n\
+        imdn.Message-ID: Mq8FWrGbmRz7H1vJ\r\n\
+        DateTime: 2024-03-01T10:20:30.000Z\r\n\
+        imdn.Disposition-Notification: positive-delivery,display\r\n\
+        \r\n\
+        Content-Type: text/plain; charset=utf-8\r\n\
+        \r\n\
+        Ça va ? 👋";
+
+    #[test]
+    fn parses_rfc5438_message() {
+        let c = Cpim::parse(RFC5438_MESSAGE.as_bytes()).unwrap();
+        assert_eq!(c.headers.len(), 6);
+        assert_eq!(c.header("from"), Some("Alice <im:alice@example.com>"));
+        assert_eq!(Cpim::uri_of(c.header("To").unwrap()), Some("im:bob@example.com"));
+        assert_eq!(c.header("DateTime"), Some("2006-04-04T12:16:49-05:00"));
+        assert_eq!(c.imdn_message_id(), Some("34jk324j"));
+        assert_eq!(c.header("imdn.Message-ID"), Some("34jk324j"));
+        assert_eq!(c.header("Message-ID"), None);
+        assert_eq!(c.content_type(), Some("text/plain"));
+        assert_eq!(c.content_header("content-length"), Some("12"));
+        assert_eq!(&c.body[..], b"Hello World\n");
+        assert_eq!(
+            c.disposition_request(),
+            DispositionRequest {
+                positive_delivery: true,
+                negative_delivery: false,
+                display: true
+            }
+        );
+    }
+
+    #[test]
+    fn parses_rcs_message() {
+        let c = Cpim::parse(RCS_MESSAGE.as_bytes()).unwrap();
+        assert_eq!(
+            Cpim::uri_of(c.header("From").unwrap()),
+            Some("sip:anonymous@anonymous.invalid")
+        );
+        assert_eq!(c.imdn_message_id(), Some("Mq8FWrGbmRz7H1vJ"));
+        assert_eq!(c.content_type(), Some("text/plain; charset=utf-8"));
+        assert_eq!(std::str::from_utf8(&c.body).unwrap(), "Ça va ? 👋");
+        let r = c.disposition_request();
+        assert!(r.positive_delivery && r.display && !r.negative_delivery);
+    }
+
+    #[test]
+    fn bare_lf_is_accepted_and_written_as_crlf() {
+        let lf = RFC5438_MESSAGE.replace("\r\n", "\n");
+        let c = Cpim::parse(lf.as_bytes()).unwrap();
+        assert_eq!(c, Cpim::parse(RFC5438_MESSAGE.as_bytes()).unwrap());
+        assert_eq!(&c.to_bytes()[..], RFC5438_MESSAGE.as_bytes());
+    }
+
+    #[test]
+    fn roundtrip() {
+        for text in [
+            RFC5438_MESSAGE,
+            RCS_MESSAGE,
+            "\r\n\r\n",
+            "\n\n\nbody",
+            "A:\r\n\r\nB: \r\n\r\n",
+        ] {
+            let c = Cpim::parse(text.as_bytes()).unwrap();
+            assert_eq!(Cpim::parse(&c.to_bytes()).unwrap(), c, "{text:?}");
+        }
+        assert_eq!(
+            &Cpim::parse(RCS_MESSAGE.as_bytes()).unwrap().to_bytes()[..],
+            RCS_MESSAGE.as_bytes()
+        );
+    }
+
+    #[test]
+    fn binary_content_is_kept() {
+        let mut data = b"From: <sip:a@x>\r\n\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+        data.extend_from_slice(&[0, 0xff, b'\r', b'\n', b'\r', b'\n', 0x80]);
+        let c = Cpim::parse(&data).unwrap();
+        assert_eq!(&c.body[..], &[0, 0xff, b'\r', b'\n', b'\r', b'\n', 0x80]);
+        assert_eq!(&c.to_bytes()[..], &data[..]);
+    }
+
+    #[test]
+    fn empty_content_headers() {
+        let c = Cpim::parse(b"From: <sip:a@x>\r\n\r\n\r\nhi").unwrap();
+        assert!(c.content_headers.is_empty());
+        assert_eq!(c.content_type(), None);
+        assert_eq!(&c.body[..], b"hi");
+    }
+
+    #[test]
+    fn content_headers_may_fold_message_headers_may_not() {
+        let c = Cpim::parse(b"From: <sip:a@x>\r\n\r\nContent-Type: text/plain;\r\n\tcharset=utf-8\r\n\r\nx").unwrap();
+        assert_eq!(c.content_type(), Some("text/plain; charset=utf-8"));
+        assert_eq!(Cpim::parse(&c.to_bytes()).unwrap(), c);
+        assert_eq!(
+            Cpim::parse(b"Subject: a\r\n b\r\n\r\n\r\n"),
+            Err(CpimError::Malformed(Block::Message, "line starts with whitespace"))
+        );
+        assert_eq!(
+            Cpim::parse(b"\r\n continued\r\n\r\n"),
+            Err(CpimError::Malformed(Block::Content, "line starts with whitespace"))
+        );
+    }
+
+    #[test]
+    fn malformed_inputs() {
+        use CpimError::*;
+        let cases: &[(&[u8], CpimError)] = &[
+            (b"", Unterminated(Block::Message)),
+            (b"From: <sip:a@x>\r\n", Unterminated(Block::Message)),
+            (
+                b"From: <sip:a@x>\r\n\r\nContent-Type: text/plain\r\n",
+                Unterminated(Block::Content),
+            ),
+            (
+                b"From: <sip:a@x>\r\n\r\nContent-Type: text/plain",
+                Unterminated(Block::Content),
+            ),
+            (b"hello world\r\n\r\n\r\n", Malformed(Block::Message, "no colon")),
+            (b": x\r\n\r\n\r\n", Malformed(Block::Message, "empty name")),
+            (
+                b"Fr om: x\r\n\r\n\r\n",
+                Malformed(Block::Message, "invalid character in name"),
+            ),
+            (b"From: \xff\r\n\r\n\r\n", NotUtf8(Block::Message)),
+            (b"From: a\rb\r\n\r\n\r\n", ControlCharacter(Block::Message)),
+            (b"From: a\0\r\n\r\n\r\n", ControlCharacter(Block::Message)),
+            (
+                b"From: a\r\n\r\nContent-Type\r\n\r\n",
+                Malformed(Block::Content, "no colon"),
+            ),
+        ];
+        for (input, err) in cases {
+            assert_eq!(
+                Cpim::parse(input).as_ref(),
+                Err(err),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let mut many = String::new();
+        for i in 0..MAX_HEADER_LINES {
+            many.push_str(&format!("X-{i}: v\r\n"));
+        }
+        let ok = format!("{many}\r\n\r\n");
+        assert_eq!(Cpim::parse(ok.as_bytes()).unwrap().headers.len(), MAX_HEADER_LINES);
+        let too_many = format!("{many}X: v\r\n\r\n\r\n");
+        assert_eq!(
+            Cpim::parse(too_many.as_bytes()),
+            Err(CpimError::TooManyHeaders(Block::Message))
+        );
+
+        let long = format!("Subject: {}\r\n\r\n\r\n", "a".repeat(MAX_LINE - 9));
+        assert!(Cpim::parse(long.as_bytes()).is_ok());
+        let longer = format!("Subject: {}\r\n\r\n\r\n", "a".repeat(MAX_LINE - 8));
+        assert_eq!(
+            Cpim::parse(longer.as_bytes()),
+            Err(CpimError::LineTooLong(Block::Message))
+        );
+        let endless = vec![b'a'; 1 << 20];
+        assert_eq!(Cpim::parse(&endless), Err(CpimError::LineTooLong(Block::Message)));
+        // Unfolding cannot make a header longer than what can be written back.
+        let folded = format!(
+            "\r\nContent-Type: {}\r\n {}\r\n\r\n",
+            "a".repeat(MAX_LINE / 2),
+            "b".repeat(MAX_LINE / 2)
+        );
+        assert_eq!(
+            Cpim::parse(folded.as_bytes()),
+            Err(CpimError::LineTooLong(Block::Content))
+        );
+    }
+
+    #[test]
+    fn namespace_resolution_is_strict_and_positional() {
+        // Undeclared prefix: not in the IMDN namespace.
+        let c = Cpim::parse(b"imdn.Message-ID: x\r\n\r\n\r\n").unwrap();
+        assert_eq!(c.imdn_message_id(), None);
+        assert_eq!(c.header("imdn.Message-ID"), Some("x"));
+        // Declared only after its use.
+        let c = Cpim::parse(b"imdn.Message-ID: x\r\nNS: imdn <urn:ietf:params:imdn>\r\n\r\n\r\n").unwrap();
+        assert_eq!(c.imdn_message_id(), None);
+        // Any prefix works once declared; case does not matter.
+        let c = Cpim::parse(b"NS: MyImdn <URN:ietf:params:imdn>\r\nmyimdn.message-id: y\r\n\r\n\r\n").unwrap();
+        assert_eq!(c.imdn_message_id(), Some("y"));
+        // `imdn` bound to something else.
+        let c = Cpim::parse(b"NS: imdn <urn:example:other>\r\nimdn.Message-ID: z\r\n\r\n\r\n").unwrap();
+        assert_eq!(c.imdn_message_id(), None);
+        assert_eq!(c.ns_header("urn:example:other", "Message-ID"), Some("z"));
+        // Redeclaration: each header sees the declaration before it.
+        let c = Cpim::parse(b"NS: a <urn:one>\r\na.H: 1\r\nNS: a <urn:two>\r\na.H: 2\r\n\r\n\r\n").unwrap();
+        assert_eq!(c.ns_header("urn:one", "H"), Some("1"));
+        assert_eq!(c.ns_header("urn:two", "H"), Some("2"));
+        // Malformed NS values declare nothing.
+        for ns in [
+            "imdn urn:ietf:params:imdn",
+            "imdn <>",
+            "im.dn <urn:ietf:params:imdn>",
+            "<urn:ietf:params:imdn>",
+        ] {
+            let c = Cpim::parse(format!("NS: {ns}\r\nimdn.Message-ID: x\r\n\r\n\r\n").as_bytes()).unwrap();
+            assert_eq!(c.imdn_message_id(), None, "{ns}");
+        }
+    }
+
+    #[test]
+    fn set_and_remove_headers() {
+        let mut c = Cpim::parse(RFC5438_MESSAGE.as_bytes()).unwrap();
+        c.set_header("subject", "lunch?\r\nEvil: 1");
+        assert_eq!(c.header("Subject"), Some("lunch?  Evil: 1"));
+        c.set_header("From", "<sip:carol@x>");
+        assert_eq!(c.header("From"), Some("<sip:carol@x>"));
+        assert_eq!(c.headers[0].name, "From");
+        let again = Cpim::parse(&c.to_bytes()).unwrap();
+        assert_eq!(again, c);
+
+        c.remove_ns_header(IMDN_NS, "Message-ID");
+        assert_eq!(c.imdn_message_id(), None);
+        assert!(c.header("NS").is_some());
+        c.set_ns_header(IMDN_NS, "Message-ID", "new-id");
+        assert_eq!(c.imdn_message_id(), Some("new-id"));
+        // The existing declaration was reused.
+        assert_eq!(c.headers.iter().filter(|h| h.name == "NS").count(), 1);
+    }
+
+    #[test]
+    fn set_ns_header_declares_the_namespace() {
+        let mut c = Cpim::parse(b"From: <sip:a@x>\r\nimdn.Message-ID: stale\r\n\r\n\r\n").unwrap();
+        c.set_ns_header(IMDN_NS, "Message-ID", "m1");
+        assert_eq!(c.imdn_message_id(), Some("m1"));
+        let names: Vec<&str> = c.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["From", "imdn.Message-ID", "NS", "imdn.Message-ID"]);
+
+        // `imdn` taken by another namespace: a fresh prefix.
+        let mut c = Cpim::parse(b"NS: imdn <urn:example:other>\r\n\r\n\r\n").unwrap();
+        c.set_ns_header(IMDN_NS, "Message-ID", "m2");
+        assert_eq!(c.header("NS"), Some("imdn <urn:example:other>"));
+        assert_eq!(c.header("imdn1.Message-ID"), Some("m2"));
+        assert_eq!(c.imdn_message_id(), Some("m2"));
+        assert_eq!(c.ns_header("urn:example:other", "Message-ID"), None);
+    }
+
+    #[test]
+    fn disposition_request_rewrite() {
+        let mut c = Cpim::parse(RFC5438_MESSAGE.as_bytes()).unwrap();
+        let mut r = c.disposition_request();
+        r.display = false;
+        r.negative_delivery = true;
+        c.set_disposition_request(r);
+        assert_eq!(
+            c.header("imdn.Disposition-Notification"),
+            Some("positive-delivery, negative-delivery")
+        );
+        assert_eq!(c.disposition_request(), r);
+        // Position kept (after the DateTime it followed).
+        assert_eq!(c.headers[5].name, "imdn.Disposition-Notification");
+        c.set_disposition_request(DispositionRequest::default());
+        assert_eq!(c.header("imdn.Disposition-Notification"), None);
+        assert_eq!(c.disposition_request(), DispositionRequest::default());
+
+        let mut plain = Cpim::parse(b"From: <sip:a@x>\r\n\r\n\r\n").unwrap();
+        plain.set_disposition_request(DispositionRequest {
+            display: true,
+            ..Default::default()
+        });
+        assert_eq!(plain.header("NS"), Some("imdn <urn:ietf:params:imdn>"));
+        assert!(plain.disposition_request().display);
+        assert_eq!(Cpim::parse(&plain.to_bytes()).unwrap(), plain);
+    }
+
+    /// Found by the `cpim_imdn` fuzz target: a message with a full header
+    /// block gets two more lines (NS and the request) from
+    /// `set_disposition_request`, and then no longer parses. The setters
+    /// work regardless; the limits are the parser's.
+    #[test]
+    fn setters_do_not_enforce_the_parse_limits() {
+        let mut full = String::new();
+        for i in 0..MAX_HEADER_LINES {
+            full.push_str(&format!("NS: x{i}\r\n"));
+        }
+        full.push_str("\r\n\r\n");
+        let mut c = Cpim::parse(full.as_bytes()).unwrap();
+        c.set_disposition_request(DispositionRequest {
+            positive_delivery: true,
+            display: true,
+            ..Default::default()
+        });
+        assert_eq!(c.headers.len(), MAX_HEADER_LINES + 2);
+        assert!(c.disposition_request().display);
+        assert_eq!(
+            Cpim::parse(&c.to_bytes()),
+            Err(CpimError::TooManyHeaders(Block::Message))
+        );
+    }
+
+    #[test]
+    fn disposition_request_tolerates_case_spaces_and_unknown_values() {
+        let c = Cpim::parse(
+            b"NS: imdn <urn:ietf:params:imdn>\r\n\
+              imdn.Disposition-Notification:  Negative-Delivery ,\tPROCESSING,  , display \r\n\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.disposition_request(),
+            DispositionRequest {
+                positive_delivery: false,
+                negative_delivery: true,
+                display: true
+            }
+        );
+        // Undeclared prefix: nothing requested.
+        let c = Cpim::parse(b"imdn.Disposition-Notification: display\r\n\r\n\r\n").unwrap();
+        assert_eq!(c.disposition_request(), DispositionRequest::default());
+    }
+
+    #[test]
+    fn uri_of_forms() {
+        assert_eq!(Cpim::uri_of("\"Alice\" <sip:a@x>"), Some("sip:a@x"));
+        assert_eq!(Cpim::uri_of("<sip:a@x>"), Some("sip:a@x"));
+        assert_eq!(
+            Cpim::uri_of("Alice Smith <im:alice@example.com>"),
+            Some("im:alice@example.com")
+        );
+        assert_eq!(Cpim::uri_of("\"a <b> \\\" c\" < tel:+1234 >"), Some("tel:+1234"));
+        assert_eq!(Cpim::uri_of("  sip:a@x "), Some("sip:a@x"));
+        assert_eq!(Cpim::uri_of("Alice"), None);
+        assert_eq!(Cpim::uri_of("<sip:a@x"), None);
+        assert_eq!(Cpim::uri_of("<>"), None);
+        assert_eq!(Cpim::uri_of("\"unterminated <sip:a@x>"), None);
+        assert_eq!(Cpim::uri_of(""), None);
+    }
+
+    #[test]
+    fn mutated_inputs_never_panic_and_roundtrip() {
+        let seeds = [RFC5438_MESSAGE.as_bytes(), RCS_MESSAGE.as_bytes(), b"\r\n\r\n"];
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut accepted = 0;
+        for i in 0..5_000 {
+            let input = rng.mutate(seeds[i % seeds.len()]);
+            if let Ok(c) = Cpim::parse(&input) {
+                accepted += 1;
+                assert_eq!(
+                    Cpim::parse(&c.to_bytes()).as_ref(),
+                    Ok(&c),
+                    "{:?}",
+                    String::from_utf8_lossy(&input)
+                );
+                let _ = c.imdn_message_id();
+                let _ = c.disposition_request();
+                let mut d = c.clone();
+                d.set_disposition_request(DispositionRequest {
+                    display: true,
+                    ..Default::default()
+                });
+                assert!(d.disposition_request().display);
+                assert_eq!(Cpim::parse(&d.to_bytes()).as_ref(), Ok(&d));
+                if let Some(from) = c.header("From") {
+                    let _ = Cpim::uri_of(from);
+                }
+            }
+        }
+        // The mutations are small: most inputs still parse.
+        assert!(accepted > 1_000, "{accepted}");
+    }
+}
+
+/// Test helper shared with `imdn`: a deterministic input mutator.
+#[cfg(test)]
+pub(crate) mod mutate {
+    /// xorshift64: deterministic, no dependency.
+    pub(crate) struct XorShift(pub u64);
+
+    impl XorShift {
+        pub fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+
+        /// Flip, insert, delete or duplicate a few bytes, sometimes inserting
+        /// one of the syntax characters that matter.
+        pub fn mutate(&mut self, seed: &[u8]) -> Vec<u8> {
+            const SPECIAL: &[u8] = b"\r\n:.<>\" \t,;&/=\0\xff";
+            let mut v = seed.to_vec();
+            for _ in 0..1 + self.below(8) {
+                let at = self.below(v.len() + 1);
+                match self.below(5) {
+                    0 if at < v.len() => v[at] ^= 1 << self.below(8),
+                    1 => v.insert(at, SPECIAL[self.below(SPECIAL.len())]),
+                    2 if at < v.len() => {
+                        v.remove(at);
+                    }
+                    3 => v.insert(at, self.next() as u8),
+                    _ => {
+                        let end = (at + self.below(16)).min(v.len());
+                        let chunk = v[at..end].to_vec();
+                        v.splice(at..at, chunk);
+                    }
+                }
+            }
+            v
+        }
+    }
+}
