@@ -83,6 +83,10 @@ pub struct MessagingConfig {
     pub max_message_size: usize,
     pub accepted_content_types: Vec<String>,
     pub fork_timeout_ms: u64,
+    /// May senders ask for anonymity (Privacy: id)? Otherwise 403.
+    pub allow_anonymous: bool,
+    /// Seconds the PF remembers forwarded reports and sending devices.
+    pub imdn_retention_s: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +124,8 @@ impl Default for MessagingConfig {
             max_message_size: p.max_message_size,
             accepted_content_types: p.accepted_content_types,
             fork_timeout_ms: p.fork_timeout.as_millis() as u64,
+            allow_anonymous: p.allow_anonymous,
+            imdn_retention_s: p.imdn_retention.as_secs(),
         }
     }
 }
@@ -194,6 +200,8 @@ impl Config {
                 .collect(),
             fork_timeout: Duration::from_millis(self.messaging.fork_timeout_ms),
             idle_timeout: Duration::from_secs(self.actors.idle_timeout_s),
+            allow_anonymous: self.messaging.allow_anonymous,
+            imdn_retention: Duration::from_secs(self.messaging.imdn_retention_s),
             deferred: DeferredPolicy {
                 default_expiry: Duration::from_secs(self.deferred.default_expiry_s),
                 max_expiry: Duration::from_secs(self.deferred.max_expiry_s),

@@ -208,6 +208,11 @@ fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
             core.server_tx.sweep(&timers);
             expire_deferred(&core).await;
             n += 1;
+            if n.is_multiple_of(60) {
+                if let Err(e) = core.env.store.sweep_imdn(unix_now(), 100_000) {
+                    tracing::error!(error = %e, "report memory sweep failed");
+                }
+            }
             if !n.is_multiple_of(5) {
                 continue;
             }

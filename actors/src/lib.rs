@@ -21,6 +21,7 @@ mod device;
 mod directory;
 mod env;
 pub mod interworking;
+pub mod originating;
 mod outbound;
 pub mod pf;
 mod policy;
@@ -33,9 +34,9 @@ pub use env::Env;
 pub use interworking::{InterworkingFunction, SpoolInterworking};
 pub use outbound::{Outbound, OutboundError, Target, TransportKind};
 pub use pf::{
-    Binding, ContactSpec, DeferredActions, DeferredActionsOutcome, DeliverPager, DeliveryOutcome, ExpireDeferred,
-    GetBindings, ParticipatingFunction, PurgeExpired, Register, RegisterError, RegisterOutcome, RegisterRequest,
-    RequestedContacts,
+    Binding, ClaimReport, ContactSpec, DeferredActions, DeferredActionsOutcome, DeliverPager, DeliveryOutcome,
+    ExpireDeferred, GetBindings, NoteOrigin, ParticipatingFunction, PurgeExpired, Register, RegisterError,
+    RegisterOutcome, RegisterRequest, RequestedContacts,
 };
 pub use policy::{DeferredPolicy, Policy, Users};
 pub use preferences::{DeferredMode, ExpiryAction, Preferences, Unavailable};

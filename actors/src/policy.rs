@@ -20,6 +20,11 @@ pub struct Policy {
     /// A PF with no traffic for this long is passivated.
     pub idle_timeout: Duration,
     pub deferred: DeferredPolicy,
+    /// May senders ask for anonymity (Privacy: id)? Otherwise 403.
+    pub allow_anonymous: bool,
+    /// How long the PF remembers which reports it forwarded and which device
+    /// sent a message (bounded memory, persisted).
+    pub imdn_retention: Duration,
 }
 
 /// Provider policy for deferred messages (003 §5.2.5, CPM-DEF-001..003).
@@ -74,6 +79,8 @@ impl Default for Policy {
             fork_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             deferred: DeferredPolicy::default(),
+            allow_anonymous: true,
+            imdn_retention: Duration::from_secs(7 * 86_400),
         }
     }
 }

@@ -4,8 +4,13 @@
 //! per-user state yet. The terminating side is the target's
 //! ParticipatingFunction, which forks to the eligible devices.
 
+use std::sync::Arc;
+
+use cpm_actors::originating::{anonymize, fill_conversation_ids};
 use cpm_actors::pf::notify;
-use cpm_actors::{Aor, DeferredActions, DeliverPager, DeliveryOutcome};
+use cpm_actors::{Aor, ClaimReport, DeferredActions, DeliverPager, DeliveryOutcome, NoteOrigin};
+use cpm_sip::cpim::Cpim;
+use cpm_sip::imdn;
 use cpm_sip::{Message, SipUri};
 
 use super::register::unsupported_requires;
@@ -54,7 +59,18 @@ fn check(r: &Reply) -> Result<Route, Box<Message>> {
     // Originating PF: the sender must be one of our users. The authenticated
     // identity (digest, its own issue) will take the place of From here.
     let from = req.from().map_err(|_| err(400, "Bad Request (From)"))?;
-    let from_uri = SipUri::parse(&from.uri).map_err(|_| err(400, "Bad Request (From URI)"))?;
+    let mut from_uri = SipUri::parse(&from.uri).map_err(|_| err(400, "Bad Request (From URI)"))?;
+    if from_uri.host == "anonymous.invalid" {
+        // RFC 3323/3325: an anonymous From; the identity the client claims
+        // travels in P-Preferred-Identity (authentication will verify it).
+        let ppi = req
+            .header("P-Preferred-Identity")
+            .ok_or_else(|| err(403, "Forbidden (anonymous sender without identity)"))?;
+        let ppi = cpm_sip::params::parse_list(ppi).ok().and_then(|l| l.into_iter().next());
+        from_uri = ppi
+            .and_then(|na| SipUri::parse(&na.uri).ok())
+            .ok_or_else(|| err(400, "Bad Request (P-Preferred-Identity)"))?;
+    }
     let sender = env
         .domains
         .local_aor(&from_uri)
@@ -93,6 +109,19 @@ fn check(r: &Reply) -> Result<Route, Box<Message>> {
     Ok(Route::User { sender, target, gruu })
 }
 
+/// The imdn.Message-ID of a message that asks for any disposition notification.
+fn requested_reports(req: &Message) -> Option<String> {
+    if req.content_type().as_deref() != Some("message/cpim") {
+        return None;
+    }
+    let cpim = Cpim::parse(&req.body).ok()?;
+    let asked = cpim.disposition_request();
+    if !(asked.positive_delivery || asked.negative_delivery || asked.display) {
+        return None;
+    }
+    cpim.imdn_message_id().map(str::to_string)
+}
+
 /// RFC 3323: the sender asked for its identity to be withheld.
 fn is_anonymous(req: &Message) -> bool {
     let privacy = req
@@ -109,12 +138,58 @@ fn is_anonymous(req: &Message) -> bool {
 }
 
 async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>) {
+    let core = r.core.clone();
+    let mut req = (*r.req).clone();
+    let anonymous = is_anonymous(&req);
+    let mut report_for = None;
+    if let Some((_, report)) = imdn::parse_report(req.content_type().as_deref(), &req.body) {
+        // A device's disposition notification: the sender's PF (the
+        // terminating PF of the original) lets the first of each kind through.
+        let claim = ClaimReport {
+            message_id: report.message_id.clone(),
+            kind: report.kind,
+        };
+        match core.dir.send(&sender, claim).await {
+            Ok(Ok(true)) => report_for = Some(report.message_id),
+            Ok(Ok(false)) => {
+                tracing::debug!(%sender, id = %report.message_id, "duplicate report suppressed");
+                return r
+                    .send(r.builder(200).reason("OK (duplicate report suppressed)").build())
+                    .await;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(%sender, error = %e, "cannot record report");
+                return r.send(r.builder(500).build()).await;
+            }
+            Err(e) => {
+                tracing::error!(%sender, error = %e, "cannot record report");
+                return r.send(r.builder(503).header("Retry-After", "5").build()).await;
+            }
+        }
+    } else {
+        if anonymous {
+            if !core.env.policy.allow_anonymous {
+                let resp = r.builder(403).reason("Forbidden (anonymity not allowed)").build();
+                return r.send(resp).await;
+            }
+            anonymize(&mut req);
+        }
+        fill_conversation_ids(&mut req, &sender, &target);
+        if let Some(id) = requested_reports(&req) {
+            // Reports on this message go back to the device that sent it.
+            core.dir.pf(&sender).do_send(NoteOrigin {
+                message_id: id,
+                source: r.source.peer,
+            });
+        }
+    }
     let msg = DeliverPager {
-        request: r.req.clone(),
-        anonymous: is_anonymous(&r.req),
+        request: Arc::new(req),
+        anonymous,
         sender_source: (sender == target).then_some(r.source.peer),
         sender,
         gruu,
+        report_for,
     };
     let resp = match r.core.dir.send(&target, msg).await {
         Ok(DeliveryOutcome::Delivered { response, .. }) => *response,

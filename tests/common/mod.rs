@@ -173,12 +173,21 @@ pub struct Device {
 
 impl Device {
     pub fn start(t: Transport) -> Device {
+        Device::start_scenario(t, "device_uas.xml", &[])
+    }
+
+    /// A device running another scenario of tests/sipp (with -key values).
+    pub fn start_scenario(t: Transport, name: &str, keys: &[(&str, &str)]) -> Device {
         require_sipp();
         let tmp = TempDir::new().expect("tempdir");
         let port = free_port();
         let log = tmp.path().join("device.log");
-        let sf = scenario(tmp.path(), "device_uas.xml", None);
-        let child = Command::new("sipp")
+        let sf = scenario(tmp.path(), name, None);
+        let mut cmd = Command::new("sipp");
+        for (k, v) in keys {
+            cmd.args(["-key", k, v]);
+        }
+        let child = cmd
             .arg("-sf")
             .arg(&sf)
             .args([

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use cpm_sip::cpim::Cpim;
+use cpm_sip::imdn::Status;
 use cpm_sip::{Headers, Message, Method, SipUri, StartLine};
 use cpm_store::{DeferredRecord, NewDeferred, NewStoredObject};
 
@@ -107,11 +109,13 @@ impl ParticipatingFunction {
 
     /// Hand the message to the Message Storage Server; 202 once on disk.
     pub(super) fn store_in_mss(&mut self, msg: DeliverPager) -> ResponseActFuture<Self, DeliveryOutcome> {
-        let obj = stored_object(&msg.request, msg.sender.as_str(), self.aor.as_str());
+        let kept = without_delivery_request(&msg.request);
+        let obj = stored_object(&kept, msg.sender.as_str(), self.aor.as_str());
         match self.env.store.mss_store(self.aor.as_str(), obj) {
             Ok(stored) => {
                 let id = stored.id;
                 tracing::info!(aor = %self.aor, id, "message stored in the MSS");
+                self.report(&msg.request.to_bytes(), Status::Delivered);
                 self.in_flight += 1;
                 let store = self.env.store.clone();
                 Box::pin(
@@ -302,12 +306,16 @@ impl ParticipatingFunction {
             return false;
         };
         let Some(req) = rebuild(&rec.request) else { return false };
-        let obj = stored_object(&req, &rec.from, self.aor.as_str());
+        let obj = stored_object(&without_delivery_request(&req), &rec.from, self.aor.as_str());
         if let Err(e) = self.env.store.mss_store(self.aor.as_str(), obj) {
             tracing::error!(aor = %self.aor, seq, error = %e, "cannot store deferred message in the MSS");
             return false;
         }
-        self.take(seq).is_some()
+        if self.take(seq).is_none() {
+            return false;
+        }
+        self.report(&rec.request, Status::Delivered);
+        true
     }
 }
 
@@ -319,6 +327,21 @@ fn rebuild(raw: &[u8]) -> Option<Message> {
     req.headers.remove_all("Expires");
     req.headers.set("Max-Forwards", "71"); // the device leg takes it to 70
     Some(req)
+}
+
+/// The copy kept in the MSS no longer asks for a positive-delivery report:
+/// the PF gave that report when it stored the message (003 §5.2.6).
+fn without_delivery_request(req: &Message) -> Message {
+    let mut kept = req.clone();
+    if kept.content_type().as_deref() == Some("message/cpim") {
+        if let Ok(mut cpim) = Cpim::parse(&kept.body) {
+            let mut asked = cpim.disposition_request();
+            asked.positive_delivery = false;
+            cpim.set_disposition_request(asked);
+            kept.body = cpim.to_bytes();
+        }
+    }
+    kept
 }
 
 fn stored_object(req: &Message, from: &str, to: &str) -> NewStoredObject {
@@ -456,8 +479,10 @@ impl Handler<ExpireDeferred> for ParticipatingFunction {
                     };
                     if done {
                         tracing::info!(aor = %self.aor, seq, ?action, from = %rec.from, "deferred message expired");
-                        // Hook for the negative delivery notification (IMDN issue).
-                        self.expired_hook(&rec);
+                        if action == ExpiryAction::Discard {
+                            // Finally undeliverable: negative delivery, if asked for.
+                            self.report(&rec.request, Status::Failed);
+                        }
                     }
                 }
                 Ok(_) => {}
@@ -472,15 +497,6 @@ impl Handler<ExpireDeferred> for ParticipatingFunction {
                 tracing::error!(aor = %act.aor, error = %e, "flush after expiry failed");
             }
         }))
-    }
-}
-
-impl ParticipatingFunction {
-    /// Where the negative-delivery IMDN for an expired message will be sent
-    /// from (003 §5.2.6: if the sender asked for one). Disposition
-    /// notifications are their own issue; until then the fact is logged.
-    fn expired_hook(&self, rec: &DeferredRecord) {
-        tracing::debug!(aor = %self.aor, seq = rec.seq, from = %rec.from, "negative-delivery hook (IMDN not built yet)");
     }
 }
 

@@ -10,6 +10,7 @@ mod deferred;
 pub mod notify;
 mod pager;
 mod registrar;
+mod reports;
 mod routing;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -22,6 +23,7 @@ pub use binding::Binding;
 pub use deferred::{DeferredActions, DeferredActionsOutcome, ExpireDeferred};
 pub use pager::{DeliverPager, DeliveryOutcome};
 pub use registrar::{public_gruu, ContactSpec, RegisterError, RegisterRequest, RequestedContacts};
+pub use reports::{kind_name, ClaimReport, NoteOrigin};
 pub use routing::Skip;
 
 use crate::device::Rebind;

@@ -235,6 +235,6 @@ mod tests {
         assert!(body.contains("subject=\"&lt;hi&gt;\""), "{body}");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_300_000), "2026-11-21T21:46:40Z");
+        assert_eq!(rfc3339(1_795_300_000), "2026-11-21T22:26:40Z");
     }
 }

@@ -27,6 +27,9 @@ pub struct DeliverPager {
     pub gruu: Option<String>,
     /// Set when the sender is this same user: its sending device is skipped.
     pub sender_source: Option<SocketAddr>,
+    /// A disposition notification about this message id (sent by this user):
+    /// it goes to the device that sent the original if still registered.
+    pub report_for: Option<String>,
 }
 
 #[derive(Debug)]
@@ -62,8 +65,12 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         }
         let now = unix_now();
         let criteria = routing::Criteria::new(&msg.request, msg.gruu.clone(), msg.sender_source);
+        let origin = msg.report_for.as_deref().and_then(|id| self.origin_device(id));
         let mut chosen = Vec::new();
         for (key, b) in &self.bindings {
+            if origin.as_ref().is_some_and(|o| o != key) {
+                continue; // CPM 2.0: the report goes to the device that sent the original
+            }
             match criteria.check(b, now) {
                 Ok(()) => chosen.push(key.clone()),
                 Err(skip) => tracing::debug!(aor = %self.aor, %key, ?skip, %call_id, "device skipped"),

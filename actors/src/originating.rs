@@ -1,0 +1,141 @@
+//! Originating-side rewriting of a pager-mode message before it reaches the
+//! recipient's PF: conversation identities filled in when the client left
+//! them out, and anonymity (RFC 3323) applied.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use cpm_sip::cpim::{Cpim, DispositionRequest};
+use cpm_sip::Message;
+
+use crate::Aor;
+
+/// What recipients see instead of an anonymous sender's identity.
+pub const ANONYMOUS_URI: &str = "sip:anonymous@anonymous.invalid";
+
+/// Conversation-ID and Contribution-ID (CPM conversation threading).
+///
+/// Rule (docs/decisions.md): a missing Conversation-ID is derived from the
+/// two CPM Addresses, order-independent, so both directions of a one-to-one
+/// exchange land in the same conversation; a missing Contribution-ID is new
+/// for every message. InReplyTo-Contribution-ID is never invented. Values a
+/// client set pass through unchanged.
+pub fn fill_conversation_ids(req: &mut Message, sender: &Aor, target: &Aor) {
+    if req.header("Conversation-ID").is_none() {
+        let (a, b) = if sender <= target {
+            (sender, target)
+        } else {
+            (target, sender)
+        };
+        let key = format!("{a}|{b}");
+        let id = format!(
+            "{:016x}{:016x}",
+            fnv1a(key.as_bytes(), 0xcbf2_9ce4_8422_2325),
+            fnv1a(key.as_bytes(), 0x6c62_272e_07bb_0142)
+        );
+        req.headers.push("Conversation-ID", id);
+    }
+    if req.header("Contribution-ID").is_none() {
+        req.headers.push("Contribution-ID", unique_id());
+    }
+}
+
+fn fnv1a(data: &[u8], seed: u64) -> u64 {
+    data.iter()
+        .fold(seed, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A process-unique, time-prefixed identifier.
+pub fn unique_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{nanos:x}{:x}{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Remove every trace of the sender's identity the recipient could see, and
+/// its disposition requests (no reports go to anonymous senders).
+pub fn anonymize(req: &mut Message) {
+    let tag = req
+        .from()
+        .ok()
+        .and_then(|f| f.tag().map(str::to_string))
+        .unwrap_or_else(unique_id);
+    req.headers
+        .set("From", format!("\"Anonymous\" <{ANONYMOUS_URI}>;tag={tag}"));
+    for h in [
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Reply-To",
+        "Contact",
+        "Referred-By",
+    ] {
+        req.headers.remove_all(h);
+    }
+    if req.content_type().as_deref() == Some("message/cpim") {
+        if let Ok(mut cpim) = Cpim::parse(&req.body) {
+            cpim.set_header("From", &format!("<{ANONYMOUS_URI}>"));
+            cpim.set_disposition_request(DispositionRequest::default());
+            req.body = cpim.to_bytes();
+        } else {
+            // A CPIM body we cannot read may carry the identity: drop it.
+            req.body = Bytes::new();
+            req.headers.remove_all("Content-Type");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(extra: &str, body: &str) -> Message {
+        let raw = format!(
+            "MESSAGE sip:bob@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: \"Alice\" <sip:alice@x>;tag=a1\r\n\
+             To: <sip:bob@x>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        Message::parse(Bytes::from(raw)).unwrap()
+    }
+
+    #[test]
+    fn conversation_ids_are_filled_and_kept() {
+        let (a, b) = (Aor::from_canonical("sip:alice@x"), Aor::from_canonical("sip:bob@x"));
+        let mut m1 = msg("", "");
+        fill_conversation_ids(&mut m1, &a, &b);
+        let mut m2 = msg("", "");
+        fill_conversation_ids(&mut m2, &b, &a);
+        assert_eq!(
+            m1.header("Conversation-ID"),
+            m2.header("Conversation-ID"),
+            "both directions, one conversation"
+        );
+        assert_ne!(m1.header("Contribution-ID"), m2.header("Contribution-ID"));
+        let mut m3 = msg("Conversation-ID: mine\r\nContribution-ID: c1\r\n", "");
+        fill_conversation_ids(&mut m3, &a, &b);
+        assert_eq!(m3.header("Conversation-ID"), Some("mine"));
+        assert_eq!(m3.header("Contribution-ID"), Some("c1"));
+    }
+
+    #[test]
+    fn anonymous_sender_leaves_no_identity() {
+        let cpim = "From: Alice <sip:alice@x>\r\nTo: <sip:bob@x>\r\nNS: imdn <urn:ietf:params:imdn>\r\n\
+                    imdn.Message-ID: m1\r\nimdn.Disposition-Notification: positive-delivery, display\r\n\r\n\
+                    Content-Type: text/plain\r\n\r\nhi";
+        let mut m = msg(
+            "Content-Type: message/cpim\r\nP-Preferred-Identity: <sip:alice@x>\r\nPrivacy: id\r\n",
+            cpim,
+        );
+        anonymize(&mut m);
+        let text = String::from_utf8_lossy(&m.to_bytes()).into_owned();
+        assert!(!text.to_lowercase().contains("alice"), "{text}");
+        assert!(!text.contains("Disposition-Notification"), "{text}");
+        assert!(text.contains("tag=a1"), "the dialog tag is kept");
+    }
+}

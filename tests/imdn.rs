@@ -1,0 +1,286 @@
+//! Issue 4: disposition notifications with the multi-device rules, CPIM,
+//! conversation identities and anonymity.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(text: &str) -> (TempDir, String) {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("cpm.toml");
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    (dir, p)
+}
+
+/// A pager-mode message from alice's raw device, CPIM with IMDN requests.
+fn cpim_message(server: u16, from_port: u16, to: &str, msg_id: &str, notify: &str, extra: &str) -> String {
+    let body = format!(
+        "From: <sip:alice@127.0.0.1>\r\nTo: <sip:{to}@127.0.0.1>\r\nDateTime: 2026-11-21T10:00:00Z\r\n\
+         NS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: {msg_id}\r\nimdn.Disposition-Notification: {notify}\r\n\r\n\
+         Content-Type: text/plain;charset=UTF-8\r\n\r\nhello {to}"
+    );
+    format!(
+        "MESSAGE sip:{to}@127.0.0.1:{server} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{from_port};branch=z9hG4bK{msg_id}\r\n\
+         From: <sip:alice@127.0.0.1>;tag=a-{msg_id}\r\nTo: <sip:{to}@127.0.0.1>\r\nCall-ID: call-{msg_id}\r\nCSeq: 1 MESSAGE\r\n\
+         {extra}Content-Type: message/cpim\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn reports(dev: &RawDevice) -> Vec<String> {
+    dev.received()
+        .into_iter()
+        .filter(|m| m.contains("message/imdn+xml"))
+        .collect()
+}
+
+fn count(list: &[String], status: &str) -> usize {
+    list.iter().filter(|m| m.contains(&format!("<{status}/>"))).count()
+}
+
+#[test]
+fn three_devices_report_alice_gets_one_of_each_on_the_sending_device() {
+    let cpm = Cpm::start(&["--open"]);
+    let mut bobs: Vec<Device> = (0..3)
+        .map(|_| Device::start_scenario(Transport::Udp, "device_imdn.xml", &[("user", "bob")]))
+        .collect();
+    for (i, d) in bobs.iter().enumerate() {
+        assert!(register(
+            &cpm,
+            Transport::Udp,
+            "bob",
+            &d.contact(),
+            i as u32 + 1,
+            600,
+            200
+        ));
+    }
+    // alice has two devices: the phone she sends from, and a tablet.
+    let phone = RawDevice::start(|_, _| 200);
+    assert_eq!(phone.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let mut tablet = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "alice", &tablet.contact(), 9, 600, 200));
+
+    let msg = cpim_message(cpm.udp, phone.port, "bob", "m3dev", "positive-delivery, display", "");
+    let resp = phone.request(cpm.udp, &msg).expect("answer");
+    assert_eq!(status_of(&resp), Some(200), "{resp}");
+    let start = std::time::Instant::now();
+    while reports(&phone).len() < 2 && start.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // the other devices' reports have come and gone
+    let got = reports(&phone);
+    assert_eq!(count(&got, "delivered"), 1, "exactly one delivery report: {got:#?}");
+    assert_eq!(count(&got, "displayed"), 1, "exactly one display report: {got:#?}");
+    assert!(got.iter().all(|r| r.contains("<message-id>m3dev</message-id>")));
+    assert!(
+        got.iter().all(|r| header(r, "From").unwrap().contains("sip:bob@")),
+        "reports come from bob"
+    );
+    let devices: Vec<Vec<String>> = bobs.iter_mut().map(|d| d.finish()).collect();
+    assert!(
+        devices.iter().all(|d| d.len() == 1),
+        "each of bob's devices got the message once: {devices:?}"
+    );
+    assert!(tablet.finish().is_empty(), "alice's other device gets no report");
+    assert!(cpm.log().contains("duplicate report suppressed"));
+}
+
+#[test]
+fn expired_deferred_message_gives_one_negative_delivery_report() {
+    let (_d, cfg) = config("[deferred]\ndefault_expiry_s = 1\nmax_expiry_s = 60\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let phone = RawDevice::start(|_, _| 200);
+    assert_eq!(phone.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let msg = cpim_message(
+        cpm.udp,
+        phone.port,
+        "bob",
+        "mexp",
+        "positive-delivery, negative-delivery",
+        "",
+    );
+    assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(202));
+    let start = std::time::Instant::now();
+    while reports(&phone).is_empty() && start.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let got = reports(&phone);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(count(&got, "failed"), 1, "negative delivery: {got:#?}");
+    assert!(got[0].contains("<message-id>mexp</message-id>"));
+}
+
+#[test]
+fn storing_in_the_mss_gives_the_servers_positive_delivery_report() {
+    let (_d, cfg) = config("[preferences]\nwhen_unavailable = \"store\"\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let phone = RawDevice::start(|_, _| 200);
+    assert_eq!(phone.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let msg = cpim_message(cpm.udp, phone.port, "bob", "mstore", "positive-delivery", "");
+    assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(202));
+    let start = std::time::Instant::now();
+    while reports(&phone).is_empty() && start.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    let got = reports(&phone);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(count(&got, "delivered"), 1);
+}
+
+#[test]
+fn anonymous_sender_is_hidden_and_gets_no_report() {
+    let cpm = Cpm::start(&["--open"]);
+    let bob = RawDevice::start(|_, _| 200);
+    assert_eq!(bob.register(&cpm, "bob", "bob-phone", 600), Some(200));
+    let phone = RawDevice::start(|_, _| 200);
+    assert_eq!(phone.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let msg = cpim_message(
+        cpm.udp,
+        phone.port,
+        "bob",
+        "manon",
+        "positive-delivery, display",
+        "Privacy: id\r\nP-Preferred-Identity: <sip:alice@127.0.0.1>\r\n",
+    );
+    assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(200));
+    let got = bob.wait_for(1, WAIT);
+    let text = &got[0];
+    assert!(!text.to_lowercase().contains("alice"), "bob sees no identity: {text}");
+    assert!(
+        !text.contains("Disposition-Notification"),
+        "no report requested any more: {text}"
+    );
+    assert!(text.contains("anonymous.invalid"), "{text}");
+    // Even when the server itself would report (MSS hand-over), nothing goes to an anonymous sender.
+    let (_d, cfg) = config("[preferences]\nwhen_unavailable = \"store\"\n");
+    let cpm2 = Cpm::start(&["--open", "--config", &cfg]);
+    let phone2 = RawDevice::start(|_, _| 200);
+    assert_eq!(phone2.register(&cpm2, "alice", "alice-phone", 600), Some(200));
+    let msg = cpim_message(
+        cpm2.udp,
+        phone2.port,
+        "carol",
+        "manon2",
+        "positive-delivery",
+        "Privacy: id\r\n",
+    );
+    assert_eq!(status_of(&phone2.request(cpm2.udp, &msg).expect("answer")), Some(202));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(reports(&phone2).is_empty());
+}
+
+#[test]
+fn anonymity_refused_by_policy_is_403() {
+    let (_d, cfg) = config("[messaging]\nallow_anonymous = false\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let phone = RawDevice::start(|_, _| 200);
+    let msg = cpim_message(cpm.udp, phone.port, "bob", "mnoanon", "display", "Privacy: id\r\n");
+    assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(403));
+}
+
+fn device_report(server: u16, bob: &RawDevice, original: &str, status: &str, n: u32) -> String {
+    let (kind, elem) = if status == "displayed" {
+        ("display", "display")
+    } else {
+        ("delivery", "delivery")
+    };
+    let _ = kind;
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><imdn xmlns=\"urn:ietf:params:xml:ns:imdn\"><message-id>{original}</message-id>\
+         <datetime>2026-11-21T10:00:01Z</datetime><{elem}-notification><status><{status}/></status></{elem}-notification></imdn>"
+    );
+    let body = format!(
+        "From: <sip:bob@127.0.0.1>\r\nTo: <sip:alice@127.0.0.1>\r\nNS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: r{n}\r\n\
+         DateTime: 2026-11-21T10:00:01Z\r\n\r\nContent-Type: message/imdn+xml\r\nContent-Disposition: notification\r\n\r\n{xml}"
+    );
+    let req = format!(
+        "MESSAGE sip:alice@127.0.0.1:{server} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bKrep{n}{original}\r\n\
+         From: <sip:bob@127.0.0.1>;tag=b{n}\r\nTo: <sip:alice@127.0.0.1>\r\nCall-ID: rep-{n}-{original}\r\nCSeq: 1 MESSAGE\r\n\
+         Content-Type: message/cpim\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len(),
+        p = bob.port
+    );
+    bob.request(server, &req).expect("answer to the report")
+}
+
+#[test]
+fn a_restart_does_not_forward_a_report_twice() {
+    let mut cpm = Cpm::start(&["--open"]);
+    let bob = RawDevice::start(|_, _| 200);
+    assert_eq!(bob.register(&cpm, "bob", "bob-phone", 600), Some(200));
+    let phone = RawDevice::start(|_, _| 200);
+    assert_eq!(phone.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let msg = cpim_message(cpm.udp, phone.port, "bob", "mrestart", "positive-delivery", "");
+    assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(200));
+    assert_eq!(
+        status_of(&device_report(cpm.udp, &bob, "mrestart", "delivered", 1)),
+        Some(200)
+    );
+    let start = std::time::Instant::now();
+    while reports(&phone).is_empty() && start.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cpm.restart();
+    assert_eq!(
+        status_of(&device_report(cpm.udp, &bob, "mrestart", "delivered", 2)),
+        Some(200)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(reports(&phone).len(), 1, "forwarded once, before and after the restart");
+}
+
+#[test]
+fn conversation_identities_and_reply_to_reach_the_recipient() {
+    let cpm = Cpm::start(&["--open"]);
+    let bob = RawDevice::start(|_, _| 200);
+    assert_eq!(bob.register(&cpm, "bob", "bob-phone", 600), Some(200));
+    let alice = RawDevice::start(|_, _| 200);
+    assert_eq!(alice.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let msg = cpim_message(
+        cpm.udp,
+        alice.port,
+        "bob",
+        "mconv",
+        "display",
+        "Reply-To: <sip:alice-desk@127.0.0.1>\r\n",
+    );
+    assert_eq!(status_of(&alice.request(cpm.udp, &msg).expect("answer")), Some(200));
+    let got = bob.wait_for(1, WAIT);
+    let conv = header(&got[0], "Conversation-ID").expect("Conversation-ID filled in");
+    assert!(
+        header(&got[0], "Contribution-ID").is_some(),
+        "Contribution-ID filled in"
+    );
+    assert_eq!(
+        header(&got[0], "Reply-To").as_deref(),
+        Some("<sip:alice-desk@127.0.0.1>")
+    );
+    // bob answers without identities: the same conversation.
+    let reply = cpim_message(cpm.udp, bob.port, "alice", "mconv2", "display", "")
+        .replace("From: <sip:alice@127.0.0.1>;tag", "From: <sip:bob@127.0.0.1>;tag");
+    assert_eq!(status_of(&bob.request(cpm.udp, &reply).expect("answer")), Some(200));
+    let at_alice = alice.wait_for(1, WAIT);
+    assert_eq!(header(&at_alice[0], "Conversation-ID").as_deref(), Some(conv.as_str()));
+    // Identities a client set pass through unchanged.
+    let own = cpim_message(
+        cpm.udp,
+        alice.port,
+        "bob",
+        "mconv3",
+        "display",
+        "Conversation-ID: c-own\r\nContribution-ID: k-own\r\nInReplyTo-Contribution-ID: k-prev\r\n",
+    );
+    assert_eq!(status_of(&alice.request(cpm.udp, &own).expect("answer")), Some(200));
+    let got = bob.wait_for(2, WAIT);
+    assert_eq!(header(&got[1], "Conversation-ID").as_deref(), Some("c-own"));
+    assert_eq!(header(&got[1], "Contribution-ID").as_deref(), Some("k-own"));
+    assert_eq!(header(&got[1], "InReplyTo-Contribution-ID").as_deref(), Some("k-prev"));
+}
