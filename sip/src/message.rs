@@ -475,7 +475,7 @@ l: 5\r\n\r\nhello";
         let fits = Message::parse(Bytes::from(format!("{head}s:{value}\r\n\r\n"))).unwrap();
         assert!(Message::parse(fits.to_bytes()).is_ok());
         // Status codes are three digits.
-        for bad in ["SIP/2.0 +20 x\r\n\r\n", "SIP/2.0 0200 x\r\n\r\n"] {
+        for bad in ["SIP/2.0 +200 x\r\n\r\n", "SIP/2.0 0200 x\r\n\r\n"] {
             assert!(Message::parse(Bytes::from(bad)).is_err(), "{bad:?}");
         }
     }

@@ -189,7 +189,11 @@ fn run(file: &str, data: &[u8]) -> Result<Message, ParseError> {
     assert_eq!(values(&again), values(&msg), "{file}: header values changed");
     assert_eq!(again.body, msg.body, "{file}: body changed");
     assert_eq!(again.validate_request(), validated, "{file}: validation changed");
-    assert_eq!(again.to_bytes(), msg.to_bytes(), "{file}: serialization is not a fixpoint");
+    assert_eq!(
+        again.to_bytes(),
+        msg.to_bytes(),
+        "{file}: serialization is not a fixpoint"
+    );
     validated.map(|_| msg)
 }
 
