@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cpm_actors::cf::{GroupDef, Groups, Membership, SendPolicy};
 use cpm_actors::{DeferredPolicy, ExpiryAction, Policy, Preferences, Users};
 use cpm_sip::SipUri;
 use serde::Deserialize;
@@ -32,6 +33,56 @@ pub struct Config {
     /// Provisioned users (without --open only these may register and send).
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub group_policy: GroupPolicyConfig,
+    /// Pre-defined groups (the Group XDMS stand-in).
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupPolicyConfig {
+    /// One aggregated report per kind to the sender, or each member's first report.
+    pub aggregate_reports: bool,
+    /// Seconds after which the aggregate goes out without every member's report.
+    pub report_deadline_s: u64,
+    /// Most recipients of an ad-hoc URI list.
+    pub max_adhoc_recipients: usize,
+    /// A domain reserved for groups: a Request-URI there naming no group is 404.
+    pub domain: Option<String>,
+}
+
+impl Default for GroupPolicyConfig {
+    fn default() -> Self {
+        let p = Policy::default();
+        GroupPolicyConfig {
+            aggregate_reports: p.aggregate_group_reports,
+            report_deadline_s: p.group_report_deadline.as_secs(),
+            max_adhoc_recipients: p.max_adhoc_recipients,
+            domain: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// The group identity: a SIP URI of a local domain.
+    pub uri: String,
+    pub owner: String,
+    #[serde(default)]
+    pub members: Vec<String>,
+    #[serde(default)]
+    pub send_policy: SendPolicy,
+    #[serde(default)]
+    pub membership: Membership,
+    #[serde(default = "default_group_size")]
+    pub max_size: usize,
+}
+
+fn default_group_size() -> usize {
+    100
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +253,9 @@ impl Config {
             idle_timeout: Duration::from_secs(self.actors.idle_timeout_s),
             allow_anonymous: self.messaging.allow_anonymous,
             imdn_retention: Duration::from_secs(self.messaging.imdn_retention_s),
+            aggregate_group_reports: self.group_policy.aggregate_reports,
+            group_report_deadline: Duration::from_secs(self.group_policy.report_deadline_s),
+            max_adhoc_recipients: self.group_policy.max_adhoc_recipients,
             deferred: DeferredPolicy {
                 default_expiry: Duration::from_secs(self.deferred.default_expiry_s),
                 max_expiry: Duration::from_secs(self.deferred.max_expiry_s),
@@ -235,6 +289,36 @@ impl Config {
             preferences,
             default_preferences: canonical_prefs(&self.preferences, domains),
         })
+    }
+}
+
+impl Config {
+    /// Pre-defined groups with canonical identities.
+    pub fn groups(&self, domains: &cpm_actors::LocalDomains) -> anyhow::Result<Groups> {
+        let canon = |a: &str, what: &str| -> anyhow::Result<String> {
+            let uri = SipUri::parse(a).with_context(|| format!("{what} {a:?}"))?;
+            let aor = domains
+                .local_aor(&uri)
+                .with_context(|| format!("{what} {a:?} is not in a configured domain"))?;
+            Ok(aor.as_str().to_string())
+        };
+        let groups = Groups::new(self.group_policy.domain.as_ref().map(|d| d.to_ascii_lowercase()));
+        for g in &self.groups {
+            let members = g
+                .members
+                .iter()
+                .map(|m| canon(m, "group member"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            groups.set(GroupDef {
+                uri: canon(&g.uri, "group")?,
+                owner: canon(&g.owner, "group owner")?,
+                members,
+                send_policy: g.send_policy,
+                membership: g.membership,
+                max_size: g.max_size,
+            })?;
+        }
+        Ok(groups)
     }
 }
 

@@ -5,6 +5,7 @@
 //! binary. The actor graph lives in `cpm-actors`, durable state in
 //! `cpm-store`, the wire format in `cpm-sip`.
 
+pub mod admin;
 pub mod config;
 pub mod ingress;
 pub mod server;

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use cpm::admin::{self, cli as inspect};
 use cpm::config::Config;
 use cpm::server::{start, Listen, ServeOptions};
 
@@ -31,17 +32,51 @@ enum Command {
         /// Log filter (tracing EnvFilter syntax); RUST_LOG wins when set.
         #[arg(long, default_value = "info")]
         log: String,
+        /// Admin HTTP API (docs/admin.md): HOST:PORT, or `off`.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT|off")]
+        admin: String,
+        /// Bearer token of the admin API (else CPM_ADMIN_TOKEN); required for a non-loopback --admin.
+        #[arg(long, value_name = "TOKEN")]
+        admin_token: Option<String>,
+    },
+    /// Ask a running server's admin API and print readable tables.
+    Inspect {
+        #[command(subcommand)]
+        what: inspect::What,
+        /// Admin API base URL.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        admin: String,
+        /// Bearer token (else CPM_ADMIN_TOKEN).
+        #[arg(long, global = true)]
+        token: Option<String>,
     },
 }
 
 fn main() -> anyhow::Result<()> {
-    let Command::Serve {
-        sip,
-        data,
-        config,
-        open,
-        log,
-    } = Cli::parse().command;
+    let (sip, data, config, open, log, admin, admin_token) = match Cli::parse().command {
+        Command::Serve {
+            sip,
+            data,
+            config,
+            open,
+            log,
+            admin,
+            admin_token,
+        } => (sip, data, config, open, log, admin, admin_token),
+        Command::Inspect { what, admin, token } => {
+            let token = token.or_else(|| std::env::var("CPM_ADMIN_TOKEN").ok());
+            return inspect::run(&what, &admin, token.as_deref());
+        }
+    };
+    let admin = admin::parse_listen(&admin)
+        .map_err(anyhow::Error::msg)?
+        .map(|listen| admin::AdminOptions {
+            listen,
+            token: admin_token.or_else(|| std::env::var("CPM_ADMIN_TOKEN").ok()),
+        });
+    if let Some(a) = &admin {
+        a.check()?;
+    }
     let filter = std::env::var("RUST_LOG").unwrap_or(log);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("--log")?)
@@ -73,6 +108,10 @@ fn main() -> anyhow::Result<()> {
         }
         for a in &server.tcp {
             println!("listening tcp:{a}");
+        }
+        if let Some(opts) = admin {
+            let bound = admin::start(opts, server.core.clone(), server.ingress.clone())?;
+            println!("listening admin:{bound}");
         }
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         tracing::info!("shutting down");

@@ -55,6 +55,8 @@ pub struct Server {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
     pub core: Arc<Core>,
+    /// One SipIngress per worker (admin inspector).
+    pub ingress: Vec<Addr<SipIngress>>,
     _arbiters: Vec<Arbiter>,
 }
 
@@ -111,6 +113,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     let client_tx = Arc::new(ClientTransactions::new(transports.clone(), timers));
 
     let domains = LocalDomains::new(&opts.config.domains, &addrs);
+    let groups = opts.config.groups(&domains)?;
     let users = opts.config.users(&domains, opts.open)?;
     let spool = (opts.config.interworking.spool_dir.clone()).unwrap_or_else(|| opts.data.join("interworking-spool"));
     let interworking = SpoolInterworking::new(spool.clone()).with_context(|| format!("spool {}", spool.display()))?;
@@ -118,9 +121,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         store: store.clone(),
         outbound: Arc::new(TxOutbound(client_tx.clone())),
         policy: Arc::new(opts.config.policy()),
-        users: Arc::new(users),
+        users: Arc::new(users.into()),
         domains: Arc::new(domains),
         interworking: Arc::new(interworking),
+        groups: Arc::new(groups),
+        tracer: Arc::new(cpm_actors::Tracer::default()),
     };
 
     let workers = match opts.config.actors.workers {
@@ -141,14 +146,14 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         client_tx,
         to_tag: format!("cpm{:x}", unix_now()),
     });
-    let actors = handles
+    let actors: Vec<Addr<SipIngress>> = handles
         .iter()
         .map(|h| {
             let core = core.clone();
             SipIngress::start_in_arbiter(h, move |_| SipIngress::new(core))
         })
         .collect();
-    let _ = ingress.set(actors);
+    let _ = ingress.set(actors.clone());
     for u in &udp {
         u.run(sink.clone())?;
     }
@@ -161,6 +166,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         udp: udp_addrs,
         tcp: tcp_addrs,
         core,
+        ingress: actors,
         _arbiters: arbiters,
     })
 }

@@ -11,9 +11,14 @@ use crate::{Aor, Outbound, OutboundError};
 
 pub struct ClientRegistration {
     aor: Aor,
-    binding: Binding,
+    pub(crate) binding: Binding,
     outbound: Arc<dyn Outbound>,
-    delivered: u64,
+    pub(crate) delivered: u64,
+    /// Inspector: forks sent, forks not yet answered, age, last fork.
+    pub(crate) forks: u64,
+    pub(crate) pending: usize,
+    pub(crate) started: std::time::Instant,
+    pub(crate) last_activity: std::time::Instant,
 }
 
 impl ClientRegistration {
@@ -23,6 +28,10 @@ impl ClientRegistration {
             binding,
             outbound,
             delivered: 0,
+            forks: 0,
+            pending: 0,
+            started: std::time::Instant::now(),
+            last_activity: std::time::Instant::now(),
         }
     }
 
@@ -62,7 +71,11 @@ impl Handler<Fork> for ClientRegistration {
             return Box::pin(fut::ready(Err(err)));
         };
         let sent = self.outbound.send_request(request, target);
+        self.forks += 1;
+        self.pending += 1;
+        self.last_activity = std::time::Instant::now();
         Box::pin(sent.into_actor(self).map(|res, act, _| {
+            act.pending -= 1;
             if res
                 .as_ref()
                 .is_ok_and(|r| r.status().is_some_and(|s| (200..300).contains(&s)))

@@ -12,7 +12,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use thiserror::Error;
 
-use crate::{Aor, Env, ParticipatingFunction};
+use crate::{Aor, ControllingFunction, Env, ParticipatingFunction};
 
 #[derive(Debug, Error)]
 pub enum DirectoryError {
@@ -27,6 +27,8 @@ pub struct Directory {
 
 struct Inner {
     pfs: DashMap<Aor, Addr<ParticipatingFunction>>,
+    /// Controlling Functions of groups, by group identity.
+    cfs: DashMap<Aor, Addr<ControllingFunction>>,
     arbiters: Vec<ArbiterHandle>,
     env: Env,
     activations: AtomicU64,
@@ -39,6 +41,7 @@ impl Directory {
         Directory {
             inner: Arc::new(Inner {
                 pfs: DashMap::new(),
+                cfs: DashMap::new(),
                 arbiters,
                 env,
                 activations: AtomicU64::new(0),
@@ -64,10 +67,58 @@ impl Directory {
         entry.clone()
     }
 
-    fn activate(&self, aor: &Aor) -> Addr<ParticipatingFunction> {
+    fn arbiter_for(&self, aor: &Aor) -> &ArbiterHandle {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         aor.hash(&mut h);
-        let arbiter = &self.inner.arbiters[(h.finish() as usize) % self.inner.arbiters.len()];
+        &self.inner.arbiters[(h.finish() as usize) % self.inner.arbiters.len()]
+    }
+
+    /// The live CF of a group, activating it if needed.
+    pub fn cf(&self, group: &Aor) -> Addr<ControllingFunction> {
+        if let Some(addr) = self.inner.cfs.get(group) {
+            if addr.connected() {
+                return addr.clone();
+            }
+        }
+        let mut entry = self
+            .inner
+            .cfs
+            .entry(group.clone())
+            .or_insert_with(|| self.activate_cf(group));
+        if !entry.connected() {
+            *entry = self.activate_cf(group);
+        }
+        entry.clone()
+    }
+
+    fn activate_cf(&self, group: &Aor) -> Addr<ControllingFunction> {
+        tracing::debug!(%group, "activating controlling function");
+        let (g, dir) = (group.clone(), self.clone());
+        ControllingFunction::start_in_arbiter(self.arbiter_for(group), move |_| ControllingFunction::new(g, dir))
+    }
+
+    /// Send to a group's CF, re-activating it once if it just passivated.
+    pub async fn send_cf<M>(&self, group: &Aor, msg: M) -> Result<M::Result, DirectoryError>
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        ControllingFunction: Handler<M>,
+    {
+        for _ in 0..2 {
+            match self.cf(group).send(msg.clone()).await {
+                Ok(result) => return Ok(result),
+                Err(_) => self.inner.cfs.remove_if(group, |_, a| !a.connected()),
+            };
+        }
+        Err(DirectoryError::Unavailable(group.clone()))
+    }
+
+    pub(crate) fn cf_deactivated(&self, group: &Aor, addr: &Addr<ControllingFunction>) {
+        self.inner.cfs.remove_if(group, |_, a| a == addr);
+    }
+
+    fn activate(&self, aor: &Aor) -> Addr<ParticipatingFunction> {
+        let arbiter = self.arbiter_for(aor);
         self.inner.activations.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%aor, "activating participating function");
         let (aor, dir) = (aor.clone(), self.clone());
@@ -98,6 +149,16 @@ impl Directory {
 
     pub fn is_active(&self, aor: &Aor) -> bool {
         self.inner.pfs.get(aor).is_some_and(|a| a.connected())
+    }
+
+    /// The live PF actors (inspector).
+    pub fn active(&self) -> Vec<(Aor, Addr<ParticipatingFunction>)> {
+        self.inner
+            .pfs
+            .iter()
+            .filter(|e| e.value().connected())
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
     }
 
     /// Live PF actors.

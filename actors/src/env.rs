@@ -4,14 +4,19 @@ use std::sync::Arc;
 
 use cpm_store::Store;
 
-use crate::{InterworkingFunction, LocalDomains, Outbound, Policy, Users};
+use crate::cf::Groups;
+use crate::{InterworkingFunction, LocalDomains, Outbound, Policy, SharedUsers, Tracer};
 
 #[derive(Clone)]
 pub struct Env {
     pub store: Store,
     pub outbound: Arc<dyn Outbound>,
     pub policy: Arc<Policy>,
-    pub users: Arc<Users>,
+    /// Provisioned users and preferences; the admin API changes them at run time.
+    pub users: Arc<SharedUsers>,
     pub domains: Arc<LocalDomains>,
     pub interworking: Arc<dyn InterworkingFunction>,
+    pub groups: Arc<Groups>,
+    /// Message trace and event counters (admin inspector, /metrics).
+    pub tracer: Arc<Tracer>,
 }

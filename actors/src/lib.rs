@@ -17,17 +17,21 @@
 //! [`Outbound`] seam, so routing logic is testable without a network.
 
 mod aor;
+pub mod cf;
 mod device;
 mod directory;
 mod env;
+pub mod inspect;
 pub mod interworking;
 pub mod originating;
 mod outbound;
 pub mod pf;
 mod policy;
 pub mod preferences;
+pub mod trace;
 
 pub use aor::{Aor, LocalDomains};
+pub use cf::{ControllingFunction, GroupMessage, GroupOutcome, GroupReport};
 pub use device::ClientRegistration;
 pub use directory::{Directory, DirectoryError};
 pub use env::Env;
@@ -38,8 +42,9 @@ pub use pf::{
     ExpireDeferred, GetBindings, NoteOrigin, ParticipatingFunction, PurgeExpired, Register, RegisterError,
     RegisterOutcome, RegisterRequest, RequestedContacts,
 };
-pub use policy::{DeferredPolicy, Policy, Users};
+pub use policy::{DeferredPolicy, Policy, SharedUsers, Users};
 pub use preferences::{DeferredMode, ExpiryAction, Preferences, Unavailable};
+pub use trace::{TraceEvent, Tracer};
 
 /// Seconds since the Unix epoch (bindings persist absolute expiry times).
 pub fn unix_now() -> u64 {

@@ -25,6 +25,13 @@ pub struct Policy {
     /// How long the PF remembers which reports it forwarded and which device
     /// sent a message (bounded memory, persisted).
     pub imdn_retention: Duration,
+    /// Group messages: one aggregated report per kind to the sender (true),
+    /// or each member's first report forwarded (false).
+    pub aggregate_group_reports: bool,
+    /// When the aggregated report goes out if not every member has answered.
+    pub group_report_deadline: Duration,
+    /// Most recipients in an ad-hoc URI list (RFC 5365).
+    pub max_adhoc_recipients: usize,
 }
 
 /// Provider policy for deferred messages (003 §5.2.5, CPM-DEF-001..003).
@@ -81,6 +88,9 @@ impl Default for Policy {
             deferred: DeferredPolicy::default(),
             allow_anonymous: true,
             imdn_retention: Duration::from_secs(7 * 86_400),
+            aggregate_group_reports: true,
+            group_report_deadline: Duration::from_secs(30),
+            max_adhoc_recipients: 20,
         }
     }
 }
@@ -103,5 +113,54 @@ impl Users {
 
     pub fn preferences(&self, aor: &crate::Aor) -> &Preferences {
         self.preferences.get(aor.as_str()).unwrap_or(&self.default_preferences)
+    }
+}
+
+/// [`Users`] shared by every actor and changed at run time by the admin API
+/// (provisioning): readers see either the old or the new list, never a mix.
+#[derive(Debug, Default)]
+pub struct SharedUsers {
+    inner: std::sync::RwLock<std::sync::Arc<Users>>,
+}
+
+impl SharedUsers {
+    pub fn new(users: Users) -> SharedUsers {
+        SharedUsers {
+            inner: std::sync::RwLock::new(std::sync::Arc::new(users)),
+        }
+    }
+
+    /// The list as it is now.
+    pub fn snapshot(&self) -> std::sync::Arc<Users> {
+        match self.inner.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn is_known(&self, aor: &crate::Aor) -> bool {
+        self.snapshot().is_known(aor)
+    }
+
+    pub fn preferences(&self, aor: &crate::Aor) -> Preferences {
+        self.snapshot().preferences(aor).clone()
+    }
+
+    /// Change the list (copy on write); returns what `f` returns.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Users) -> R) -> R {
+        let mut guard = match self.inner.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut next = (**guard).clone();
+        let out = f(&mut next);
+        *guard = std::sync::Arc::new(next);
+        out
+    }
+}
+
+impl From<Users> for SharedUsers {
+    fn from(users: Users) -> SharedUsers {
+        SharedUsers::new(users)
     }
 }

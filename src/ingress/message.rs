@@ -21,6 +21,8 @@ pub fn handle(reply: Reply) {
         match check(&r) {
             Ok(Route::User { sender, target, gruu }) => deliver(r, sender, target, gruu).await,
             Ok(Route::DeferredService { sender }) => deferred_actions(r, sender).await,
+            Ok(Route::Group { sender, group }) => super::group::to_group(r, sender, group).await,
+            Ok(Route::AdHoc { sender }) => super::group::ad_hoc(r, sender).await,
             Err(resp) => r.send(*resp).await,
         }
     });
@@ -35,6 +37,10 @@ enum Route {
     },
     /// A device answering a deferred-message notification (docs/decisions.md).
     DeferredService { sender: Aor },
+    /// A pre-defined group: its Controlling Function.
+    Group { sender: Aor, group: Aor },
+    /// The URI-list service (RFC 5365): an ad-hoc group.
+    AdHoc { sender: Aor },
 }
 
 /// Everything that can refuse the request before any actor sees it.
@@ -82,6 +88,20 @@ fn check(r: &Reply) -> Result<Route, Box<Message>> {
     if ruri.user.as_deref() == Some(notify::SERVICE_USER) && env.domains.is_local_host(&ruri.host, ruri.port) {
         return Ok(Route::DeferredService { sender });
     }
+    if ruri.user.as_deref() == Some(super::group::URI_LIST_SERVICE) && env.domains.is_local_host(&ruri.host, ruri.port)
+    {
+        return Ok(Route::AdHoc { sender });
+    }
+    if let Some(group) = env
+        .domains
+        .local_aor(ruri)
+        .filter(|g| env.groups.get(g.as_str()).is_some())
+    {
+        return Ok(Route::Group { sender, group });
+    }
+    if env.groups.group_domain.as_deref() == Some(ruri.host.as_str()) {
+        return Err(err(404, "Not Found (no such group)"));
+    }
     if req.body.len() > env.policy.max_message_size {
         return Err(err(413, "Request Entity Too Large"));
     }
@@ -109,8 +129,42 @@ fn check(r: &Reply) -> Result<Route, Box<Message>> {
     Ok(Route::User { sender, target, gruu })
 }
 
+/// A device's disposition notification passes the sender's PF (the
+/// terminating PF of the original), which lets only the first of each kind
+/// through. Ok(false): a duplicate, already answered 200 here.
+pub(super) async fn claim_report(r: &Reply, sender: &Aor, report: &imdn::Imdn) -> Result<bool, Box<Message>> {
+    let claim = ClaimReport {
+        message_id: report.message_id.clone(),
+        kind: report.kind,
+    };
+    let call_id = r.req.call_id().unwrap_or_default();
+    match r.core.dir.send(sender, claim).await {
+        Ok(Ok(true)) => {
+            let what = format!("first {:?} report on {}", report.kind, report.message_id);
+            r.core.env.tracer.record(call_id, "ingress", "report-forwarded", what);
+            Ok(true)
+        }
+        Ok(Ok(false)) => {
+            tracing::debug!(%sender, id = %report.message_id, "duplicate report suppressed");
+            let what = format!("duplicate {:?} report on {}", report.kind, report.message_id);
+            r.core.env.tracer.record(call_id, "ingress", "report-suppressed", what);
+            r.send(r.builder(200).reason("OK (duplicate report suppressed)").build())
+                .await;
+            Ok(false)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(%sender, error = %e, "cannot record report");
+            Err(Box::new(r.builder(500).build()))
+        }
+        Err(e) => {
+            tracing::error!(%sender, error = %e, "cannot record report");
+            Err(Box::new(r.builder(503).header("Retry-After", "5").build()))
+        }
+    }
+}
+
 /// The imdn.Message-ID of a message that asks for any disposition notification.
-fn requested_reports(req: &Message) -> Option<String> {
+pub(super) fn requested_reports(req: &Message) -> Option<String> {
     if req.content_type().as_deref() != Some("message/cpim") {
         return None;
     }
@@ -123,7 +177,7 @@ fn requested_reports(req: &Message) -> Option<String> {
 }
 
 /// RFC 3323: the sender asked for its identity to be withheld.
-fn is_anonymous(req: &Message) -> bool {
+pub(super) fn is_anonymous(req: &Message) -> bool {
     let privacy = req
         .headers
         .all("Privacy")
@@ -140,31 +194,18 @@ fn is_anonymous(req: &Message) -> bool {
 async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>) {
     let core = r.core.clone();
     let mut req = (*r.req).clone();
+    let via_gruu = gruu.as_deref().map(|g| format!(" (gruu {g})")).unwrap_or_default();
+    let what = format!("{sender} -> {target}{via_gruu}");
+    core.env
+        .tracer
+        .record(req.call_id().unwrap_or_default(), "ingress", "authorized", what);
     let anonymous = is_anonymous(&req);
     let mut report_for = None;
     if let Some((_, report)) = imdn::parse_report(req.content_type().as_deref(), &req.body) {
-        // A device's disposition notification: the sender's PF (the
-        // terminating PF of the original) lets the first of each kind through.
-        let claim = ClaimReport {
-            message_id: report.message_id.clone(),
-            kind: report.kind,
-        };
-        match core.dir.send(&sender, claim).await {
-            Ok(Ok(true)) => report_for = Some(report.message_id),
-            Ok(Ok(false)) => {
-                tracing::debug!(%sender, id = %report.message_id, "duplicate report suppressed");
-                return r
-                    .send(r.builder(200).reason("OK (duplicate report suppressed)").build())
-                    .await;
-            }
-            Ok(Err(e)) => {
-                tracing::error!(%sender, error = %e, "cannot record report");
-                return r.send(r.builder(500).build()).await;
-            }
-            Err(e) => {
-                tracing::error!(%sender, error = %e, "cannot record report");
-                return r.send(r.builder(503).header("Retry-After", "5").build()).await;
-            }
+        match claim_report(&r, &sender, &report).await {
+            Ok(true) => report_for = Some(report.message_id),
+            Ok(false) => return,
+            Err(resp) => return r.send(*resp).await,
         }
     } else {
         if anonymous {

@@ -1,6 +1,7 @@
 //! SipIngress: one actor per worker arbiter. It parses, validates, runs the
 //! server side of transactions and dispatches requests to the actor graph.
 
+mod group;
 mod message;
 mod options;
 mod register;
@@ -88,11 +89,20 @@ impl Handler<Received> for SipIngress {
         }
         let msg = Arc::new(msg);
         let reply = Reply::new(self.core.clone(), msg.clone(), source, Some(key));
+        // Checks every method shares (RFC 3261 §8.2.1-8.2.2), ACK excepted.
+        if let Some(bad) = register::unsupported_requires(&msg).filter(|_| !is_ack) {
+            return reply.spawn_with(420, move |b| b.header("Unsupported", bad));
+        }
+        if msg.request_uri().is_some_and(|u| !u.is_sip_routable()) && !is_ack {
+            return reply.spawn_status(416);
+        }
         match msg.method() {
             Some(Method::Register) => register::handle(reply),
             Some(Method::Message) => message::handle(reply),
             Some(Method::Options) => options::handle(reply),
             Some(Method::Cancel) => reply.spawn_status(481),
+            // A method nobody defined: 501; a known one we do not offer: 405.
+            Some(Method::Other(_)) => reply.spawn_with(501, |b| b.header("Allow", ALLOW)),
             Some(_) => reply.spawn_with(405, |b| b.header("Allow", ALLOW)),
             None => {}
         }

@@ -9,7 +9,7 @@ use cpm_sip::SipUri;
 use super::Reply;
 
 /// Option tags we implement (RFC 3261 §8.2.2.3: 420 for anything else in Require).
-const SUPPORTED: &[&str] = &["gruu"];
+const SUPPORTED: &[&str] = &["gruu", cpm_actors::cf::urilist::OPTION_TAG];
 
 pub fn handle(reply: Reply) {
     reply.spawn(|r| async move {
@@ -19,6 +19,16 @@ pub fn handle(reply: Reply) {
         };
         let aor = req.aor.clone();
         let result = r.core.dir.send(&aor, Register(req)).await;
+        let what = match &result {
+            Ok(Ok(o)) => format!("{} live contact(s)", o.contacts.len()),
+            Ok(Err(e)) => format!("refused: {e}"),
+            Err(e) => format!("unavailable: {e}"),
+        };
+        let call_id = r.req.call_id().unwrap_or_default();
+        r.core
+            .env
+            .tracer
+            .record(call_id, format_args!("pf:{aor}"), "registrar", what);
         let resp = match result {
             Ok(Ok(outcome)) => {
                 let mut b = r.builder(200);

@@ -15,11 +15,30 @@ pub struct Reply {
     pub req: Arc<Message>,
     pub source: Source,
     key: Option<ServerKey>,
+    /// When the request arrived (latency metrics).
+    started: std::time::Instant,
 }
 
 impl Reply {
     pub fn new(core: Arc<Core>, req: Arc<Message>, source: Source, key: Option<ServerKey>) -> Reply {
-        Reply { core, req, source, key }
+        let what = format!(
+            "{} from {} over {:?}",
+            req.method().map(|m| m.to_string()).unwrap_or_default(),
+            source.peer,
+            source.transport
+        );
+        core.env
+            .tracer
+            .record(req.call_id().unwrap_or_default(), "ingress", "received", what);
+        core.env.tracer.link_request(&req);
+        let started = std::time::Instant::now();
+        Reply {
+            core,
+            req,
+            source,
+            key,
+            started,
+        }
     }
 
     pub fn builder(&self, code: u16) -> ResponseBuilder {
@@ -29,6 +48,14 @@ impl Reply {
     /// Send a response and record it in the server transaction.
     pub async fn send(&self, resp: Message) {
         let status = resp.status().unwrap_or(500);
+        let method = self.req.method().map(|m| m.to_string()).unwrap_or_default();
+        let tracer = &self.core.env.tracer;
+        tracer.responded(
+            self.req.call_id().unwrap_or_default(),
+            &method,
+            status,
+            self.started.elapsed(),
+        );
         let data = resp.to_bytes();
         if let Some(key) = &self.key {
             self.core
@@ -105,12 +132,14 @@ pub fn salvage_400(data: &[u8], e: &ParseError, to_tag: &str) -> Option<Bytes> {
     if !via || keep.len() < 5 {
         return None;
     }
-    let reason: String = format!("Bad Request ({e})")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(120)
-        .collect();
-    let mut out = format!("SIP/2.0 400 {reason}\r\n");
+    // RFC 3261 §8.2.2: a request in another SIP version gets 505.
+    let (code, reason) = if *e == ParseError::Syntax("SIP version".into()) {
+        (505, "Version Not Supported".to_string())
+    } else {
+        (400, format!("Bad Request ({e})"))
+    };
+    let reason: String = reason.chars().filter(|c| !c.is_control()).take(120).collect();
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
     keep.iter().for_each(|l| out.push_str(l));
     out.push_str("Content-Length: 0\r\n\r\n");
     Some(Bytes::from(out))
@@ -131,6 +160,14 @@ mod tests {
         let m = Message::parse(resp).unwrap();
         assert_eq!(m.status(), Some(400));
         assert_eq!(m.to().unwrap().tag(), Some("t"));
+    }
+
+    #[test]
+    fn other_sip_version_is_505() {
+        let raw = b"OPTIONS sip:b@x SIP/7.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let e = Message::parse(Bytes::from_static(raw)).unwrap_err();
+        let resp = Message::parse(salvage_400(raw, &e, "t").unwrap()).unwrap();
+        assert_eq!(resp.status(), Some(505));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Cpm {
     child: Option<Child>,
     pub udp: u16,
     pub tcp: u16,
+    /// Admin API port (0 when started with `--admin off`).
+    pub admin: u16,
     pub data: PathBuf,
     _tmp: Option<TempDir>,
     extra: Vec<String>,
@@ -68,6 +70,7 @@ impl Cpm {
             child: None,
             udp: 0,
             tcp: 0,
+            admin: 0,
             data,
             _tmp: Some(tmp),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -94,14 +97,21 @@ impl Cpm {
                 &format!("tcp:127.0.0.1:{tcp}"),
             ])
             .args(&self.extra)
+            // Admin API on a free port unless the test chose its own.
+            .args(if self.extra.iter().any(|a| a == "--admin") {
+                &[][..]
+            } else {
+                &["--admin", "127.0.0.1:0"][..]
+            })
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("spawn cpm");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut u, mut t) = (0, 0);
-        while u == 0 || t == 0 {
+        let admin_off = self.extra.windows(2).any(|w| w[0] == "--admin" && w[1] == "off");
+        let (mut u, mut t, mut a) = (0, 0, 0);
+        while u == 0 || t == 0 || (a == 0 && !admin_off) {
             let line = lines
                 .next()
                 .unwrap_or_else(|| panic!("cpm exited before listening; log: {}", self.log()))
@@ -111,10 +121,13 @@ impl Cpm {
                 u = port(&line);
             } else if line.starts_with("listening tcp:") {
                 t = port(&line);
+            } else if line.starts_with("listening admin:") {
+                a = port(&line);
             }
         }
         self.udp = u;
         self.tcp = t;
+        self.admin = a;
         self.child = Some(child);
     }
 

@@ -48,6 +48,11 @@ impl ParticipatingFunction {
         let raw = msg.request.to_bytes();
         if self.deferred_count + 1 > policy.max_messages || self.deferred_bytes + raw.len() as u64 > policy.max_bytes {
             tracing::warn!(aor = %self.aor, count = self.deferred_count, bytes = self.deferred_bytes, "deferred queue full");
+            self.trace(
+                msg.request.call_id().unwrap_or_default(),
+                "queue-full",
+                format!("{} messages", self.deferred_count),
+            );
             return Box::pin(fut::ready(DeliveryOutcome::QueueFull {
                 retry_after: policy.retry_after,
             }));
@@ -85,6 +90,11 @@ impl ParticipatingFunction {
         self.deferred_bytes += rec.request.len() as u64;
         let seq = rec.seq;
         tracing::info!(aor = %self.aor, seq, expires_at = rec.expires_at, "message deferred");
+        self.trace(
+            msg.request.call_id().unwrap_or_default(),
+            "deferred",
+            format!("seq {seq}, expires at {}", rec.expires_at),
+        );
         self.in_flight += 1;
         let store = self.env.store.clone();
         let _ = ctx;
@@ -115,6 +125,11 @@ impl ParticipatingFunction {
             Ok(stored) => {
                 let id = stored.id;
                 tracing::info!(aor = %self.aor, id, "message stored in the MSS");
+                self.trace(
+                    msg.request.call_id().unwrap_or_default(),
+                    "stored",
+                    format!("MSS object {id}"),
+                );
                 self.report(&msg.request.to_bytes(), Status::Delivered);
                 self.in_flight += 1;
                 let store = self.env.store.clone();
@@ -411,6 +426,8 @@ impl Handler<PushNext> for ParticipatingFunction {
             return Box::pin(fut::ready(()));
         };
         let seq = rec.seq;
+        let call_id = request.call_id().unwrap_or_default().to_string();
+        self.trace(&call_id, "deferred-push", format!("seq {seq} to {key}"));
         self.claimed.insert(seq);
         self.in_flight += 1;
         Box::pin(
@@ -430,12 +447,14 @@ impl Handler<PushNext> for ParticipatingFunction {
                         Err(e) => e.to_string(),
                     };
                     tracing::info!(aor = %act.aor, %key, seq, %why, "deferred message not accepted; push stopped");
+                    act.trace(&call_id, "deferred-push-stopped", format!("seq {seq} to {key}: {why}"));
                     if only.is_none() {
                         act.pushing.remove(&key);
                     }
                     return Box::pin(fut::ready(())) as ResponseActFuture<Self, ()>;
                 }
                 tracing::info!(aor = %act.aor, %key, seq, "deferred message delivered");
+                act.trace(&call_id, "deferred-delivered", format!("seq {seq} to {key}"));
                 act.take(seq);
                 let store = act.env.store.clone();
                 Box::pin(
@@ -479,6 +498,11 @@ impl Handler<ExpireDeferred> for ParticipatingFunction {
                     };
                     if done {
                         tracing::info!(aor = %self.aor, seq, ?action, from = %rec.from, "deferred message expired");
+                        self.trace(
+                            &crate::trace::call_id_of(&rec.request),
+                            "deferred-expired",
+                            format!("seq {seq}: {action:?}"),
+                        );
                         if action == ExpiryAction::Discard {
                             // Finally undeliverable: negative delivery, if asked for.
                             self.report(&rec.request, Status::Failed);

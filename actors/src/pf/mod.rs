@@ -31,32 +31,34 @@ use crate::preferences::Preferences;
 use crate::{unix_now, Aor, ClientRegistration, Directory, Env};
 
 pub struct ParticipatingFunction {
-    aor: Aor,
-    dir: Directory,
-    env: Env,
-    bindings: BTreeMap<String, Binding>,
-    devices: HashMap<String, Addr<ClientRegistration>>,
+    pub(crate) aor: Aor,
+    pub(crate) dir: Directory,
+    pub(crate) env: Env,
+    pub(crate) bindings: BTreeMap<String, Binding>,
+    pub(crate) devices: HashMap<String, Addr<ClientRegistration>>,
     /// Requests being worked on; a PF is only passivated with none.
-    in_flight: usize,
-    last_activity: Instant,
-    expiry_timer: Option<SpawnHandle>,
-    prefs: Preferences,
+    pub(crate) in_flight: usize,
+    pub(crate) last_activity: Instant,
+    pub(crate) expiry_timer: Option<SpawnHandle>,
+    pub(crate) prefs: Preferences,
     /// Do-not-disturb as in force now (stored runtime value, else preference).
-    dnd: bool,
+    pub(crate) dnd: bool,
     /// Deferred queue usage, for the per-user caps.
-    deferred_count: usize,
-    deferred_bytes: u64,
+    pub(crate) deferred_count: usize,
+    pub(crate) deferred_bytes: u64,
     /// Deferred messages being pushed right now (never to two devices at once).
-    claimed: HashSet<u64>,
+    pub(crate) claimed: HashSet<u64>,
     /// Devices with a push in progress.
-    pushing: HashSet<String>,
-    reminder: Option<SpawnHandle>,
+    pub(crate) pushing: HashSet<String>,
+    pub(crate) reminder: Option<SpawnHandle>,
+    /// When this activation started (inspector: age).
+    pub(crate) started: Instant,
 }
 
 impl ParticipatingFunction {
     pub(crate) fn new(aor: Aor, dir: Directory) -> ParticipatingFunction {
         let env = dir.env().clone();
-        let prefs = env.users.preferences(&aor).clone();
+        let prefs = env.users.preferences(&aor);
         ParticipatingFunction {
             aor,
             dir,
@@ -73,6 +75,7 @@ impl ParticipatingFunction {
             claimed: HashSet::new(),
             pushing: HashSet::new(),
             reminder: None,
+            started: Instant::now(),
         }
     }
 

@@ -61,6 +61,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         let types = content_types(&msg.request);
         if let Err(why) = self.prefs.check(msg.sender.as_str(), msg.anonymous, &types) {
             tracing::info!(aor = %self.aor, %call_id, ?why, "declined by preference");
+            self.trace(&call_id, "declined", format!("{why:?} (preference rule)"));
             return Box::pin(fut::ready(DeliveryOutcome::Declined(why)));
         }
         let now = unix_now();
@@ -69,11 +70,22 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         let mut chosen = Vec::new();
         for (key, b) in &self.bindings {
             if origin.as_ref().is_some_and(|o| o != key) {
+                self.trace(
+                    &call_id,
+                    "device-skipped",
+                    format!("{key}: not the device that sent the original"),
+                );
                 continue; // CPM 2.0: the report goes to the device that sent the original
             }
             match criteria.check(b, now) {
-                Ok(()) => chosen.push(key.clone()),
-                Err(skip) => tracing::debug!(aor = %self.aor, %key, ?skip, %call_id, "device skipped"),
+                Ok(()) => {
+                    self.trace(&call_id, "device-chosen", format!("{key} ({})", b.record.contact));
+                    chosen.push(key.clone())
+                }
+                Err(skip) => {
+                    tracing::debug!(aor = %self.aor, %key, ?skip, %call_id, "device skipped");
+                    self.trace(&call_id, "device-skipped", format!("{key}: {skip:?}"));
+                }
             }
         }
         let forks: FuturesUnordered<_> = chosen
@@ -88,9 +100,15 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         let n = forks.len();
         if n == 0 {
             tracing::debug!(aor = %self.aor, %call_id, "no eligible device");
+            self.trace(
+                &call_id,
+                "no-eligible-device",
+                format!("when_unavailable = {:?}", self.prefs.when_unavailable),
+            );
             return self.unavailable(msg, ctx);
         }
         tracing::debug!(aor = %self.aor, %call_id, forks = n, "forking");
+        self.trace(&call_id, "forked", format!("{n} device(s): {}", chosen.join(", ")));
         self.in_flight += 1;
         let work = first_success(forks, self.env.policy.fork_timeout);
         Box::pin(work.into_actor(self).then(move |outcome, act, ctx| {
@@ -99,11 +117,21 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             match outcome {
                 Some(response) => {
                     tracing::debug!(aor = %act.aor, %call_id, forks = n, "delivered");
+                    act.trace(
+                        &call_id,
+                        "delivered",
+                        format!("first 2xx: {:?} of {n} fork(s)", response.status()),
+                    );
                     let done = DeliveryOutcome::Delivered { response, forks: n };
                     Box::pin(fut::ready(done)) as ResponseActFuture<Self, DeliveryOutcome>
                 }
                 None => {
                     tracing::info!(aor = %act.aor, %call_id, forks = n, "no device accepted the message");
+                    act.trace(
+                        &call_id,
+                        "no-device-accepted",
+                        format!("{n} fork(s), timeout or refusals"),
+                    );
                     act.unavailable(msg, ctx)
                 }
             }
@@ -121,6 +149,11 @@ impl ParticipatingFunction {
                 let outcome = match self.env.interworking.convert(&self.aor, &msg.sender, &msg.request) {
                     Ok(reference) => {
                         tracing::info!(aor = %self.aor, %reference, "handed to interworking");
+                        self.trace(
+                            msg.request.call_id().unwrap_or_default(),
+                            "interworked",
+                            reference.clone(),
+                        );
                         DeliveryOutcome::Interworked { reference }
                     }
                     Err(e) => {
@@ -130,7 +163,14 @@ impl ParticipatingFunction {
                 };
                 Box::pin(fut::ready(outcome))
             }
-            Unavailable::Reject => Box::pin(fut::ready(DeliveryOutcome::Unavailable)),
+            Unavailable::Reject => {
+                self.trace(
+                    msg.request.call_id().unwrap_or_default(),
+                    "rejected",
+                    "user unavailable (480)",
+                );
+                Box::pin(fut::ready(DeliveryOutcome::Unavailable))
+            }
         }
     }
 }

@@ -1,0 +1,334 @@
+//! Message trace and event counters for the admin inspector.
+//!
+//! Every hop and decision on the path of a request (received, authorized,
+//! device chosen or skipped and why, forked, delivered, deferred, stored,
+//! report suppressed, responded...) is recorded as a [`TraceEvent`] keyed by
+//! the request's Call-ID, in a bounded ring buffer: the oldest events are
+//! dropped once `capacity` is reached, so memory stays fixed under load.
+//! A Call-ID can be linked to a CPIM `imdn.Message-ID` so that a trace can
+//! be asked for by either.
+//!
+//! The same calls feed the Prometheus counters: one counter per event kind,
+//! requests by method and status, and a latency histogram per method.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fmt::Display;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Default ring size (events, all calls together).
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// Upper bounds (seconds) of the request latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// One hop or decision.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TraceEvent {
+    /// Increasing across the process: the order events were recorded in.
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    pub call_id: String,
+    /// Who recorded it: `ingress`, `pf:sip:bob@example.com`, `device:<key>`...
+    pub actor: String,
+    /// What happened: `received`, `authorized`, `device-skipped`, `forked`...
+    pub event: String,
+    /// Why, or with what (free text).
+    pub detail: String,
+}
+
+#[derive(Default)]
+struct Ring {
+    events: VecDeque<TraceEvent>,
+    /// Call-ID ↔ imdn.Message-ID links, bounded like the events.
+    links: VecDeque<(String, String)>,
+    next: u64,
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum_us: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    /// Event kind → count.
+    events: BTreeMap<String, u64>,
+    /// (method, status) → count.
+    responses: BTreeMap<(String, u16), u64>,
+    /// method → latency from request received to final response sent.
+    latency: BTreeMap<String, Histogram>,
+}
+
+/// The process-wide tracer (one per server, in [`crate::Env`]).
+pub struct Tracer {
+    capacity: usize,
+    ring: Mutex<Ring>,
+    counters: Mutex<Counters>,
+    dropped: AtomicU64,
+}
+
+impl Default for Tracer {
+    fn default() -> Tracer {
+        Tracer::new(DEFAULT_CAPACITY)
+    }
+}
+
+/// A snapshot of the counters for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct CounterSnapshot {
+    pub events: Vec<(String, u64)>,
+    pub responses: Vec<(String, u16, u64)>,
+    /// method, cumulative bucket counts (same order as [`LATENCY_BUCKETS`]), count, sum in seconds.
+    pub latency: Vec<(String, Vec<u64>, u64, f64)>,
+    /// Trace events pushed out of the ring by newer ones.
+    pub trace_dropped: u64,
+    pub trace_len: usize,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Tracer {
+    /// `capacity` events are kept (0: none, counters only).
+    pub fn new(capacity: usize) -> Tracer {
+        Tracer {
+            capacity,
+            ring: Mutex::new(Ring::default()),
+            counters: Mutex::new(Counters::default()),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Record one hop or decision of the request `call_id`.
+    pub fn record(&self, call_id: &str, actor: impl Display, event: &str, detail: impl Into<String>) {
+        if let Ok(mut c) = self.counters.lock() {
+            match c.events.get_mut(event) {
+                Some(n) => *n += 1,
+                None => {
+                    c.events.insert(event.to_string(), 1);
+                }
+            }
+        }
+        if self.capacity == 0 {
+            return;
+        }
+        let Ok(mut ring) = self.ring.lock() else { return };
+        ring.next += 1;
+        let ev = TraceEvent {
+            seq: ring.next,
+            at_ms: now_ms(),
+            call_id: call_id.to_string(),
+            actor: actor.to_string(),
+            event: event.to_string(),
+            detail: detail.into(),
+        };
+        if ring.events.len() >= self.capacity {
+            ring.events.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        ring.events.push_back(ev);
+    }
+
+    /// The request `call_id` carries the CPIM message `message_id`.
+    pub fn link(&self, call_id: &str, message_id: &str) {
+        if self.capacity == 0 {
+            return;
+        }
+        let Ok(mut ring) = self.ring.lock() else { return };
+        if ring.links.iter().any(|(c, m)| c == call_id && m == message_id) {
+            return;
+        }
+        if ring.links.len() >= self.capacity {
+            ring.links.pop_front();
+        }
+        ring.links.push_back((call_id.to_string(), message_id.to_string()));
+    }
+
+    /// Link the request's Call-ID to the CPIM message it carries, and a
+    /// disposition notification to the message it reports on.
+    pub fn link_request(&self, req: &cpm_sip::Message) {
+        if self.capacity == 0 || req.content_type().as_deref() != Some("message/cpim") {
+            return;
+        }
+        let call_id = req.call_id().unwrap_or_default();
+        if let Some((cpim, report)) = cpm_sip::imdn::parse_report(req.content_type().as_deref(), &req.body) {
+            self.link(call_id, &report.message_id);
+            if let Some(own) = cpim.imdn_message_id() {
+                self.link(call_id, own);
+            }
+        } else if let Ok(cpim) = cpm_sip::cpim::Cpim::parse(&req.body) {
+            if let Some(id) = cpim.imdn_message_id() {
+                self.link(call_id, id);
+            }
+        }
+    }
+
+    /// A final response went out: counts it and records the event.
+    pub fn responded(&self, call_id: &str, method: &str, status: u16, elapsed: Duration) {
+        if let Ok(mut c) = self.counters.lock() {
+            *c.responses.entry((method.to_string(), status)).or_default() += 1;
+            let h = c.latency.entry(method.to_string()).or_default();
+            let secs = elapsed.as_secs_f64();
+            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                if secs <= *bound {
+                    h.buckets[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum_us += elapsed.as_micros() as u64;
+        }
+        self.record(
+            call_id,
+            "ingress",
+            "responded",
+            format!("{status} to {method} after {} µs", elapsed.as_micros()),
+        );
+    }
+
+    /// Every recorded event of the request `call_id`, oldest first.
+    pub fn by_call_id(&self, call_id: &str) -> Vec<TraceEvent> {
+        let Ok(ring) = self.ring.lock() else { return Vec::new() };
+        ring.events.iter().filter(|e| e.call_id == call_id).cloned().collect()
+    }
+
+    /// Every recorded event of the requests that carried `message_id`
+    /// (the original and, when pushed later, its deferred delivery).
+    pub fn by_message_id(&self, message_id: &str) -> Vec<TraceEvent> {
+        let Ok(ring) = self.ring.lock() else { return Vec::new() };
+        let calls: HashSet<&str> = ring
+            .links
+            .iter()
+            .filter(|(_, m)| m == message_id)
+            .map(|(c, _)| c.as_str())
+            .collect();
+        ring.events
+            .iter()
+            .filter(|e| calls.contains(e.call_id.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// The message ids linked to `call_id`.
+    pub fn message_ids(&self, call_id: &str) -> Vec<String> {
+        let Ok(ring) = self.ring.lock() else { return Vec::new() };
+        ring.links
+            .iter()
+            .filter(|(c, _)| c == call_id)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// The `limit` most recent events, oldest first.
+    pub fn recent(&self, limit: usize) -> Vec<TraceEvent> {
+        let Ok(ring) = self.ring.lock() else { return Vec::new() };
+        let skip = ring.events.len().saturating_sub(limit);
+        ring.events.iter().skip(skip).cloned().collect()
+    }
+
+    /// The most recent events whose actor is `actor`, oldest first.
+    pub fn recent_for_actor(&self, actor: &str, limit: usize) -> Vec<TraceEvent> {
+        let Ok(ring) = self.ring.lock() else { return Vec::new() };
+        let mut out: Vec<TraceEvent> = ring
+            .events
+            .iter()
+            .rev()
+            .filter(|e| e.actor == actor)
+            .take(limit)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
+    }
+
+    pub fn counters(&self) -> CounterSnapshot {
+        let mut snap = CounterSnapshot {
+            trace_dropped: self.dropped.load(Ordering::Relaxed),
+            trace_len: self.ring.lock().map(|r| r.events.len()).unwrap_or(0),
+            ..CounterSnapshot::default()
+        };
+        if let Ok(c) = self.counters.lock() {
+            snap.events = c.events.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            snap.responses = c.responses.iter().map(|((m, s), n)| (m.clone(), *s, *n)).collect();
+            snap.latency = c
+                .latency
+                .iter()
+                .map(|(m, h)| (m.clone(), h.buckets.to_vec(), h.count, h.sum_us as f64 / 1e6))
+                .collect();
+        }
+        snap
+    }
+}
+
+/// The Call-ID of a raw stored request (for events about stored messages).
+pub fn call_id_of(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            let n = n.trim();
+            (n.eq_ignore_ascii_case("Call-ID") || n == "i").then(|| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_is_bounded_and_searchable() {
+        let t = Tracer::new(3);
+        t.record("a", "ingress", "received", "x");
+        t.link("a", "m1");
+        t.record("b", "ingress", "received", "y");
+        t.record("a", "pf:bob", "forked", "2 devices");
+        assert_eq!(t.by_call_id("a").len(), 2);
+        assert_eq!(t.by_message_id("m1").len(), 2);
+        t.record("c", "ingress", "received", "z");
+        // The oldest event ("a" received) fell out.
+        assert_eq!(t.by_call_id("a").len(), 1);
+        assert_eq!(t.recent(10).len(), 3);
+        let c = t.counters();
+        assert_eq!(c.trace_dropped, 1);
+        assert!(c.events.contains(&("received".to_string(), 3)));
+    }
+
+    #[test]
+    fn call_id_of_raw_request() {
+        let raw = b"MESSAGE sip:b@x SIP/2.0\r\nCall-ID: abc@h\r\nCSeq: 1 MESSAGE\r\n\r\nCall-ID: no";
+        assert_eq!(call_id_of(raw), "abc@h");
+        assert_eq!(call_id_of(b"garbage"), "");
+    }
+
+    #[test]
+    fn latency_histogram_is_cumulative() {
+        let t = Tracer::new(0);
+        t.responded("a", "MESSAGE", 200, Duration::from_millis(3));
+        t.responded("b", "MESSAGE", 202, Duration::from_secs(10));
+        let c = t.counters();
+        let (_, buckets, count, _) = &c.latency[0];
+        assert_eq!(*count, 2);
+        assert_eq!(buckets[LATENCY_BUCKETS.len() - 1], 1, "10 s is above every bucket");
+        assert_eq!(buckets[3], 1, "3 ms is within 5 ms");
+        assert_eq!(c.responses.len(), 2);
+        assert!(t.recent(10).is_empty(), "capacity 0 keeps no events");
+    }
+}

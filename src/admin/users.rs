@@ -1,0 +1,292 @@
+//! Users: inspection (active or passive, from the store without activating
+//! them) and provisioning at run time (create, delete, preferences).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use cpm_actors::inspect::{stored_user, SetPreferences};
+use cpm_actors::{Aor, LocalDomains, Preferences};
+use cpm_sip::SipUri;
+use serde::Deserialize;
+
+use super::{snapshot, AdminState, ApiError, Authorized};
+
+/// Oldest deferred messages listed in a user view.
+const DEFERRED_LISTED: usize = 50;
+/// Recent trace events listed in a user view.
+const RECENT_LISTED: usize = 20;
+
+/// `sip:bob@example.com`, `tel:+1555...`, `bob@example.com` or `bob`
+/// (in the primary domain) → the canonical AOR of a local user.
+pub fn resolve(domains: &LocalDomains, raw: &str) -> Result<Aor, ApiError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(ApiError::bad_request("empty user address"));
+    }
+    let lower = raw.to_ascii_lowercase();
+    let text = if ["sip:", "sips:", "tel:"].iter().any(|s| lower.starts_with(s)) {
+        raw.to_string()
+    } else if raw.contains('@') {
+        format!("sip:{raw}")
+    } else {
+        format!("sip:{raw}@{}", domains.primary())
+    };
+    let uri =
+        SipUri::parse(&text).map_err(|e| ApiError::bad_request(format!("{raw:?} is not a SIP or TEL URI: {e}")))?;
+    domains
+        .local_aor(&uri)
+        .ok_or_else(|| ApiError::bad_request(format!("{raw:?} is not an address of a local domain")))
+}
+
+/// Check and canonicalize preferences (as the config loader does).
+fn validate(domains: &LocalDomains, mut p: Preferences) -> Result<Preferences, ApiError> {
+    let mut from = Vec::with_capacity(p.reject_from.len());
+    for a in &p.reject_from {
+        let uri = SipUri::parse(a.trim())
+            .map_err(|e| ApiError::bad_request(format!("reject_from: {a:?} is not a SIP or TEL URI: {e}")))?;
+        if !matches!(uri.scheme.as_str(), "sip" | "sips" | "tel") {
+            return Err(ApiError::bad_request(format!(
+                "reject_from: {a:?} is not a SIP or TEL URI"
+            )));
+        }
+        from.push(match domains.local_aor(&uri) {
+            Some(aor) => aor.as_str().to_string(),
+            None => a.trim().to_ascii_lowercase(),
+        });
+    }
+    p.reject_from = from;
+    for t in &p.reject_content_types {
+        let ok = t
+            .split_once('/')
+            .is_some_and(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty() && !t.contains(char::is_whitespace));
+        if !ok {
+            return Err(ApiError::bad_request(format!(
+                "reject_content_types: {t:?} is not a media type (type/subtype)"
+            )));
+        }
+    }
+    p.reject_content_types = p.reject_content_types.iter().map(|t| t.to_ascii_lowercase()).collect();
+    Ok(p)
+}
+
+/// Tell the user's PF, if it is active, about new preferences (a passive
+/// user reads them when it is next activated).
+fn push_preferences(state: &AdminState, aor: &Aor) {
+    if let Some((_, addr)) = state.core.dir.active().into_iter().find(|(a, _)| a == aor) {
+        addr.do_send(SetPreferences(state.core.env.users.preferences(aor)));
+    }
+}
+
+/// GET /api/users
+pub async fn list(_: Authorized, state: web::Data<AdminState>) -> HttpResponse {
+    let users = state.core.env.users.snapshot();
+    let mut provisioned: Vec<&String> = users.provisioned.iter().collect();
+    provisioned.sort();
+    let mut active: Vec<String> = state
+        .core
+        .dir
+        .active()
+        .into_iter()
+        .map(|(a, _)| a.to_string())
+        .collect();
+    active.sort();
+    let mut with_bindings = state.core.env.store.aors_with_bindings(10_000).unwrap_or_default();
+    with_bindings.sort();
+    HttpResponse::Ok().json(serde_json::json!({
+        "open": users.open,
+        "provisioned": provisioned,
+        "active": active,
+        "registered": with_bindings,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    address: String,
+    preferences: Option<Preferences>,
+}
+
+/// POST /api/users {"address": "...", "preferences": {...}}
+pub async fn create(
+    _: Authorized,
+    state: web::Data<AdminState>,
+    body: web::Json<NewUser>,
+) -> Result<HttpResponse, ApiError> {
+    let NewUser { address, preferences } = body.into_inner();
+    let domains = &state.core.env.domains;
+    let aor = resolve(domains, &address)?;
+    let prefs = preferences.map(|p| validate(domains, p)).transpose()?;
+    let added = state.core.env.users.update(|u| {
+        if !u.provisioned.insert(aor.as_str().to_string()) {
+            return false;
+        }
+        if let Some(p) = prefs {
+            u.preferences.insert(aor.as_str().to_string(), p);
+        }
+        true
+    });
+    if !added {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{aor} is already provisioned"),
+        ));
+    }
+    push_preferences(&state, &aor);
+    tracing::info!(%aor, "user provisioned (admin API)");
+    Ok(HttpResponse::Created().json(serde_json::json!({ "aor": aor.as_str() })))
+}
+
+#[derive(Deserialize)]
+pub struct AorPath {
+    aor: String,
+}
+
+/// DELETE /api/users/{aor}: no longer provisioned (its registrations and
+/// queued messages stay in the store until they expire).
+pub async fn delete(
+    _: Authorized,
+    state: web::Data<AdminState>,
+    path: web::Path<AorPath>,
+) -> Result<HttpResponse, ApiError> {
+    let aor = resolve(&state.core.env.domains, &path.aor)?;
+    let (removed, open) = state.core.env.users.update(|u| {
+        let removed = u.provisioned.remove(aor.as_str());
+        u.preferences.remove(aor.as_str());
+        (removed, u.open)
+    });
+    if !removed {
+        return Err(ApiError::not_found(format!("{aor} is not provisioned")));
+    }
+    push_preferences(&state, &aor);
+    tracing::info!(%aor, "user deprovisioned (admin API)");
+    let note = if open {
+        "the server runs with --open: any user of a local domain may still register and send"
+    } else {
+        "new REGISTER and MESSAGE requests of this user are refused from now on"
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": aor.as_str(), "note": note })))
+}
+
+/// GET /api/users/{aor}: registrations, deferred queue, stored messages,
+/// preferences, whether the PF is active, recent activity.
+pub async fn show(
+    _: Authorized,
+    state: web::Data<AdminState>,
+    path: web::Path<AorPath>,
+) -> Result<HttpResponse, ApiError> {
+    let env = &state.core.env;
+    let aor = resolve(&env.domains, &path.aor)?;
+    let users = env.users.snapshot();
+    let stored = stored_user(env, &aor, DEFERRED_LISTED).map_err(ApiError::internal)?;
+    let known = users.is_known(&aor);
+    let live = match state.core.dir.active().into_iter().find(|(a, _)| a == &aor) {
+        Some((_, addr)) => snapshot(&addr).await.0,
+        None => None,
+    };
+    if !known
+        && live.is_none()
+        && stored.registrations.is_empty()
+        && stored.deferred_count == 0
+        && stored.stored_messages == 0
+    {
+        return Err(ApiError::not_found(format!("{aor} is not a known user")));
+    }
+    let registrations = match &live {
+        Some(s) => serde_json::to_value(&s.registrations),
+        None => serde_json::to_value(&stored.registrations),
+    }
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let recent = env.tracer.recent_for_actor(&format!("pf:{aor}"), RECENT_LISTED);
+    let prefs = users.preferences(&aor).clone();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "aor": aor.as_str(),
+        "provisioned": users.provisioned.contains(aor.as_str()),
+        "known": known,
+        "state": if live.is_some() { "active" } else { "passive" },
+        "dnd": live.as_ref().map(|s| s.dnd).or(stored.dnd_runtime).unwrap_or(prefs.dnd),
+        "preferences": prefs,
+        "registrations": registrations,
+        "deferred_count": stored.deferred_count,
+        "deferred_bytes": stored.deferred_bytes,
+        "deferred": stored.deferred,
+        "stored_messages": stored.stored_messages,
+        "live": live.map(|s| serde_json::json!({
+            "age_ms": s.age_ms,
+            "idle_ms": s.idle_ms,
+            "in_flight": s.in_flight,
+            "pushing": s.pushing,
+        })),
+        "recent": recent,
+    })))
+}
+
+/// GET /api/users/{aor}/preferences (the user's own, else the defaults).
+pub async fn get_preferences(
+    _: Authorized,
+    state: web::Data<AdminState>,
+    path: web::Path<AorPath>,
+) -> Result<HttpResponse, ApiError> {
+    let aor = resolve(&state.core.env.domains, &path.aor)?;
+    let users = state.core.env.users.snapshot();
+    if !users.is_known(&aor) {
+        return Err(ApiError::not_found(format!("{aor} is not a known user")));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "aor": aor.as_str(),
+        "own": users.preferences.contains_key(aor.as_str()),
+        "preferences": users.preferences(&aor),
+    })))
+}
+
+/// PUT /api/users/{aor}/preferences {every key of [preferences], all optional}
+pub async fn put_preferences(
+    _: Authorized,
+    state: web::Data<AdminState>,
+    path: web::Path<AorPath>,
+    body: web::Json<Preferences>,
+) -> Result<HttpResponse, ApiError> {
+    let domains = &state.core.env.domains;
+    let aor = resolve(domains, &path.aor)?;
+    if !state.core.env.users.is_known(&aor) {
+        return Err(ApiError::not_found(format!("{aor} is not a known user")));
+    }
+    let prefs = validate(domains, body.into_inner())?;
+    state.core.env.users.update(|u| {
+        u.preferences.insert(aor.as_str().to_string(), prefs.clone());
+    });
+    push_preferences(&state, &aor);
+    tracing::info!(%aor, "preferences changed (admin API)");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "aor": aor.as_str(), "preferences": prefs })))
+}
+
+/// GET /api/policy (read-only; set in the config file).
+pub async fn policy(_: Authorized, state: web::Data<AdminState>) -> HttpResponse {
+    let p = &state.core.env.policy;
+    let d = &p.deferred;
+    HttpResponse::Ok().json(serde_json::json!({
+        "registrar": {
+            "min_expires": p.min_expires,
+            "max_expires": p.max_expires,
+            "default_expires": p.default_expires,
+        },
+        "messaging": {
+            "max_message_size": p.max_message_size,
+            "accepted_content_types": p.accepted_content_types,
+            "fork_timeout_ms": p.fork_timeout.as_millis() as u64,
+            "allow_anonymous": p.allow_anonymous,
+            "imdn_retention_s": p.imdn_retention.as_secs(),
+        },
+        "actors": { "idle_timeout_s": p.idle_timeout.as_secs() },
+        "deferred": {
+            "default_expiry_s": d.default_expiry.as_secs(),
+            "max_expiry_s": d.max_expiry.as_secs(),
+            "max_messages": d.max_messages,
+            "max_bytes": d.max_bytes,
+            "retry_after_s": d.retry_after,
+            "on_expiry": d.on_expiry,
+            "reminder_interval_s": d.reminder_interval.map(|i| i.as_secs()),
+        },
+        "domains": { "primary": state.core.env.domains.primary() },
+        "all": format!("{p:?}"),
+    }))
+}
