@@ -11,14 +11,6 @@ use common::*;
 const BOB: &str = "sip:bob@127.0.0.1";
 const WAIT: Duration = Duration::from_secs(10);
 
-fn config(text: &str) -> (TempDir, String) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("cpm.toml");
-    std::fs::write(&path, text).unwrap();
-    let p = path.to_str().unwrap().to_string();
-    (dir, p)
-}
-
 /// Stop the server (SIGKILL) and open its store to look inside.
 fn store_of(cpm: &mut Cpm) -> cpm_store::Store {
     cpm.kill();
@@ -82,10 +74,7 @@ fn two_devices_registering_at_once_get_each_message_once() {
             });
         }
     });
-    let start = std::time::Instant::now();
-    while devs.iter().map(|d| d.lines().len()).sum::<usize>() < 20 && start.elapsed() < WAIT {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(WAIT, || devs.iter().map(|d| d.lines().len()).sum::<usize>() >= 20);
     std::thread::sleep(Duration::from_millis(500));
     let mut all: Vec<u32> = devs.iter().flat_map(|d| numbers(&d.lines())).collect();
     for d in &devs {

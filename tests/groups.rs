@@ -9,14 +9,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn config(text: &str) -> (TempDir, String) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("cpm.toml");
-    std::fs::write(&path, text).unwrap();
-    let p = path.to_str().unwrap().to_string();
-    (dir, p)
-}
-
 const GROUP: &str = "[[groups]]\nuri = \"sip:friends@127.0.0.1\"\nowner = \"sip:alice@127.0.0.1\"\n\
 members = [\"sip:alice@127.0.0.1\", \"sip:bob@127.0.0.1\", \"sip:carol@127.0.0.1\", \"sip:dave@127.0.0.1\"]\n";
 

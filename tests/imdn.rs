@@ -9,14 +9,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn config(text: &str) -> (TempDir, String) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("cpm.toml");
-    std::fs::write(&path, text).unwrap();
-    let p = path.to_str().unwrap().to_string();
-    (dir, p)
-}
-
 /// A pager-mode message from alice's raw device, CPIM with IMDN requests.
 fn cpim_message(server: u16, from_port: u16, to: &str, msg_id: &str, notify: &str, extra: &str) -> String {
     let body = format!(
@@ -69,10 +61,7 @@ fn three_devices_report_alice_gets_one_of_each_on_the_sending_device() {
     let msg = cpim_message(cpm.udp, phone.port, "bob", "m3dev", "positive-delivery, display", "");
     let resp = phone.request(cpm.udp, &msg).expect("answer");
     assert_eq!(status_of(&resp), Some(200), "{resp}");
-    let start = std::time::Instant::now();
-    while reports(&phone).len() < 2 && start.elapsed() < WAIT {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(WAIT, || reports(&phone).len() >= 2);
     std::thread::sleep(Duration::from_millis(1500)); // the other devices' reports have come and gone
     let got = reports(&phone);
     assert_eq!(count(&got, "delivered"), 1, "exactly one delivery report: {got:#?}");
@@ -106,10 +95,7 @@ fn expired_deferred_message_gives_one_negative_delivery_report() {
         "",
     );
     assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(202));
-    let start = std::time::Instant::now();
-    while reports(&phone).is_empty() && start.elapsed() < WAIT {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(WAIT, || !reports(&phone).is_empty());
     std::thread::sleep(Duration::from_millis(1500));
     let got = reports(&phone);
     assert_eq!(got.len(), 1, "{got:#?}");
@@ -125,10 +111,7 @@ fn storing_in_the_mss_gives_the_servers_positive_delivery_report() {
     assert_eq!(phone.register(&cpm, "alice", "alice-phone", 600), Some(200));
     let msg = cpim_message(cpm.udp, phone.port, "bob", "mstore", "positive-delivery", "");
     assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(202));
-    let start = std::time::Instant::now();
-    while reports(&phone).is_empty() && start.elapsed() < WAIT {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(WAIT, || !reports(&phone).is_empty());
     std::thread::sleep(Duration::from_millis(800));
     let got = reports(&phone);
     assert_eq!(got.len(), 1, "{got:#?}");
@@ -224,10 +207,7 @@ fn a_restart_does_not_forward_a_report_twice() {
         status_of(&device_report(cpm.udp, &bob, "mrestart", "delivered", 1)),
         Some(200)
     );
-    let start = std::time::Instant::now();
-    while reports(&phone).is_empty() && start.elapsed() < WAIT {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(WAIT, || !reports(&phone).is_empty());
     cpm.restart();
     assert_eq!(
         status_of(&device_report(cpm.udp, &bob, "mrestart", "delivered", 2)),

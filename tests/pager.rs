@@ -243,14 +243,6 @@ fn too_brief_registration_is_423() {
     assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 10, 423));
 }
 
-fn config(text: &str) -> (TempDir, String) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("cpm.toml");
-    std::fs::write(&path, text).unwrap();
-    let p = path.to_str().unwrap().to_string();
-    (dir, p)
-}
-
 #[test]
 fn registration_expires_by_timer() {
     let (_dir, cfg) = config("[registrar]\nmin_expires = 1\n[preferences]\nwhen_unavailable = \"reject\"\n");

@@ -567,3 +567,24 @@ pub fn response_to(req: &str, code: u16) -> String {
     out.push_str("Content-Length: 0\r\n\r\n");
     out
 }
+
+/// A config file with `text` in a temporary directory (kept alive by the TempDir).
+pub fn config(text: &str) -> (TempDir, String) {
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path().join("cpm.toml");
+    std::fs::write(&path, text).expect("write config");
+    let p = path.to_str().expect("utf-8 path").to_string();
+    (dir, p)
+}
+
+/// Wait (bounded) until `done()` holds; returns whether it did.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
