@@ -1,6 +1,7 @@
 //! Issue 6: the admin API against the real binary — authentication, the
 //! actor graph (JSON and DOT), user views (active and passive), message
-//! traces, provisioning at run time, /metrics and `cpm inspect`.
+//! traces, provisioning of users and groups at run time, /metrics and
+//! `cpm inspect`.
 
 mod common;
 
@@ -12,6 +13,7 @@ use cpm::admin::client::{self, Response};
 use serde_json::Value;
 
 const TOKEN: &str = "s3cret-token";
+const WAIT: Duration = Duration::from_secs(10);
 
 fn base(cpm: &Cpm) -> String {
     format!("http://127.0.0.1:{}", cpm.admin)
@@ -82,6 +84,8 @@ fn token_is_required_everywhere_but_health() {
         "/api/users/bob",
         "/api/policy",
         "/api/trace?call_id=x",
+        "/api/groups",
+        "/api/groups/friends",
         "/metrics",
     ] {
         let r = get(&cpm, path, None);
@@ -91,6 +95,20 @@ fn token_is_required_everywhere_but_health() {
     }
     let r = client::request(&base(&cpm), "POST", "/api/users", None, Some("{\"address\":\"x\"}")).unwrap();
     assert_error(&r, 401);
+    for (method, body) in [("PUT", Some("{\"owner\":\"alice\"}")), ("DELETE", None)] {
+        let r = client::request(&base(&cpm), method, "/api/groups/friends", None, body).unwrap();
+        assert_error(&r, 401);
+    }
+    let r = client::request(
+        &base(&cpm),
+        "PUT",
+        "/api/groups/friends",
+        Some(TOKEN),
+        Some("{\"owner\":\"alice\"}"),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(get(&cpm, "/api/groups/friends", Some(TOKEN)).status, 200);
     assert_eq!(get(&cpm, "/api/graph", Some(TOKEN)).status, 200);
     assert_eq!(get(&cpm, "/metrics", Some(TOKEN)).status, 200);
     // The page holds no data: served without the token, it asks for it.
@@ -486,6 +504,22 @@ fn graph_page_in_a_real_browser() {
         200
     ));
     assert!(message(&cpm, Transport::Udp, "alice", "bob", 200));
+    // A group with traffic (its CF is drawn) and then a member who never had any.
+    let r = send(
+        &cpm,
+        "PUT",
+        "/api/groups/friends",
+        "{\"owner\": \"alice\", \"members\": [\"alice\", \"bob\", \"carol\"]}",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(message(&cpm, Transport::Udp, "alice", "friends", 202));
+    let r = send(
+        &cpm,
+        "PUT",
+        "/api/groups/friends",
+        "{\"owner\": \"alice\", \"members\": [\"alice\", \"bob\", \"carol\", \"erin\"]}",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
 
     // Traffic while the page is open.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -515,6 +549,8 @@ fn graph_page_in_a_real_browser() {
         .env("CPM_ADMIN_URL", base(&cpm))
         .env("CPM_USER", "sip:bob@127.0.0.1")
         .env("CPM_DEVICES", "2")
+        .env("CPM_GROUP", "sip:friends@127.0.0.1")
+        .env("CPM_GROUP_PASSIVE", "sip:erin@127.0.0.1")
         .env("CPM_SCREENSHOT", format!("{shots}/graph.png"))
         .output()
         .expect("run node");
@@ -528,4 +564,158 @@ fn graph_page_in_a_real_browser() {
     );
     assert!(sent > 0, "traffic ran while the page was open");
     assert!(std::path::Path::new(shots).join("graph.png").exists());
+}
+
+/// PUT /api/groups/{uri} with `body`.
+fn put_group(cpm: &Cpm, group: &str, body: &str) -> Response {
+    send(cpm, "PUT", &format!("/api/groups/{group}"), body)
+}
+
+#[test]
+fn group_provisioning_refuses_bad_input() {
+    let cpm = Cpm::start(&["--open"]);
+    let bad = |body: &str| assert_error(&put_group(&cpm, "friends", body), 400);
+    assert!(bad("{\"owner\": \"alice\", \"members\": [\"bob\", \"sip:eve@elsewhere.example\"]}").contains("elsewhere"));
+    assert!(bad("{\"owner\": \"alice\", \"members\": [\"tel:+15550100\"]}").contains("not a SIP URI"));
+    assert!(bad("{\"owner\": \"alice\", \"members\": [\"a\", \"b\", \"c\"], \"max_size\": 2}").contains("max_size"));
+    assert!(bad("{\"owner\": \"alice\", \"max_size\": 0}").contains("max_size"));
+    assert!(bad("{\"owner\": \"sip:a@elsewhere.example\"}").contains("owner"));
+    assert!(bad("{\"owner\": \"alice\", \"send_policy\": \"everybody\"}").contains("everybody"));
+    assert!(bad("{\"owner\": \"alice\", \"colour\": \"red\"}").contains("colour"));
+    assert!(bad("{\"owner\": \"alice\", \"uri\": \"sip:other@127.0.0.1\"}").contains("path"));
+    bad("{\"members\": [\"bob\"]}");
+    bad("not json");
+    bad("[1, 2]");
+    assert_error(
+        &put_group(&cpm, "sip:g@elsewhere.example", "{\"owner\": \"alice\"}"),
+        400,
+    );
+    assert_error(&put_group(&cpm, "uri-list", "{\"owner\": \"alice\"}"), 400);
+    // Nothing was created.
+    assert_eq!(json(&get(&cpm, "/api/groups", None))["groups"], serde_json::json!([]));
+    assert_error(&get(&cpm, "/api/groups/friends", None), 404);
+    assert_error(&send(&cpm, "DELETE", "/api/groups/friends", ""), 404);
+}
+
+#[test]
+fn group_membership_changes_take_effect_for_the_next_message_and_cf_is_in_the_graph() {
+    let cpm = Cpm::start(&["--open"]);
+    let t = Transport::Udp;
+    let (bob, carol) = (Device::start(t), Device::start(t));
+    assert!(register(&cpm, t, "bob", &bob.contact(), 1, 600, 200));
+    assert!(register(&cpm, t, "carol", &carol.contact(), 2, 600, 200));
+
+    // Create: canonical members, duplicates dropped, defaults filled in.
+    let r = put_group(
+        &cpm,
+        "friends",
+        "{\"owner\": \"alice\", \"members\": [\"alice\", \"sip:bob@127.0.0.1\", \"carol@127.0.0.1\", \"bob\"]}",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let def = json(&r);
+    assert_eq!(def["uri"], "sip:friends@127.0.0.1");
+    assert_eq!(
+        def["members"],
+        serde_json::json!(["sip:alice@127.0.0.1", "sip:bob@127.0.0.1", "sip:carol@127.0.0.1"])
+    );
+    assert_eq!(
+        (def["send_policy"].as_str(), def["max_size"].as_u64()),
+        (Some("members"), Some(100))
+    );
+    let list = json(&get(&cpm, "/api/groups", None));
+    assert_eq!(list["groups"][0]["uri"], "sip:friends@127.0.0.1", "{list}");
+    assert_eq!(list["groups"][0]["active"], false);
+
+    assert!(message(&cpm, t, "alice", "friends", 202));
+    assert_eq!(bob.wait_lines(1, WAIT).len(), 1);
+    assert_eq!(carol.wait_lines(1, WAIT).len(), 1);
+
+    // The graph: the CF node and its edges to every member from the registry.
+    let g = json(&get(&cpm, "/api/graph", None));
+    let nodes = g["nodes"].as_array().unwrap();
+    let cf = nodes
+        .iter()
+        .find(|n| n["id"] == "cf:sip:friends@127.0.0.1")
+        .unwrap_or_else(|| panic!("CF node in {g}"));
+    assert_eq!(cf["kind"], "cf");
+    assert_eq!(cf["key"], "sip:friends@127.0.0.1");
+    assert!(
+        cf["age_ms"].as_u64().is_some() && cf["idle_ms"].as_u64().is_some(),
+        "{cf}"
+    );
+    assert!(cf["in_flight"].as_u64().is_some(), "pending report aggregations: {cf}");
+    assert_eq!(cf["detail"]["members"], 3, "{cf}");
+    assert_eq!(g["counts"]["cf"], 1);
+    let member_edge = |g: &Value, to: &str| -> Option<String> {
+        g["edges"].as_array().unwrap().iter().find_map(|e| {
+            (e["from"] == "cf:sip:friends@127.0.0.1" && e["to"] == format!("pf:{to}"))
+                .then(|| e["kind"].as_str().unwrap_or_default().to_string())
+        })
+    };
+    for m in ["sip:bob@127.0.0.1", "sip:carol@127.0.0.1"] {
+        assert_eq!(member_edge(&g, m).as_deref(), Some("member"), "{m}: {g}");
+        assert!(nodes.iter().any(|n| n["id"] == format!("pf:{m}")), "{m}'s PF is a node");
+    }
+    assert!(
+        member_edge(&g, "sip:alice@127.0.0.1").is_some(),
+        "the sender is a member too"
+    );
+    let one = json(&get(&cpm, "/api/groups/sip:friends@127.0.0.1", None));
+    assert_eq!(one["active"], true, "{one}");
+    assert!(one["live"]["pending_reports"].as_u64().is_some(), "{one}");
+    // The user filter keeps a group when it or one of its members matches.
+    assert_eq!(json(&get(&cpm, "/api/graph?user=carol", None))["counts"]["cf"], 1);
+    assert_eq!(json(&get(&cpm, "/api/graph?user=nobody", None))["counts"]["cf"], 0);
+
+    // Replace: carol out, erin (never active) in; the graph marks erin's edge.
+    let r = put_group(
+        &cpm,
+        "sip:friends@127.0.0.1",
+        "{\"owner\": \"alice\", \"members\": [\"alice\", \"bob\", \"erin\"], \"max_size\": 5}",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let g = json(&get(&cpm, "/api/graph", None));
+    assert_eq!(
+        member_edge(&g, "sip:erin@127.0.0.1").as_deref(),
+        Some("member-passive"),
+        "{g}"
+    );
+    assert!(member_edge(&g, "sip:carol@127.0.0.1").is_none(), "{g}");
+    assert_eq!(
+        g["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == "cf:sip:friends@127.0.0.1")
+            .unwrap()["detail"]["passive_members"],
+        1
+    );
+    let dot = get(&cpm, "/api/graph?format=dot", None).body;
+    assert!(dot.contains("\"cf:sip:friends@127.0.0.1\" [shape=hexagon"), "{dot}");
+    assert!(
+        dot.contains("\"cf:sip:friends@127.0.0.1\" -> \"pf:sip:bob@127.0.0.1\" [label=\"member\"]"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains(
+            "\"cf:sip:friends@127.0.0.1\" -> \"pf:sip:erin@127.0.0.1\" [label=\"member-passive\", style=dashed]"
+        ),
+        "{dot}"
+    );
+
+    // The next message follows the new membership.
+    assert!(message(&cpm, t, "alice", "friends", 202));
+    assert_eq!(bob.wait_lines(2, WAIT).len(), 2);
+    assert_eq!(
+        carol.wait_lines(2, Duration::from_secs(2)).len(),
+        1,
+        "carol is no longer a member"
+    );
+
+    // Delete: gone from the API.
+    let r = send(&cpm, "DELETE", "/api/groups/friends", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["deleted"], "sip:friends@127.0.0.1");
+    assert_error(&get(&cpm, "/api/groups/sip:friends@127.0.0.1", None), 404);
+    assert_eq!(json(&get(&cpm, "/api/groups", None))["groups"], serde_json::json!([]));
 }

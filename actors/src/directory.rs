@@ -161,6 +161,16 @@ impl Directory {
             .collect()
     }
 
+    /// The live CF actors (inspector).
+    pub fn active_cfs(&self) -> Vec<(Aor, Addr<ControllingFunction>)> {
+        self.inner
+            .cfs
+            .iter()
+            .filter(|e| e.value().connected())
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+
     /// Live PF actors.
     pub fn active_count(&self) -> usize {
         self.inner.pfs.len()

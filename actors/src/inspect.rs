@@ -1,6 +1,6 @@
 //! Inspection of the live actor graph (admin API): snapshots of a
-//! ParticipatingFunction and its device actors, and the stored view of a
-//! user that works without activating it.
+//! ParticipatingFunction and its device actors, of a ControllingFunction,
+//! and the stored view of a user that works without activating it.
 //!
 //! Mailbox depth: actix does not expose the length of an actor's mailbox, so
 //! the snapshots report what the actors count themselves: `in_flight` (PF:
@@ -190,6 +190,22 @@ impl Handler<SnapshotDevice> for ClientRegistration {
         })
     }
 }
+
+/// A live ControllingFunction (one per group with recent traffic).
+#[derive(Debug, Clone, Serialize)]
+pub struct CfSnapshot {
+    pub group: String,
+    pub age_ms: u64,
+    /// Milliseconds since its last message or report.
+    pub idle_ms: u64,
+    /// Group messages whose disposition reports it is still aggregating.
+    pub pending_reports: usize,
+}
+
+/// Ask a CF for its state (the handler is in `cf/mod.rs`, next to the fields).
+#[derive(Message, Clone)]
+#[rtype(result = "CfSnapshot")]
+pub struct SnapshotCf;
 
 /// New preferences for this user (admin provisioning): in force for the
 /// next message. A do-not-disturb state a device set at run time still wins.

@@ -154,7 +154,13 @@ impl Tracer {
         let Ok(mut ring) = self.ring.lock() else { return };
         // Only the newest few are checked: a full scan would cost O(capacity)
         // on every message (it doubled relay CPU); a rare duplicate is harmless.
-        if ring.links.iter().rev().take(8).any(|(c, m)| c == call_id && m == message_id) {
+        if ring
+            .links
+            .iter()
+            .rev()
+            .take(8)
+            .any(|(c, m)| c == call_id && m == message_id)
+        {
             return;
         }
         if ring.links.len() >= self.capacity {

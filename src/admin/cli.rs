@@ -8,7 +8,7 @@ use super::client::{self, encode};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum What {
-    /// Every live actor and the PF → device edges.
+    /// Every live actor, the PF → device and CF → member edges.
     Graph {
         /// Only users whose address contains this.
         #[arg(long)]
@@ -136,6 +136,12 @@ fn graph_table(g: &Value) -> String {
                     s(&d["deferred"]),
                     s(&d["dnd"])
                 ),
+                Some("cf") => format!(
+                    "{} member(s), {} not active, pending reports {}",
+                    s(&d["members"]),
+                    s(&d["passive_members"]),
+                    s(&d["pending_reports"])
+                ),
                 Some("device") => format!(
                     "{} {} expires in {}s, actor {}, delivered {}",
                     s(&d["transport"]),
@@ -165,11 +171,11 @@ fn graph_table(g: &Value) -> String {
         .as_array()
         .unwrap_or(&empty)
         .iter()
-        .map(|e| vec![s(&e["from"]), "->".into(), s(&e["to"])])
+        .map(|e| vec![s(&e["from"]), "->".into(), s(&e["to"]), s(&e["kind"])])
         .collect();
     if !edges.is_empty() {
         out.push('\n');
-        out.push_str(&table(&["FROM", "", "TO"], &edges));
+        out.push_str(&table(&["FROM", "", "TO", "KIND"], &edges));
     }
     out.push_str(&format!("\ncounts: {}\n", g["counts"]));
     out

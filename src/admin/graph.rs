@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use cpm_actors::inspect::SnapshotCf;
+
 use super::{pf_snapshots, AdminState, ApiError, Authorized, Ping, SNAPSHOT_TIMEOUT};
 
 pub const MAILBOX_NOTE: &str = "actix does not expose mailbox lengths; in_flight (PF: requests being worked on) and \
@@ -13,16 +15,17 @@ pub const MAILBOX_NOTE: &str = "actix does not expose mailbox lengths; in_flight
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Node {
-    /// Unique: `ingress:N`, `pf:AOR`, `device:AOR#KEY`.
+    /// Unique: `ingress:N`, `cf:GROUP`, `pf:AOR`, `device:AOR#KEY`.
     pub id: String,
-    /// `ingress`, `pf` or `device`.
+    /// `ingress`, `cf`, `pf` or `device`.
     pub kind: &'static str,
     pub key: String,
     /// Milliseconds since the actor started (None: not known).
     pub age_ms: Option<u64>,
     /// Milliseconds since its last activity (None: not known).
     pub idle_ms: Option<u64>,
-    /// Requests the actor is working on (PF in_flight, device pending forks).
+    /// Requests the actor is working on (PF in_flight, device pending forks,
+    /// CF group messages whose reports it is still aggregating).
     pub in_flight: Option<usize>,
     /// Round trip of the snapshot message (queue delay), microseconds.
     pub rtt_us: Option<u64>,
@@ -34,6 +37,8 @@ pub struct Node {
 pub struct Edge {
     pub from: String,
     pub to: String,
+    /// `registration` (PF → device), `member` (CF → active member PF) or
+    /// `member-passive` (CF → a member whose PF is not active: no such node).
     pub kind: &'static str,
 }
 
@@ -144,11 +149,13 @@ pub async fn build(state: &AdminState, user: Option<&str>) -> Graph {
             }),
         });
     }
+    let cfs = cf_nodes(state, filter.as_deref(), &mut nodes, &mut edges).await;
     Graph {
         generated_at_ms: cpm_actors::unix_now() * 1000,
         uptime_ms: state.started.elapsed().as_millis() as u64,
         counts: serde_json::json!({
             "ingress": state.ingress.len(),
+            "cf": cfs,
             "pf": pfs,
             "device": devices,
             "activations": state.core.dir.activations(),
@@ -157,6 +164,59 @@ pub async fn build(state: &AdminState, user: Option<&str>) -> Graph {
         nodes,
         edges,
     }
+}
+
+/// Every live Controlling Function (kept when the group or one of its
+/// members matches `filter`), and its edges to the members from the registry.
+async fn cf_nodes(state: &AdminState, filter: Option<&str>, nodes: &mut Vec<Node>, edges: &mut Vec<Edge>) -> usize {
+    let mut cfs = state.core.dir.active_cfs();
+    cfs.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let mut count = 0;
+    for (group, addr) in cfs {
+        let def = state.core.env.groups.get(group.as_str());
+        let members: &[String] = def.as_ref().map_or(&[], |d| &d.members);
+        let matches = |s: &str| filter.is_none_or(|f| s.to_ascii_lowercase().contains(f));
+        if !matches(group.as_str()) && !members.iter().any(|m| matches(m)) {
+            continue;
+        }
+        count += 1;
+        let id = format!("cf:{group}");
+        let t = Instant::now();
+        let snap = tokio::time::timeout(SNAPSHOT_TIMEOUT, addr.send(SnapshotCf))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        let rtt = snap.as_ref().map(|_| t.elapsed().as_micros() as u64);
+        let mut passive = 0usize;
+        for m in members {
+            let active = state.core.dir.is_active(&cpm_actors::Aor::from_canonical(m.as_str()));
+            passive += usize::from(!active);
+            edges.push(Edge {
+                from: id.clone(),
+                to: format!("pf:{m}"),
+                kind: if active { "member" } else { "member-passive" },
+            });
+        }
+        nodes.push(Node {
+            id,
+            kind: "cf",
+            key: group.to_string(),
+            age_ms: snap.as_ref().map(|s| s.age_ms),
+            idle_ms: snap.as_ref().map(|s| s.idle_ms),
+            in_flight: snap.as_ref().map(|s| s.pending_reports),
+            rtt_us: rtt,
+            detail: serde_json::json!({
+                "group": group.as_str(),
+                "defined": def.is_some(),
+                "members": members.len(),
+                "passive_members": passive,
+                "pending_reports": snap.as_ref().map(|s| s.pending_reports),
+                "last_activity_ms_ago": snap.as_ref().map(|s| s.idle_ms),
+                "unresponsive": snap.is_none(),
+            }),
+        });
+    }
+    count
 }
 
 pub async fn graph(
@@ -186,12 +246,24 @@ fn ms(v: Option<u64>) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Graphviz DOT: ingress boxes, PF ellipses, device notes, PF → device edges.
+/// Graphviz DOT: ingress boxes, CF hexagons, PF ellipses, device notes;
+/// PF → device and CF → member edges (dashed to a passive member, drawn as
+/// a dashed ellipse).
 pub fn to_dot(g: &Graph) -> String {
     let mut out = String::from("digraph cpm {\n  rankdir=LR;\n  node [fontname=\"Helvetica\", fontsize=10];\n");
     for n in &g.nodes {
         let (shape, label) = match n.kind {
             "ingress" => ("box", format!("SipIngress\n{}", n.key)),
+            "cf" => (
+                "hexagon, style=filled, fillcolor=\"#e8dcf5\"",
+                format!(
+                    "CF {}\nage {} idle {}\npending reports {}",
+                    n.key,
+                    ms(n.age_ms),
+                    ms(n.idle_ms),
+                    n.in_flight.map_or("?".into(), |v| v.to_string())
+                ),
+            ),
             "pf" => (
                 "ellipse",
                 format!(
@@ -217,12 +289,26 @@ pub fn to_dot(g: &Graph) -> String {
             dot_escape(&label)
         ));
     }
+    let mut ghosts = std::collections::BTreeSet::new();
     for e in &g.edges {
+        let passive = e.kind == "member-passive";
+        if passive && !g.nodes.iter().any(|n| n.id == e.to) {
+            ghosts.insert(e.to.as_str());
+        }
         out.push_str(&format!(
-            "  \"{}\" -> \"{}\" [label=\"{}\"];\n",
+            "  \"{}\" -> \"{}\" [label=\"{}\"{}];\n",
             dot_escape(&e.from),
             dot_escape(&e.to),
-            e.kind
+            e.kind,
+            if passive { ", style=dashed" } else { "" }
+        ));
+    }
+    for id in ghosts {
+        let label = format!("PF {}\n(not active)", id.strip_prefix("pf:").unwrap_or(id));
+        out.push_str(&format!(
+            "  \"{}\" [shape=ellipse, style=dashed, label=\"{}\"];\n",
+            dot_escape(id),
+            dot_escape(&label)
         ));
     }
     out.push_str("}\n");
@@ -260,5 +346,35 @@ mod tests {
         assert!(dot.starts_with("digraph cpm {"));
         assert!(dot.contains("\"device:sip:b@x#<urn:\\\"1\\\">\" [shape=note"));
         assert!(dot.contains("\"pf:sip:b@x\" -> "));
+    }
+
+    #[test]
+    fn dot_draws_cf_and_passive_members() {
+        let g = Graph {
+            generated_at_ms: 0,
+            uptime_ms: 0,
+            counts: serde_json::json!({}),
+            mailbox_depth: MAILBOX_NOTE,
+            nodes: vec![Node {
+                id: "cf:sip:g@x".into(),
+                kind: "cf",
+                key: "sip:g@x".into(),
+                age_ms: Some(1000),
+                idle_ms: Some(0),
+                in_flight: Some(1),
+                rtt_us: None,
+                detail: serde_json::json!({}),
+            }],
+            edges: vec![Edge {
+                from: "cf:sip:g@x".into(),
+                to: "pf:sip:c@x".into(),
+                kind: "member-passive",
+            }],
+        };
+        let dot = to_dot(&g);
+        assert!(dot.contains("\"cf:sip:g@x\" [shape=hexagon"), "{dot}");
+        assert!(dot.contains("pending reports 1"), "{dot}");
+        assert!(dot.contains("\"cf:sip:g@x\" -> \"pf:sip:c@x\" [label=\"member-passive\", style=dashed]"));
+        assert!(dot.contains("\"pf:sip:c@x\" [shape=ellipse, style=dashed"), "{dot}");
     }
 }

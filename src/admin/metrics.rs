@@ -113,6 +113,7 @@ pub async fn metrics(_: Authorized, state: web::Data<AdminState>) -> HttpRespons
     );
     let _ = writeln!(out, "cpm_actors{{kind=\"ingress\"}} {}", state.ingress.len());
     let _ = writeln!(out, "cpm_actors{{kind=\"pf\"}} {}", snaps.len());
+    let _ = writeln!(out, "cpm_actors{{kind=\"cf\"}} {}", state.core.dir.active_cfs().len());
     let _ = writeln!(out, "cpm_actors{{kind=\"device\"}} {devices}");
     let _ = writeln!(out, "cpm_actors{{kind=\"device_actor\"}} {device_actors}");
     help(

@@ -1,6 +1,6 @@
 //! Admin HTTP server (actix-web): inspection of the live actor graph, users
-//! and message traces, provisioning at run time, Prometheus metrics and the
-//! graph web page. Endpoints and examples: docs/admin.md.
+//! and message traces, provisioning of users and groups at run time,
+//! Prometheus metrics and the graph web page. Endpoints and examples: docs/admin.md.
 //!
 //! Authentication: when a token is configured every endpoint except
 //! `/health` and the static page (which holds no data and asks for the
@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod client;
 mod graph;
+mod groups;
 mod metrics;
 mod users;
 
@@ -107,6 +108,10 @@ pub fn start(opts: AdminOptions, core: Arc<Core>, ingress: Vec<Addr<SipIngress>>
             .route("/api/users/{aor}", web::delete().to(users::delete))
             .route("/api/users/{aor}/preferences", web::get().to(users::get_preferences))
             .route("/api/users/{aor}/preferences", web::put().to(users::put_preferences))
+            .route("/api/groups", web::get().to(groups::list))
+            .route("/api/groups/{uri}", web::get().to(groups::show))
+            .route("/api/groups/{uri}", web::put().to(groups::put))
+            .route("/api/groups/{uri}", web::delete().to(groups::delete))
             .default_service(web::to(not_found))
     })
     .workers(1)
@@ -144,6 +149,9 @@ impl ApiError {
     }
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 

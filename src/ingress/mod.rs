@@ -1,7 +1,7 @@
 //! SipIngress: one actor per worker arbiter. It parses, validates, runs the
 //! server side of transactions and dispatches requests to the actor graph.
 
-mod group;
+pub(crate) mod group;
 mod message;
 mod options;
 mod register;

@@ -28,6 +28,7 @@ pub struct ControllingFunction {
     env: Env,
     /// Messages whose reports come back through this CF, by imdn.Message-ID.
     pending: HashMap<String, Pending>,
+    started: Instant,
     last_activity: Instant,
 }
 
@@ -51,6 +52,7 @@ impl ControllingFunction {
             dir,
             env,
             pending: HashMap::new(),
+            started: Instant::now(),
             last_activity: Instant::now(),
         }
     }
@@ -203,6 +205,19 @@ impl Actor for ControllingFunction {
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         self.dir.cf_deactivated(&self.group, &ctx.address());
+    }
+}
+
+impl Handler<crate::inspect::SnapshotCf> for ControllingFunction {
+    type Result = MessageResult<crate::inspect::SnapshotCf>;
+
+    fn handle(&mut self, _: crate::inspect::SnapshotCf, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(crate::inspect::CfSnapshot {
+            group: self.group.to_string(),
+            age_ms: self.started.elapsed().as_millis() as u64,
+            idle_ms: self.last_activity.elapsed().as_millis() as u64,
+            pending_reports: self.pending.len(),
+        })
     }
 }
 
