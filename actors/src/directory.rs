@@ -16,8 +16,63 @@ use crate::{Aor, ControllingFunction, Env, ParticipatingFunction};
 
 #[derive(Debug, Error)]
 pub enum DirectoryError {
-    #[error("participating function for {0} is unavailable")]
+    #[error("actor for {0} is unavailable")]
     Unavailable(Aor),
+}
+
+/// Live actors of one kind by address, activated on demand.
+struct Registry<A: Actor<Context = Context<A>>> {
+    map: DashMap<Aor, Addr<A>>,
+}
+
+impl<A: Actor<Context = Context<A>>> Registry<A> {
+    fn new() -> Self {
+        Registry { map: DashMap::new() }
+    }
+
+    /// The live actor for `key`, started with `activate` if there is none.
+    fn get(&self, key: &Aor, activate: impl Fn() -> Addr<A>) -> Addr<A> {
+        if let Some(addr) = self.map.get(key) {
+            if addr.connected() {
+                return addr.clone();
+            }
+        }
+        let mut entry = self.map.entry(key.clone()).or_insert_with(&activate);
+        if !entry.connected() {
+            *entry = activate();
+        }
+        entry.clone()
+    }
+
+    /// Send; if the actor stopped between lookup and delivery, activate a
+    /// fresh one and try once more.
+    async fn send<M>(&self, key: &Aor, msg: M, activate: impl Fn() -> Addr<A>) -> Result<M::Result, DirectoryError>
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+    {
+        for _ in 0..2 {
+            match self.get(key, &activate).send(msg.clone()).await {
+                Ok(result) => return Ok(result),
+                Err(_) => self.map.remove_if(key, |_, a| !a.connected()),
+            };
+        }
+        Err(DirectoryError::Unavailable(key.clone()))
+    }
+
+    /// Forget a stopping actor unless a newer one took its place.
+    fn deactivated(&self, key: &Aor, addr: &Addr<A>) {
+        self.map.remove_if(key, |_, a| a == addr);
+    }
+
+    fn active(&self) -> Vec<(Aor, Addr<A>)> {
+        self.map
+            .iter()
+            .filter(|e| e.value().connected())
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
 }
 
 #[derive(Clone)]
@@ -26,22 +81,22 @@ pub struct Directory {
 }
 
 struct Inner {
-    pfs: DashMap<Aor, Addr<ParticipatingFunction>>,
+    pfs: Registry<ParticipatingFunction>,
     /// Controlling Functions of groups, by group identity.
-    cfs: DashMap<Aor, Addr<ControllingFunction>>,
+    cfs: Registry<ControllingFunction>,
     arbiters: Vec<ArbiterHandle>,
     env: Env,
     activations: AtomicU64,
 }
 
 impl Directory {
-    /// `arbiters` must not be empty: PFs are spread over them by AOR hash.
+    /// `arbiters` must not be empty: actors are spread over them by address hash.
     pub fn new(env: Env, arbiters: Vec<ArbiterHandle>) -> Directory {
         assert!(!arbiters.is_empty(), "Directory needs at least one arbiter");
         Directory {
             inner: Arc::new(Inner {
-                pfs: DashMap::new(),
-                cfs: DashMap::new(),
+                pfs: Registry::new(),
+                cfs: Registry::new(),
                 arbiters,
                 env,
                 activations: AtomicU64::new(0),
@@ -53,42 +108,17 @@ impl Directory {
         &self.inner.env
     }
 
-    /// The live PF of `aor`, activating it if needed.
-    pub fn pf(&self, aor: &Aor) -> Addr<ParticipatingFunction> {
-        if let Some(addr) = self.inner.pfs.get(aor) {
-            if addr.connected() {
-                return addr.clone();
-            }
-        }
-        let mut entry = self.inner.pfs.entry(aor.clone()).or_insert_with(|| self.activate(aor));
-        if !entry.connected() {
-            *entry = self.activate(aor);
-        }
-        entry.clone()
-    }
-
     fn arbiter_for(&self, aor: &Aor) -> &ArbiterHandle {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         aor.hash(&mut h);
         &self.inner.arbiters[(h.finish() as usize) % self.inner.arbiters.len()]
     }
 
-    /// The live CF of a group, activating it if needed.
-    pub fn cf(&self, group: &Aor) -> Addr<ControllingFunction> {
-        if let Some(addr) = self.inner.cfs.get(group) {
-            if addr.connected() {
-                return addr.clone();
-            }
-        }
-        let mut entry = self
-            .inner
-            .cfs
-            .entry(group.clone())
-            .or_insert_with(|| self.activate_cf(group));
-        if !entry.connected() {
-            *entry = self.activate_cf(group);
-        }
-        entry.clone()
+    fn activate_pf(&self, aor: &Aor) -> Addr<ParticipatingFunction> {
+        self.inner.activations.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%aor, "activating participating function");
+        let (a, dir) = (aor.clone(), self.clone());
+        ParticipatingFunction::start_in_arbiter(self.arbiter_for(aor), move |_| ParticipatingFunction::new(a, dir))
     }
 
     fn activate_cf(&self, group: &Aor) -> Addr<ControllingFunction> {
@@ -97,83 +127,63 @@ impl Directory {
         ControllingFunction::start_in_arbiter(self.arbiter_for(group), move |_| ControllingFunction::new(g, dir))
     }
 
-    /// Send to a group's CF, re-activating it once if it just passivated.
-    pub async fn send_cf<M>(&self, group: &Aor, msg: M) -> Result<M::Result, DirectoryError>
-    where
-        M: Message + Send + Clone + 'static,
-        M::Result: Send,
-        ControllingFunction: Handler<M>,
-    {
-        for _ in 0..2 {
-            match self.cf(group).send(msg.clone()).await {
-                Ok(result) => return Ok(result),
-                Err(_) => self.inner.cfs.remove_if(group, |_, a| !a.connected()),
-            };
-        }
-        Err(DirectoryError::Unavailable(group.clone()))
+    /// The live PF of `aor`, activating it if needed.
+    pub fn pf(&self, aor: &Aor) -> Addr<ParticipatingFunction> {
+        self.inner.pfs.get(aor, || self.activate_pf(aor))
     }
 
-    pub(crate) fn cf_deactivated(&self, group: &Aor, addr: &Addr<ControllingFunction>) {
-        self.inner.cfs.remove_if(group, |_, a| a == addr);
-    }
-
-    fn activate(&self, aor: &Aor) -> Addr<ParticipatingFunction> {
-        let arbiter = self.arbiter_for(aor);
-        self.inner.activations.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(%aor, "activating participating function");
-        let (aor, dir) = (aor.clone(), self.clone());
-        ParticipatingFunction::start_in_arbiter(arbiter, move |_| ParticipatingFunction::new(aor, dir))
-    }
-
-    /// Send to the PF of `aor`; if it passivated between lookup and delivery,
-    /// activate a fresh one and try once more.
+    /// Send to the PF of `aor` (re-activated once if it just passivated).
     pub async fn send<M>(&self, aor: &Aor, msg: M) -> Result<M::Result, DirectoryError>
     where
         M: Message + Send + Clone + 'static,
         M::Result: Send,
         ParticipatingFunction: Handler<M>,
     {
-        for _ in 0..2 {
-            match self.pf(aor).send(msg.clone()).await {
-                Ok(result) => return Ok(result),
-                Err(_) => self.inner.pfs.remove_if(aor, |_, a| !a.connected()),
-            };
-        }
-        Err(DirectoryError::Unavailable(aor.clone()))
+        self.inner.pfs.send(aor, msg, || self.activate_pf(aor)).await
     }
 
-    /// Called by a stopping PF: forget it unless a newer one took its place.
+    /// The live CF of a group, activating it if needed.
+    pub fn cf(&self, group: &Aor) -> Addr<ControllingFunction> {
+        self.inner.cfs.get(group, || self.activate_cf(group))
+    }
+
+    /// Send to a group's CF (re-activated once if it just passivated).
+    pub async fn send_cf<M>(&self, group: &Aor, msg: M) -> Result<M::Result, DirectoryError>
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        ControllingFunction: Handler<M>,
+    {
+        self.inner.cfs.send(group, msg, || self.activate_cf(group)).await
+    }
+
+    /// Called by a stopping PF.
     pub(crate) fn deactivated(&self, aor: &Aor, addr: &Addr<ParticipatingFunction>) {
-        self.inner.pfs.remove_if(aor, |_, a| a == addr);
+        self.inner.pfs.deactivated(aor, addr);
+    }
+
+    /// Called by a stopping CF.
+    pub(crate) fn cf_deactivated(&self, group: &Aor, addr: &Addr<ControllingFunction>) {
+        self.inner.cfs.deactivated(group, addr);
     }
 
     pub fn is_active(&self, aor: &Aor) -> bool {
-        self.inner.pfs.get(aor).is_some_and(|a| a.connected())
+        self.inner.pfs.map.get(aor).is_some_and(|a| a.connected())
     }
 
     /// The live PF actors (inspector).
     pub fn active(&self) -> Vec<(Aor, Addr<ParticipatingFunction>)> {
-        self.inner
-            .pfs
-            .iter()
-            .filter(|e| e.value().connected())
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect()
+        self.inner.pfs.active()
     }
 
     /// The live CF actors (inspector).
     pub fn active_cfs(&self) -> Vec<(Aor, Addr<ControllingFunction>)> {
-        self.inner
-            .cfs
-            .iter()
-            .filter(|e| e.value().connected())
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect()
+        self.inner.cfs.active()
     }
 
     /// Live PF actors.
     pub fn active_count(&self) -> usize {
-        self.inner.pfs.len()
+        self.inner.pfs.map.len()
     }
 
     /// Activations since start (a cost figure for passivation tuning).
