@@ -32,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         data: data.path().join("store"),
         config: Config::default(),
         open: true,
+        limits: Default::default(),
     };
     let system = actix_rt::System::new();
     let server = system.block_on(start(opts))?;

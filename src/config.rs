@@ -38,6 +38,9 @@ pub struct Config {
     /// Pre-defined groups (the Group XDMS stand-in).
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
+    /// Digest authentication (docs/auth.md).
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +226,7 @@ impl Config {
             d.max_messages > 0 && d.max_bytes > 0,
             "deferred: max_messages and max_bytes must be above 0"
         );
+        self.auth.validate()?;
         for d in &self.domains {
             anyhow::ensure!(!d.is_empty() && !d.contains([':', '@', ' ']), "invalid domain {d:?}");
         }

@@ -6,8 +6,10 @@
 //! `cpm-store`, the wire format in `cpm-sip`.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod ingress;
+pub mod limits;
 pub mod server;
 pub mod transaction;
 pub mod transport;

@@ -38,6 +38,14 @@ enum Command {
         /// Bearer token of the admin API (else CPM_ADMIN_TOKEN); required for a non-loopback --admin.
         #[arg(long, value_name = "TOKEN")]
         admin_token: Option<String>,
+        /// Flood and overload limits (docs/overload.md).
+        #[command(flatten)]
+        limits: cpm::limits::Limits,
+    },
+    /// Digest credentials of users (docs/auth.md); the server must be stopped.
+    User {
+        #[command(subcommand)]
+        what: cpm::auth::cli::UserCommand,
     },
     /// Ask a running server's admin API and print readable tables.
     Inspect {
@@ -53,7 +61,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let (sip, data, config, open, log, admin, admin_token) = match Cli::parse().command {
+    let (sip, data, config, open, log, admin, admin_token, limits) = match Cli::parse().command {
         Command::Serve {
             sip,
             data,
@@ -62,7 +70,9 @@ fn main() -> anyhow::Result<()> {
             log,
             admin,
             admin_token,
-        } => (sip, data, config, open, log, admin, admin_token),
+            limits,
+        } => (sip, data, config, open, log, admin, admin_token, limits),
+        Command::User { what } => return cpm::auth::cli::run(&what),
         Command::Inspect { what, admin, token } => {
             let token = token.or_else(|| std::env::var("CPM_ADMIN_TOKEN").ok());
             return inspect::run(&what, &admin, token.as_deref());
@@ -99,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         data,
         config,
         open,
+        limits,
     };
     actix_rt::System::new().block_on(async move {
         let server = start(opts).await?;

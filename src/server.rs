@@ -19,6 +19,7 @@ use futures::future::BoxFuture;
 
 use crate::config::Config;
 use crate::ingress::{Core, Received, SipIngress};
+use crate::limits::{Admit, Gate, Limits, ShedCounters};
 use crate::transaction::{ClientTransactions, ServerTransactions, Timers};
 use crate::transport::{Inbound, Sink, TcpHub, Transports, UdpTransport};
 
@@ -48,6 +49,8 @@ pub struct ServeOptions {
     pub data: PathBuf,
     pub config: Config,
     pub open: bool,
+    /// Flood and overload limits (docs/overload.md).
+    pub limits: Limits,
 }
 
 /// A started server (handles for tests and the admin side).
@@ -74,16 +77,35 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     anyhow::ensure!(!opts.listen.is_empty(), "no --sip listener");
     let store = Store::open(&opts.data).with_context(|| format!("opening store {}", opts.data.display()))?;
 
+    let workers = match opts.config.actors.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2),
+        n => n,
+    };
+    let to_tag = format!("cpm{:x}", unix_now());
+    let shed = Arc::new(ShedCounters::default());
+    // Rate limit and queue bounds, applied on the receive path (limits.rs).
+    let gate = Arc::new(Gate::new(opts.limits.clone(), workers, shed.clone(), to_tag.clone()));
+
     // Inbound messages reach the ingress actors through a sink that is
     // bound once they exist (transports must exist before the actors do).
     let ingress: Arc<OnceLock<Vec<Addr<SipIngress>>>> = Arc::new(OnceLock::new());
     let sink: Sink = {
         let ingress = ingress.clone();
         Arc::new(move |inbound: Inbound| {
-            if let Some(addrs) = ingress.get() {
-                // Per-peer affinity keeps one peer's messages in order.
-                let i = peer_hash(&inbound.source.peer) % addrs.len();
-                addrs[i].do_send(Received(inbound));
+            let Some(addrs) = ingress.get() else {
+                return Admit::Drop;
+            };
+            // Per-peer affinity keeps one peer's messages in order.
+            let i = peer_hash(&inbound.source.peer) % addrs.len();
+            match gate.admit(i, &inbound.data, inbound.source.peer.ip()) {
+                (Admit::Accept, guard) => {
+                    addrs[i].do_send(Received(inbound, guard));
+                    Admit::Accept
+                }
+                (refused, _) => refused,
             }
         })
     };
@@ -101,7 +123,13 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
                 let listener = tokio::net::TcpListener::bind(a)
                     .await
                     .with_context(|| format!("binding tcp:{a}"))?;
-                let hub = TcpHub::new(listener.local_addr()?, sink.clone());
+                let hub = TcpHub::new(
+                    listener.local_addr()?,
+                    sink.clone(),
+                    &opts.limits,
+                    shed.clone(),
+                    to_tag.clone(),
+                );
                 addrs.push(hub.local().to_string());
                 actix_rt::spawn(hub.clone().accept(listener));
                 tcp_hub = Some(hub);
@@ -110,11 +138,16 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     }
     let transports = Arc::new(Transports::new(udp.clone(), tcp_hub.clone()));
     let timers = Timers::default();
-    let client_tx = Arc::new(ClientTransactions::new(transports.clone(), timers));
+    let client_tx = Arc::new(ClientTransactions::with_cap(
+        transports.clone(),
+        timers,
+        opts.limits.client_tx,
+    ));
 
     let domains = LocalDomains::new(&opts.config.domains, &addrs);
     let groups = opts.config.groups(&domains)?;
     let users = opts.config.users(&domains, opts.open)?;
+    // Digest authentication (docs/auth.md); unused with --open.
     let spool = (opts.config.interworking.spool_dir.clone()).unwrap_or_else(|| opts.data.join("interworking-spool"));
     let interworking = SpoolInterworking::new(spool.clone()).with_context(|| format!("spool {}", spool.display()))?;
     let env = Env {
@@ -128,13 +161,6 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         tracer: Arc::new(cpm_actors::Tracer::default()),
     };
 
-    let workers = match opts.config.actors.workers {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .max(2),
-        n => n,
-    };
     let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
     let handles: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
     let dir = Directory::new(env.clone(), handles.clone());
@@ -142,9 +168,12 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         env,
         dir,
         transports,
-        server_tx: ServerTransactions::default(),
+        server_tx: ServerTransactions::with_cap(opts.limits.server_tx),
         client_tx,
-        to_tag: format!("cpm{:x}", unix_now()),
+        to_tag,
+        shed,
+        retry_after_s: opts.limits.retry_after_s,
+        auth: Arc::new(crate::auth::Authenticator::new(opts.config.auth.clone())),
     });
     let actors: Vec<Addr<SipIngress>> = handles
         .iter()
@@ -209,9 +238,15 @@ fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut n: u64 = 0;
+        let mut shed_seen = core.shed.snapshot();
         loop {
             tick.tick().await;
             core.server_tx.sweep(&timers);
+            let shed = core.shed.snapshot();
+            if shed != shed_seen {
+                shed_seen = shed;
+                tracing::warn!(?shed, server_tx = core.server_tx.len(), "overload protection shed load");
+            }
             expire_deferred(&core).await;
             n += 1;
             if n.is_multiple_of(60) {

@@ -8,6 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::digest::{user_add, Alg, Client};
 use common::*;
 use cpm::admin::client::{self, Response};
 use serde_json::Value;
@@ -352,7 +353,22 @@ fn passive_user_is_read_from_the_store_without_activation() {
 #[test]
 fn users_and_preferences_are_provisioned_at_run_time() {
     let (_dir, cfg) = config("[[users]]\naddress = \"sip:alice@127.0.0.1\"\n");
-    let cpm = Cpm::start(&["--config", &cfg]);
+    let cpm = Cpm::start_prepared(&["--config", &cfg], |data| {
+        user_add(data, "sip:alice@127.0.0.1", "alice-pw")
+    });
+    // alice authenticates (digest): the server is not --open.
+    let alice = Client::for_domain(&cpm, "127.0.0.1");
+    let message = |_: &Cpm, _: Transport, _: &str, to: &str, code: u16| {
+        let resp = alice.message_to(
+            "alice",
+            "alice-pw",
+            "sip:alice@127.0.0.1",
+            &format!("sip:{to}@127.0.0.1"),
+            &[],
+            Alg::Sha256,
+        );
+        status_of(&resp) == Some(code) || panic!("expected {code}: {resp}")
+    };
     let t = Transport::Udp;
     assert!(message(&cpm, t, "alice", "carol", 404), "carol is not provisioned yet");
     assert_error(&get(&cpm, "/api/users/carol", None), 404);
@@ -718,4 +734,37 @@ fn group_membership_changes_take_effect_for_the_next_message_and_cf_is_in_the_gr
     assert_eq!(json(&r)["deleted"], "sip:friends@127.0.0.1");
     assert_error(&get(&cpm, "/api/groups/sip:friends@127.0.0.1", None), 404);
     assert_eq!(json(&get(&cpm, "/api/groups", None))["groups"], serde_json::json!([]));
+}
+
+#[test]
+fn a_user_created_with_a_password_can_authenticate() {
+    let (_dir, cfg) = config("");
+    let cpm = Cpm::start(&["--config", &cfg]);
+    assert_error(
+        &send(
+            &cpm,
+            "POST",
+            "/api/users",
+            "{\"address\": \"dora\", \"password\": \"\"}",
+        ),
+        400,
+    );
+    let r = send(
+        &cpm,
+        "POST",
+        "/api/users",
+        "{\"address\": \"dora\", \"password\": \"dora-pw\"}",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let device = RawDevice::start(|_, _| 200);
+    let dora = Client::for_domain(&cpm, "127.0.0.1");
+    let resp = dora.register_as("dora", "dora-pw", "dora", &device.contact(), Alg::Sha256);
+    assert_eq!(status_of(&resp), Some(200), "{resp}");
+    let wrong = Client::for_domain(&cpm, "127.0.0.1").register_as("dora", "nope", "dora", &device.contact(), Alg::Md5);
+    assert_ne!(status_of(&wrong), Some(200), "{wrong}");
+    // Deleting the user removes its credentials too.
+    assert_eq!(send(&cpm, "DELETE", "/api/users/dora", "").status, 200);
+    let again =
+        Client::for_domain(&cpm, "127.0.0.1").register_as("dora", "dora-pw", "dora", &device.contact(), Alg::Sha256);
+    assert_ne!(status_of(&again), Some(200), "{again}");
 }

@@ -200,32 +200,6 @@ fn status_codes_for_refused_requests() {
 }
 
 #[test]
-fn only_provisioned_users_without_open() {
-    let cfg = TempDir::new().unwrap();
-    let path = cfg.path().join("cpm.toml");
-    std::fs::write(
-        &path,
-        "domains = [\"example.com\"]\n[[users]]\naddress = \"sip:alice@example.com\"\n[[users]]\naddress = \"sip:bob@example.com\"\n",
-    )
-    .unwrap();
-    let cpm = Cpm::start(&["--config", path.to_str().unwrap()]);
-    let mut dev = Device::start(Transport::Udp);
-    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 600, 200));
-    assert!(
-        register(&cpm, Transport::Udp, "carol", &dev.contact(), 2, 600, 404),
-        "unknown user cannot register"
-    );
-    assert!(
-        message(&cpm, Transport::Udp, "alice", "carol", 404),
-        "unknown recipient"
-    );
-    assert!(message(&cpm, Transport::Udp, "mallory", "bob", 403), "unknown sender");
-    assert!(message(&cpm, Transport::Udp, "alice", "bob", 200));
-    settle();
-    assert_eq!(dev.finish().len(), 1);
-}
-
-#[test]
 fn registrations_survive_a_restart() {
     let mut cpm = Cpm::start(&["--open"]);
     let mut dev = Device::start(Transport::Udp);

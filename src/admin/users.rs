@@ -104,18 +104,61 @@ pub async fn list(_: Authorized, state: web::Data<AdminState>) -> HttpResponse {
 pub struct NewUser {
     address: String,
     preferences: Option<Preferences>,
+    /// Digest credentials: only the hashes are stored, never the password.
+    password: Option<String>,
+    /// Digest realm; default the address's domain (as `cpm user add`).
+    realm: Option<String>,
 }
 
-/// POST /api/users {"address": "...", "preferences": {...}}
+/// POST /api/users {"address": "...", "preferences": {...}, "password": "...", "realm": "..."}
 pub async fn create(
     _: Authorized,
     state: web::Data<AdminState>,
     body: web::Json<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
-    let NewUser { address, preferences } = body.into_inner();
+    let NewUser {
+        address,
+        preferences,
+        password,
+        realm,
+    } = body.into_inner();
     let domains = &state.core.env.domains;
     let aor = resolve(domains, &address)?;
     let prefs = preferences.map(|p| validate(domains, p)).transpose()?;
+    let credentials = match password {
+        Some(pw) if pw.is_empty() => return Err(ApiError::bad_request("empty password")),
+        Some(pw) => {
+            let realm = match realm {
+                Some(r) => r,
+                None => aor
+                    .as_str()
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_string())
+                    .ok_or_else(|| ApiError::bad_request("a tel: address needs a realm"))?,
+            };
+            if realm.is_empty() || realm.contains(['"', '\\']) {
+                return Err(ApiError::bad_request(format!("invalid realm {realm:?}")));
+            }
+            Some(crate::auth::credential_record(&aor, &realm, &pw))
+        }
+        None => None,
+    };
+    if state.core.env.users.snapshot().provisioned.contains(aor.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{aor} is already provisioned"),
+        ));
+    }
+    if let Some(rec) = &credentials {
+        let store = &state.core.env.store;
+        store
+            .set_credentials(aor.as_str(), rec)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("storing credentials: {e}")))?;
+        store
+            .flush()
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("storing credentials: {e}")))?;
+    }
     let added = state.core.env.users.update(|u| {
         if !u.provisioned.insert(aor.as_str().to_string()) {
             return false;
@@ -158,6 +201,9 @@ pub async fn delete(
         return Err(ApiError::not_found(format!("{aor} is not provisioned")));
     }
     push_preferences(&state, &aor);
+    if let Err(e) = state.core.env.store.remove_credentials(aor.as_str()) {
+        tracing::warn!(%aor, error = %e, "cannot remove credentials");
+    }
     tracing::info!(%aor, "user deprovisioned (admin API)");
     let note = if open {
         "the server runs with --open: any user of a local domain may still register and send"

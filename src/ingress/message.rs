@@ -17,8 +17,19 @@ use super::register::unsupported_requires;
 use super::Reply;
 
 pub fn handle(reply: Reply) {
-    reply.spawn(|r| async move {
-        match check(&r) {
+    reply.spawn(|mut r| async move {
+        let authenticated = match crate::auth::authenticate(&r) {
+            Ok(a) => a,
+            Err(resp) => return r.send(*resp).await,
+        };
+        let route = check(&r, authenticated.as_ref());
+        if let (Ok(_), Some(sender)) = (&route, &authenticated) {
+            // What goes on carries the asserted sender, not the credentials.
+            let mut req = (*r.req).clone();
+            assert_identity(&mut req, sender);
+            r.req = Arc::new(req);
+        }
+        match route {
             Ok(Route::User { sender, target, gruu }) => deliver(r, sender, target, gruu).await,
             Ok(Route::DeferredService { sender }) => deferred_actions(r, sender).await,
             Ok(Route::Group { sender, group }) => super::group::to_group(r, sender, group).await,
@@ -44,7 +55,9 @@ enum Route {
 }
 
 /// Everything that can refuse the request before any actor sees it.
-fn check(r: &Reply) -> Result<Route, Box<Message>> {
+/// `authenticated`: the digest identity (None with `--open`), which is the
+/// sender; a From naming anyone else is refused.
+fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> {
     let req = &r.req;
     let env = &r.core.env;
     let err = |code: u16, reason: &str| Box::new(r.builder(code).reason(reason).build());
@@ -62,25 +75,37 @@ fn check(r: &Reply) -> Result<Route, Box<Message>> {
         // 004 §5.3.1.2.3: not SIP-routable; interworking comes with its own issue.
         return Err(err(416, "Unsupported URI Scheme"));
     }
-    // Originating PF: the sender must be one of our users. The authenticated
-    // identity (digest, its own issue) will take the place of From here.
+    // Originating PF: the sender must be one of our users: the authenticated
+    // identity, else (--open) the From.
     let from = req.from().map_err(|_| err(400, "Bad Request (From)"))?;
-    let mut from_uri = SipUri::parse(&from.uri).map_err(|_| err(400, "Bad Request (From URI)"))?;
-    if from_uri.host == "anonymous.invalid" {
+    let mut claimed = Some(SipUri::parse(&from.uri).map_err(|_| err(400, "Bad Request (From URI)"))?);
+    if claimed.as_ref().is_some_and(|u| u.host == "anonymous.invalid") {
         // RFC 3323/3325: an anonymous From; the identity the client claims
-        // travels in P-Preferred-Identity (authentication will verify it).
-        let ppi = req
-            .header("P-Preferred-Identity")
-            .ok_or_else(|| err(403, "Forbidden (anonymous sender without identity)"))?;
-        let ppi = cpm_sip::params::parse_list(ppi).ok().and_then(|l| l.into_iter().next());
-        from_uri = ppi
-            .and_then(|na| SipUri::parse(&na.uri).ok())
-            .ok_or_else(|| err(400, "Bad Request (P-Preferred-Identity)"))?;
+        // travels in P-Preferred-Identity (optional once authenticated).
+        claimed = match req.header("P-Preferred-Identity") {
+            None => None,
+            Some(ppi) => {
+                let ppi = cpm_sip::params::parse_list(ppi).ok().and_then(|l| l.into_iter().next());
+                Some(
+                    ppi.and_then(|na| SipUri::parse(&na.uri).ok())
+                        .ok_or_else(|| err(400, "Bad Request (P-Preferred-Identity)"))?,
+                )
+            }
+        };
     }
-    let sender = env
-        .domains
-        .local_aor(&from_uri)
-        .ok_or_else(|| err(403, "Forbidden (sender is not of a local domain)"))?;
+    let sender = match (authenticated, claimed) {
+        (Some(id), claimed) => {
+            if claimed.is_some_and(|u| env.domains.local_aor(&u).as_ref() != Some(id)) {
+                return Err(err(403, "Forbidden (From is not the authenticated identity)"));
+            }
+            id.clone()
+        }
+        (None, None) => return Err(err(403, "Forbidden (anonymous sender without identity)")),
+        (None, Some(uri)) => env
+            .domains
+            .local_aor(&uri)
+            .ok_or_else(|| err(403, "Forbidden (sender is not of a local domain)"))?,
+    };
     if !env.users.is_known(&sender) {
         return Err(err(403, "Forbidden (unknown sender)"));
     }
@@ -256,6 +281,17 @@ async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>) {
         }
     };
     r.send(resp).await
+}
+
+/// RFC 3325: the network asserts the authenticated sender. Any
+/// client-supplied P-Asserted-Identity / P-Preferred-Identity goes, and so
+/// do the credentials meant for us (RFC 3261 §22.3). anonymize() removes
+/// the asserted identity again when the sender asked for privacy.
+pub(super) fn assert_identity(req: &mut Message, sender: &Aor) {
+    req.headers.remove_all("Proxy-Authorization");
+    req.headers.remove_all("P-Asserted-Identity");
+    req.headers.remove_all("P-Preferred-Identity");
+    req.headers.push("P-Asserted-Identity", format!("<{sender}>"));
 }
 
 /// Actions on deferred messages (notify and wait) or a do-not-disturb change

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use cpm_actors::{Directory, Env};
 use cpm_sip::{Message, Method, ParseError};
 
+use crate::limits::{InFlight, ShedCounters};
 use crate::transaction::{ClientTransactions, ServerKey, ServerLookup, ServerTransactions};
 use crate::transport::{Inbound, Source, Transports};
 pub use reply::Reply;
@@ -30,6 +31,12 @@ pub struct Core {
     pub client_tx: Arc<ClientTransactions>,
     /// Our To-tag for locally generated responses.
     pub to_tag: String,
+    /// What overload protection shed (docs/overload.md).
+    pub shed: Arc<ShedCounters>,
+    /// Retry-After (seconds) on overload 503s.
+    pub retry_after_s: u32,
+    /// Digest authentication (docs/auth.md); unused with --open.
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 pub struct SipIngress {
@@ -46,15 +53,16 @@ impl Actor for SipIngress {
     type Context = Context<Self>;
 }
 
-/// A received datagram or framed stream message.
+/// A received datagram or framed stream message, with its share of the
+/// ingress queue bound (given back when the message is dropped).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Received(pub Inbound);
+pub struct Received(pub Inbound, pub Option<InFlight>);
 
 impl Handler<Received> for SipIngress {
     type Result = ();
 
-    fn handle(&mut self, Received(inbound): Received, _: &mut Context<Self>) {
+    fn handle(&mut self, Received(inbound, _in_flight): Received, _: &mut Context<Self>) {
         let Inbound { data, source } = inbound;
         let msg = match Message::parse(data.clone()) {
             Ok(m) => m,
@@ -76,6 +84,14 @@ impl Handler<Received> for SipIngress {
         match self.core.server_tx.lookup(&key, is_ack) {
             ServerLookup::New => {}
             ServerLookup::Absorbed => return,
+            ServerLookup::Full => {
+                // Transaction table at its cap: shed without creating one.
+                let shed = &self.core.shed.server_tx_full;
+                shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let reply = Reply::new(self.core.clone(), Arc::new(msg), source, None);
+                let after = self.core.retry_after_s.to_string();
+                return reply.spawn_with(503, move |b| b.header("Retry-After", &after));
+            }
             ServerLookup::Resend(bytes) => {
                 tracing::debug!(peer = %source.peer, "retransmission answered from transaction");
                 let core = self.core.clone();

@@ -13,10 +13,22 @@ const SUPPORTED: &[&str] = &["gruu", cpm_actors::cf::urilist::OPTION_TAG];
 
 pub fn handle(reply: Reply) {
     reply.spawn(|r| async move {
+        let authenticated = match crate::auth::authenticate(&r) {
+            Ok(a) => a,
+            Err(resp) => return r.send(*resp).await,
+        };
         let req = match build(&r) {
             Ok(req) => req,
             Err(resp) => return r.send(*resp).await,
         };
+        // One registers only one's own address.
+        if authenticated.is_some_and(|id| id != req.aor) {
+            let resp = r
+                .builder(403)
+                .reason("Forbidden (To is not the authenticated identity)")
+                .build();
+            return r.send(resp).await;
+        }
         let aor = req.aor.clone();
         let result = r.core.dir.send(&aor, Register(req)).await;
         let what = match &result {

@@ -18,6 +18,8 @@ pub struct ClientTransactions {
     timers: Timers,
     prefix: String,
     counter: AtomicU64,
+    /// Transactions alive at once; beyond, new requests fail at once.
+    cap: usize,
 }
 
 /// Removes the transaction entry however the request future ends (even
@@ -32,6 +34,10 @@ impl Drop for Entry<'_> {
 
 impl ClientTransactions {
     pub fn new(transports: Arc<Transports>, timers: Timers) -> ClientTransactions {
+        ClientTransactions::with_cap(transports, timers, crate::limits::Limits::CLIENT_TX)
+    }
+
+    pub fn with_cap(transports: Arc<Transports>, timers: Timers, cap: usize) -> ClientTransactions {
         let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
         ClientTransactions {
             map: DashMap::new(),
@@ -39,6 +45,7 @@ impl ClientTransactions {
             timers,
             prefix: format!("{seed:016x}"),
             counter: AtomicU64::new(0),
+            cap: cap.max(1),
         }
     }
 
@@ -54,6 +61,13 @@ impl ClientTransactions {
             .transports
             .sent_by(target.transport)
             .ok_or_else(|| OutboundError::Transport(target.addr, format!("no {} listener", target.transport)))?;
+        if self.map.len() >= self.cap {
+            tracing::warn!(cap = self.cap, "client transaction table full; request not sent");
+            return Err(OutboundError::Transport(
+                target.addr,
+                "overloaded: too many client transactions".into(),
+            ));
+        }
         let branch = self.branch();
         let proto = target.transport.as_str().to_ascii_uppercase();
         req.headers

@@ -58,18 +58,38 @@ pub enum ServerLookup {
     Absorbed,
     /// Retransmission: resend these bytes.
     Resend(Bytes),
+    /// A new transaction, but the table is at its cap: answer 503, keep nothing.
+    Full,
 }
 
-#[derive(Default)]
 pub struct ServerTransactions {
     map: DashMap<ServerKey, (State, Instant)>,
+    cap: usize,
+}
+
+impl Default for ServerTransactions {
+    fn default() -> ServerTransactions {
+        ServerTransactions::with_cap(crate::limits::Limits::SERVER_TX)
+    }
 }
 
 impl ServerTransactions {
+    /// A table of at most (about) `cap` transactions.
+    pub fn with_cap(cap: usize) -> ServerTransactions {
+        ServerTransactions {
+            map: DashMap::new(),
+            cap: cap.max(1),
+        }
+    }
+
     pub fn lookup(&self, key: &ServerKey, is_ack: bool) -> ServerLookup {
         if is_ack {
             // ACK for a non-2xx final answer to an INVITE (§17.2.1): absorbed.
             return ServerLookup::Absorbed;
+        }
+        // Checked before taking the entry (len() locks every shard).
+        if self.map.len() >= self.cap && !self.map.contains_key(key) {
+            return ServerLookup::Full;
         }
         match self.map.entry(key.clone()) {
             Entry::Vacant(v) => {
@@ -161,6 +181,19 @@ mod tests {
         };
         assert_eq!(t.sweep(&Timers::default()), 0);
         assert_eq!(t.sweep(&fast), 1);
+    }
+
+    #[test]
+    fn full_table_refuses_new_but_answers_retransmissions() {
+        let t = ServerTransactions::with_cap(1);
+        let r = req("z9hG4bKa");
+        let k = ServerKey::of(&r, &r.top_via().unwrap());
+        assert!(matches!(t.lookup(&k, false), ServerLookup::New));
+        let other = req("z9hG4bKb");
+        let k2 = ServerKey::of(&other, &other.top_via().unwrap());
+        assert!(matches!(t.lookup(&k2, false), ServerLookup::Full));
+        assert!(matches!(t.lookup(&k, false), ServerLookup::Absorbed));
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

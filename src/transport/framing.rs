@@ -18,6 +18,10 @@ pub enum FrameError {
 #[derive(Default)]
 pub struct Framer {
     buf: BytesMut,
+    /// Where the search for the blank line resumes: bytes before it were
+    /// already searched, so a peer trickling a byte at a time costs linear,
+    /// not quadratic, time.
+    scanned: usize,
 }
 
 impl Framer {
@@ -30,26 +34,44 @@ impl Framer {
         self.buf.len()
     }
 
+    /// The buffered header block, once complete (to answer a message that
+    /// cannot be framed).
+    pub fn head(&self) -> Option<&[u8]> {
+        let end = self.buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+        Some(&self.buf[..end + 4])
+    }
+
     /// The next complete message, if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         // Keep-alive CRLFs between messages.
         let ws = self.buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
-        self.buf.advance(ws);
-        let Some(head_end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if ws > 0 {
+            self.buf.advance(ws);
+            self.scanned = 0;
+        }
+        let from = self.scanned.min(self.buf.len());
+        let Some(head_end) = self.buf[from..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + from)
+        else {
+            self.scanned = self.buf.len().saturating_sub(3);
             return if self.buf.len() > MAX_FRAME {
                 Err(FrameError::TooLarge)
             } else {
                 Ok(None)
             };
         };
+        self.scanned = head_end;
         let len = content_length(&self.buf[..head_end])?;
-        let total = head_end + 4 + len;
+        let total = (head_end + 4).saturating_add(len);
         if total > MAX_FRAME {
             return Err(FrameError::TooLarge);
         }
         if self.buf.len() < total {
             return Ok(None);
         }
+        self.scanned = 0;
         Ok(Some(self.buf.split_to(total).freeze()))
     }
 }
@@ -100,5 +122,25 @@ mod tests {
         let mut h = Framer::default();
         h.extend(&vec![b'a'; MAX_FRAME + 1]);
         assert_eq!(h.next_frame(), Err(FrameError::TooLarge));
+        let mut i = Framer::default();
+        i.extend(b"M a SIP/2.0\r\nContent-Length: 99999999999999999999999\r\n\r\n");
+        assert_eq!(i.next_frame(), Err(FrameError::BadContentLength));
+    }
+
+    #[test]
+    fn byte_by_byte_trickle_frames() {
+        let mut f = Framer::default();
+        let m = b"\r\nOPTIONS b SIP/2.0\r\nl: 3\r\n\r\nabcOPTIONS c SIP/2.0\r\nl: 0\r\n\r\n";
+        let mut got = Vec::new();
+        for b in m.iter() {
+            f.extend(&[*b]);
+            while let Some(frame) = f.next_frame().unwrap() {
+                got.push(frame);
+            }
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(&got[0][..], &m[2..32]);
+        assert_eq!(f.pending(), 0);
+        assert!(f.head().is_none());
     }
 }

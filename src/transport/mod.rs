@@ -15,6 +15,8 @@ use bytes::Bytes;
 use cpm_actors::{Target, TransportKind};
 use thiserror::Error;
 
+pub use crate::limits::Admit;
+
 pub use framing::{FrameError, Framer, MAX_FRAME};
 pub use tcp::TcpHub;
 pub use udp::UdpTransport;
@@ -34,7 +36,10 @@ pub struct Inbound {
     pub source: Source,
 }
 
-pub type Sink = Arc<dyn Fn(Inbound) + Send + Sync>;
+/// Takes each received message; the answer says whether the transport has
+/// to send something back itself (a quick 503 when the message was refused
+/// by the overload gate, see `crate::limits`).
+pub type Sink = Arc<dyn Fn(Inbound) -> Admit + Send + Sync>;
 
 #[derive(Debug, Error)]
 pub enum TransportError {

@@ -3,8 +3,9 @@
 //! (then its messages are refused and it is disconnected), never anyone else's.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cpm_actors::TransportKind;
@@ -13,27 +14,60 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::{Framer, Inbound, Sink, Source, TransportError};
+use super::{Admit, FrameError, Framer, Inbound, Sink, Source, TransportError};
+use crate::limits::{quick_response, Limits, ShedCounters};
 
 /// Messages queued per connection before the peer counts as congested.
 const WRITE_QUEUE: usize = 512;
 /// A write that makes no progress for this long closes the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After the peer's EOF or a framing error, the connection stays writable
+/// this long, so answers to what it already sent still reach it.
+const LINGER: Duration = Duration::from_secs(2);
 
 pub struct TcpHub {
     local: SocketAddr,
     conns: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
     sink: Sink,
+    /// Open connections (reader tasks alive), both directions.
+    live: Arc<AtomicUsize>,
+    max_conns: usize,
+    /// No complete message for this long (never one, or one half-sent): closed.
+    idle: Duration,
+    /// No traffic at all for this long: closed.
+    quiet: Duration,
+    shed: Arc<ShedCounters>,
+    to_tag: String,
+}
+
+/// Counts a connection for as long as its reader runs.
+struct Live(Arc<AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl TcpHub {
-    pub fn new(local: SocketAddr, sink: Sink) -> Arc<TcpHub> {
+    pub fn new(local: SocketAddr, sink: Sink, limits: &Limits, shed: Arc<ShedCounters>, to_tag: String) -> Arc<TcpHub> {
         Arc::new(TcpHub {
             local,
             conns: DashMap::new(),
             sink,
+            live: Arc::new(AtomicUsize::new(0)),
+            max_conns: limits.tcp_conns.max(1),
+            idle: limits.tcp_idle(),
+            quiet: limits.tcp_quiet(),
+            shed,
+            to_tag,
         })
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     pub fn local(&self) -> SocketAddr {
@@ -44,9 +78,14 @@ impl TcpHub {
     pub async fn accept(self: Arc<Self>, listener: TcpListener) {
         loop {
             match listener.accept().await {
+                Ok((stream, peer)) if self.connections() >= self.max_conns => {
+                    self.shed.tcp_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, max = self.max_conns, "too many TCP connections; closed at accept");
+                    drop(stream);
+                }
                 Ok((stream, peer)) => {
                     tracing::debug!(%peer, "TCP connection accepted");
-                    self.start(stream, peer);
+                    self.start(stream, peer, true);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "TCP accept failed");
@@ -66,7 +105,7 @@ impl TcpHub {
                     .await
                     .map_err(|_| TransportError::Connect(peer, "timeout".into()))?
                     .map_err(|e| TransportError::Connect(peer, e.to_string()))?;
-                self.start(stream, peer)
+                self.start(stream, peer, false)
             }
         };
         tx.try_send(data).map_err(|e| match e {
@@ -79,11 +118,15 @@ impl TcpHub {
         })
     }
 
-    fn start(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) -> mpsc::Sender<Bytes> {
+    /// Start the reader and writer of a connection; `accepted` ones must
+    /// send a complete message within the idle timeout (ours need not).
+    fn start(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, accepted: bool) -> mpsc::Sender<Bytes> {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         self.conns.insert(peer, tx.clone());
+        self.live.fetch_add(1, Ordering::Relaxed);
+        let live = Live(self.live.clone());
         tokio::spawn(async move {
             while let Some(data) = rx.recv().await {
                 match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&data)).await {
@@ -102,6 +145,7 @@ impl TcpHub {
         let hub = self.clone();
         let own = tx.clone();
         tokio::spawn(async move {
+            let _live = live;
             let source = Source {
                 transport: TransportKind::Tcp,
                 peer,
@@ -109,27 +153,74 @@ impl TcpHub {
             };
             let mut framer = Framer::default();
             let mut buf = vec![0u8; 16 * 1024];
+            let opened = Instant::now();
+            let (mut got_frame, mut last_byte, mut partial_since) = (!accepted, opened, None::<Instant>);
+            let mut linger = false;
             'conn: loop {
-                let n = match rd.read(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) => {
+                // Slow peers: a message must be complete within `idle` of its
+                // first byte (and an accepted connection's first one within
+                // `idle` of the accept); a silent connection lasts `quiet`.
+                let deadline = match partial_since {
+                    Some(t) => t + hub.idle,
+                    None if !got_frame => opened + hub.idle,
+                    None => last_byte + hub.quiet,
+                };
+                let read = tokio::time::timeout_at(deadline.into(), rd.read(&mut buf)).await;
+                let n = match read {
+                    Err(_) => {
+                        hub.shed.tcp_idle_closed.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(%peer, pending = framer.pending(), "TCP connection idle without a complete message; closing");
+                        break;
+                    }
+                    Ok(Ok(0)) => {
+                        linger = true;
+                        break;
+                    }
+                    Ok(Ok(n)) => n,
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TCP read failed");
                         break;
                     }
                 };
+                last_byte = Instant::now();
                 framer.extend(&buf[..n]);
                 loop {
                     match framer.next_frame() {
-                        Ok(Some(data)) => (hub.sink)(Inbound { data, source }),
+                        Ok(Some(data)) => {
+                            got_frame = true;
+                            if let Admit::Reject(resp) = (hub.sink)(Inbound { data, source }) {
+                                let _ = own.try_send(resp);
+                            }
+                        }
                         Ok(None) => break,
                         Err(e) => {
-                            // Framing is lost: nothing after this point can be trusted.
+                            // Framing is lost: nothing after this point can be
+                            // trusted. Answer if the header block allows it.
                             tracing::warn!(%peer, error = %e, "closing TCP connection");
+                            let (code, reason) = match e {
+                                FrameError::TooLarge => (413, "Message Too Large"),
+                                FrameError::BadContentLength => (400, "Bad Request (Content-Length)"),
+                            };
+                            let resp = framer
+                                .head()
+                                .and_then(|h| quick_response(h, code, reason, None, &hub.to_tag));
+                            if let Some(resp) = resp {
+                                let _ = own.try_send(resp);
+                            }
+                            linger = true;
                             break 'conn;
                         }
                     }
                 }
+                partial_since = match (framer.pending(), partial_since) {
+                    (0, _) => None,
+                    (_, Some(t)) => Some(t),
+                    (_, None) => Some(last_byte),
+                };
+            }
+            drop(rd);
+            if linger {
+                tokio::time::sleep(LINGER).await;
             }
             hub.conns.remove_if(&peer, |_, c| c.same_channel(&own));
             tracing::debug!(%peer, "TCP connection closed");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cpm_actors::TransportKind;
 
-use super::{Inbound, Sink, Source, TransportError};
+use super::{Admit, Inbound, Sink, Source, TransportError};
 
 pub struct UdpTransport {
     socket: UdpSocket,
@@ -43,14 +43,20 @@ impl UdpTransport {
                     match me.socket.recv_from(&mut buf) {
                         // Keep-alive CRLFs (RFC 5626 §3.5.1) carry nothing to parse.
                         Ok((n, _)) if buf[..n].iter().all(|b| b.is_ascii_whitespace()) => {}
-                        Ok((n, peer)) => sink(Inbound {
-                            data: Bytes::copy_from_slice(&buf[..n]),
-                            source: Source {
-                                transport: TransportKind::Udp,
-                                peer,
-                                local: me.local,
-                            },
-                        }),
+                        Ok((n, peer)) => {
+                            let inbound = Inbound {
+                                data: Bytes::copy_from_slice(&buf[..n]),
+                                source: Source {
+                                    transport: TransportKind::Udp,
+                                    peer,
+                                    local: me.local,
+                                },
+                            };
+                            // Refused (overload, rate limit): answered from here, never queued.
+                            if let Admit::Reject(resp) = sink(inbound) {
+                                let _ = me.socket.send_to(&resp, peer);
+                            }
+                        }
                         // ICMP port unreachable from an earlier send shows up here on Linux.
                         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
                         Err(e) => {

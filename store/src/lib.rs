@@ -2,8 +2,9 @@
 //!
 //! One database holds, in separate trees, registrar bindings (`bindings`),
 //! per-user deferred-message queues (`deferred`), Message Storage Server
-//! objects (`mss`) and runtime user preferences such as do-not-disturb
-//! (`prefs`), so that one flush covers all of them.
+//! objects (`mss`), runtime user preferences such as do-not-disturb
+//! (`prefs`) and digest credentials (`credentials`), so that one flush
+//! covers all of them.
 //!
 //! No write here is durable when it returns: it is in sled's log buffer and
 //! visible to readers, but survives a crash only once a later
@@ -19,6 +20,7 @@
 
 mod bindings;
 mod common;
+mod credentials;
 mod deferred;
 mod error;
 mod flush;
@@ -30,6 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use bindings::BindingRecord;
+pub use credentials::CredentialRecord;
 pub use deferred::{DeferredRecord, NewDeferred};
 pub use error::StoreError;
 pub use mss::{NewStoredObject, StoredObject};
@@ -51,6 +54,7 @@ const PREFS_TREE: &str = "prefs";
 const IMDN_SEEN_TREE: &str = "imdn_seen";
 const IMDN_ORIGIN_TREE: &str = "imdn_origin";
 const IMDN_EXPIRY_TREE: &str = "imdn_expiry";
+const CREDENTIALS_TREE: &str = "credentials";
 
 /// Handle to the durable state. Cloning is cheap (sled handles are `Arc`s), so
 /// every actor can own one.
@@ -77,6 +81,8 @@ pub struct Store {
     imdn_seen: sled::Tree,
     imdn_origin: sled::Tree,
     imdn_expiry: sled::Tree,
+    /// `aor` -> bincode [`CredentialRecord`] (digest hashes, never passwords).
+    credentials: sled::Tree,
     /// Serialises, per (tree, AOR), id assignment with the writes that store
     /// the new entry, so one AOR's entries are stored in id order.
     seq_locks: Arc<common::StripedLocks>,
@@ -109,6 +115,7 @@ impl Store {
         let imdn_seen = db.open_tree(IMDN_SEEN_TREE)?;
         let imdn_origin = db.open_tree(IMDN_ORIGIN_TREE)?;
         let imdn_expiry = db.open_tree(IMDN_EXPIRY_TREE)?;
+        let credentials = db.open_tree(CREDENTIALS_TREE)?;
         let flusher = flush::Flusher::start(db.clone()).map_err(sled::Error::Io)?;
         Ok(Store {
             bindings,
@@ -121,6 +128,7 @@ impl Store {
             imdn_seen,
             imdn_origin,
             imdn_expiry,
+            credentials,
             seq_locks: Arc::new(common::StripedLocks::new()),
             flusher: Arc::new(flusher),
             db,
@@ -227,6 +235,7 @@ mod tests {
             include_str!("lib.rs"),
             include_str!("bindings.rs"),
             include_str!("common.rs"),
+            include_str!("credentials.rs"),
             include_str!("deferred.rs"),
             include_str!("error.rs"),
             include_str!("flush.rs"),

@@ -3,6 +3,8 @@
 //! cannot do (byte-identical retransmissions, malformed input).
 #![allow(dead_code)]
 
+pub mod digest;
+
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -79,6 +81,25 @@ impl Cpm {
         cpm
     }
 
+    /// Like [`Cpm::start`], but `prepare` runs on the fresh data directory
+    /// before the server starts (e.g. `cpm user add` for credentials).
+    pub fn start_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> Cpm {
+        let tmp = TempDir::new().expect("tempdir");
+        let data = tmp.path().join("data");
+        prepare(&data);
+        let mut cpm = Cpm {
+            child: None,
+            udp: 0,
+            tcp: 0,
+            admin: 0,
+            data,
+            _tmp: Some(tmp),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        cpm.spawn(0, 0);
+        cpm
+    }
+
     fn spawn(&mut self, udp: u16, tcp: u16) {
         let log = self.data.with_extension("log");
         let log = std::fs::OpenOptions::new()
@@ -136,6 +157,16 @@ impl Cpm {
             Transport::Udp => self.udp,
             Transport::Tcp => self.tcp,
         }
+    }
+
+    /// The server's process id (None once killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Whether the server process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL, as a crash would.
