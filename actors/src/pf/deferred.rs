@@ -39,11 +39,7 @@ impl ParticipatingFunction {
     }
 
     /// Queue the message; 202 only once it is on disk.
-    pub(super) fn defer(
-        &mut self,
-        msg: DeliverPager,
-        ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, DeliveryOutcome> {
+    pub(super) fn defer(&mut self, msg: DeliverPager) -> ResponseActFuture<Self, DeliveryOutcome> {
         let policy = &self.env.policy.deferred;
         let raw = msg.request.to_bytes();
         if self.deferred_count + 1 > policy.max_messages || self.deferred_bytes + raw.len() as u64 > policy.max_bytes {
@@ -95,26 +91,18 @@ impl ParticipatingFunction {
             "deferred",
             format!("seq {seq}, expires at {}", rec.expires_at),
         );
-        self.in_flight += 1;
-        let store = self.env.store.clone();
-        let _ = ctx;
-        Box::pin(
-            async move { store.flush().await }
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    act.in_flight -= 1;
-                    if let Err(e) = res {
-                        tracing::error!(aor = %act.aor, error = %e, "flush failed; deferred message not acknowledged");
-                        return DeliveryOutcome::Failed(e.to_string());
-                    }
-                    if act.prefs.deferred_delivery == DeferredMode::Notify && !act.dnd {
-                        let keys = act.eligible_keys();
-                        act.notify_devices(&keys);
-                        act.schedule_reminder(ctx);
-                    }
-                    DeliveryOutcome::Deferred { seq }
-                }),
-        )
+        self.after_flush(move |res, act, ctx| {
+            if let Err(e) = res {
+                tracing::error!(aor = %act.aor, error = %e, "flush failed; deferred message not acknowledged");
+                return DeliveryOutcome::Failed(e.to_string());
+            }
+            if act.prefs.deferred_delivery == DeferredMode::Notify && !act.dnd {
+                let keys = act.eligible_keys();
+                act.notify_devices(&keys);
+                act.schedule_reminder(ctx);
+            }
+            DeliveryOutcome::Deferred { seq }
+        })
     }
 
     /// Hand the message to the Message Storage Server; 202 once on disk.
@@ -131,19 +119,10 @@ impl ParticipatingFunction {
                     format!("MSS object {id}"),
                 );
                 self.report(&msg.request.to_bytes(), Status::Delivered);
-                self.in_flight += 1;
-                let store = self.env.store.clone();
-                Box::pin(
-                    async move { store.flush().await }
-                        .into_actor(self)
-                        .map(move |res, act, _| {
-                            act.in_flight -= 1;
-                            match res {
-                                Ok(()) => DeliveryOutcome::Stored { id },
-                                Err(e) => DeliveryOutcome::Failed(e.to_string()),
-                            }
-                        }),
-                )
+                self.after_flush(move |res, _, _| match res {
+                    Ok(()) => DeliveryOutcome::Stored { id },
+                    Err(e) => DeliveryOutcome::Failed(e.to_string()),
+                })
             }
             Err(e) => {
                 tracing::error!(aor = %self.aor, error = %e, "cannot store message in the MSS");
@@ -513,14 +492,11 @@ impl Handler<ExpireDeferred> for ParticipatingFunction {
                 Err(e) => tracing::error!(aor = %self.aor, seq, error = %e, "cannot read deferred message"),
             }
         }
-        self.in_flight += 1;
-        let store = self.env.store.clone();
-        Box::pin(async move { store.flush().await }.into_actor(self).map(|res, act, _| {
-            act.in_flight -= 1;
+        self.after_flush(move |res, act, _| {
             if let Err(e) = res {
                 tracing::error!(aor = %act.aor, error = %e, "flush after expiry failed");
             }
-        }))
+        })
     }
 }
 
@@ -602,19 +578,10 @@ impl Handler<DeferredActions> for ParticipatingFunction {
             }
         }
         self.schedule_reminder(ctx);
-        self.in_flight += 1;
-        let store = self.env.store.clone();
-        Box::pin(
-            async move { store.flush().await }
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    act.in_flight -= 1;
-                    DeferredActionsOutcome {
-                        results,
-                        dnd: act.dnd,
-                        failed: failed || res.is_err(),
-                    }
-                }),
-        )
+        self.after_flush(move |res, act, _| DeferredActionsOutcome {
+            results,
+            dnd: act.dnd,
+            failed: failed || res.is_err(),
+        })
     }
 }

@@ -110,6 +110,24 @@ impl ParticipatingFunction {
         Some(addr)
     }
 
+    /// Await the store flush (durable before acknowledging), counted as work
+    /// in flight so the PF is not passivated meanwhile; then run `then`.
+    fn after_flush<R: 'static>(
+        &mut self,
+        then: impl FnOnce(Result<(), cpm_store::StoreError>, &mut Self, &mut Context<Self>) -> R + 'static,
+    ) -> ResponseActFuture<Self, R> {
+        self.in_flight += 1;
+        let store = self.env.store.clone();
+        Box::pin(
+            async move { store.flush().await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.in_flight -= 1;
+                    then(res, act, ctx)
+                }),
+        )
+    }
+
     fn touch(&mut self) {
         self.last_activity = Instant::now();
     }
@@ -233,22 +251,15 @@ impl Handler<Register> for ParticipatingFunction {
         if !changed {
             return Box::pin(fut::ready(Ok(RegisterOutcome { contacts })));
         }
-        self.in_flight += 1;
-        let store = self.env.store.clone();
-        Box::pin(
-            async move { store.flush().await }
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    act.in_flight -= 1;
-                    res.map_err(|e| {
-                        tracing::error!(aor = %act.aor, error = %e, "flush failed; registration not acknowledged");
-                        RegisterError::Store(e.to_string())
-                    })?;
-                    // A device came (back): deferred messages go to it (push) or are announced (notify).
-                    act.device_available(&refreshed, ctx);
-                    Ok(RegisterOutcome { contacts })
-                }),
-        )
+        self.after_flush(move |res, act, ctx| {
+            res.map_err(|e| {
+                tracing::error!(aor = %act.aor, error = %e, "flush failed; registration not acknowledged");
+                RegisterError::Store(e.to_string())
+            })?;
+            // A device came (back): deferred messages go to it (push) or are announced (notify).
+            act.device_available(&refreshed, ctx);
+            Ok(RegisterOutcome { contacts })
+        })
     }
 }
 

@@ -55,7 +55,7 @@ pub enum DeliveryOutcome {
 impl Handler<DeliverPager> for ParticipatingFunction {
     type Result = ResponseActFuture<Self, DeliveryOutcome>;
 
-    fn handle(&mut self, msg: DeliverPager, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: DeliverPager, _: &mut Context<Self>) -> Self::Result {
         self.touch();
         let call_id = msg.request.call_id().unwrap_or_default().to_string();
         let types = content_types(&msg.request);
@@ -105,13 +105,13 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                 "no-eligible-device",
                 format!("when_unavailable = {:?}", self.prefs.when_unavailable),
             );
-            return self.unavailable(msg, ctx);
+            return self.unavailable(msg);
         }
         tracing::debug!(aor = %self.aor, %call_id, forks = n, "forking");
         self.trace(&call_id, "forked", format!("{n} device(s): {}", chosen.join(", ")));
         self.in_flight += 1;
         let work = first_success(forks, self.env.policy.fork_timeout);
-        Box::pin(work.into_actor(self).then(move |outcome, act, ctx| {
+        Box::pin(work.into_actor(self).then(move |outcome, act, _| {
             act.in_flight -= 1;
             act.touch();
             match outcome {
@@ -132,7 +132,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                         "no-device-accepted",
                         format!("{n} fork(s), timeout or refusals"),
                     );
-                    act.unavailable(msg, ctx)
+                    act.unavailable(msg)
                 }
             }
         }))
@@ -141,9 +141,9 @@ impl Handler<DeliverPager> for ParticipatingFunction {
 
 impl ParticipatingFunction {
     /// No device took it: the user's `when_unavailable` preference decides.
-    fn unavailable(&mut self, msg: DeliverPager, ctx: &mut Context<Self>) -> ResponseActFuture<Self, DeliveryOutcome> {
+    fn unavailable(&mut self, msg: DeliverPager) -> ResponseActFuture<Self, DeliveryOutcome> {
         match self.prefs.when_unavailable {
-            Unavailable::Defer => self.defer(msg, ctx),
+            Unavailable::Defer => self.defer(msg),
             Unavailable::Store => self.store_in_mss(msg),
             Unavailable::Interwork => {
                 let outcome = match self.env.interworking.convert(&self.aor, &msg.sender, &msg.request) {

@@ -55,12 +55,7 @@ impl Handler<ClaimReport> for ParticipatingFunction {
         if !first {
             return Box::pin(fut::ready(Ok(false)));
         }
-        self.in_flight += 1;
-        let store = self.env.store.clone();
-        Box::pin(async move { store.flush().await }.into_actor(self).map(|res, act, _| {
-            act.in_flight -= 1;
-            res.map(|_| true).map_err(|e| e.to_string())
-        }))
+        self.after_flush(move |res, _, _| res.map(|_| true).map_err(|e| e.to_string()))
     }
 }
 
