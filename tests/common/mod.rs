@@ -66,19 +66,7 @@ pub struct Cpm {
 
 impl Cpm {
     pub fn start(extra: &[&str]) -> Cpm {
-        let tmp = TempDir::new().expect("tempdir");
-        let data = tmp.path().join("data");
-        let mut cpm = Cpm {
-            child: None,
-            udp: 0,
-            tcp: 0,
-            admin: 0,
-            data,
-            _tmp: Some(tmp),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        cpm.spawn(0, 0);
-        cpm
+        Cpm::start_prepared(extra, |_| {})
     }
 
     /// Like [`Cpm::start`], but `prepare` runs on the fresh data directory
