@@ -205,7 +205,7 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         let r = &self.registrar;
         anyhow::ensure!(r.min_expires > 0, "registrar.min_expires must be above 0");
         anyhow::ensure!(

@@ -153,7 +153,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     let env = Env {
         store: store.clone(),
         outbound: Arc::new(TxOutbound(client_tx.clone())),
-        policy: Arc::new(opts.config.policy()),
+        policy: Arc::new(cpm_actors::SharedPolicy::new(opts.config.policy())),
         users: Arc::new(users.into()),
         domains: Arc::new(domains),
         interworking: Arc::new(interworking),

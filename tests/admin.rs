@@ -768,3 +768,27 @@ fn a_user_created_with_a_password_can_authenticate() {
         Client::for_domain(&cpm, "127.0.0.1").register_as("dora", "dora-pw", "dora", &device.contact(), Alg::Sha256);
     assert_ne!(status_of(&again), Some(200), "{again}");
 }
+
+#[test]
+fn provider_policy_changes_at_run_time() {
+    let cpm = Cpm::start(&["--open"]);
+    assert_error(
+        &send(&cpm, "PUT", "/api/policy", "{\"registrar\": {\"min_expires\": 0}}"),
+        400,
+    );
+    assert_error(&send(&cpm, "PUT", "/api/policy", "{\"colour\": {}}"), 400);
+    assert_error(&send(&cpm, "PUT", "/api/policy", "{\"actors\": {\"workers\": 8}}"), 400);
+    assert_error(&send(&cpm, "PUT", "/api/policy", "not json"), 400);
+    let r = send(
+        &cpm,
+        "PUT",
+        "/api/policy",
+        "{\"deferred\": {\"max_messages\": 1, \"retry_after_s\": 77}}",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["deferred"]["max_messages"], 1);
+    assert_eq!(json(&get(&cpm, "/api/policy", None))["deferred"]["retry_after_s"], 77);
+    // In force for the next message: bob is offline, his queue now holds one.
+    assert!(message(&cpm, Transport::Udp, "alice", "bob", 202));
+    assert!(message(&cpm, Transport::Udp, "alice", "bob", 486), "over the new cap");
+}

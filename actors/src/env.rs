@@ -5,13 +5,13 @@ use std::sync::Arc;
 use cpm_store::Store;
 
 use crate::cf::Groups;
-use crate::{InterworkingFunction, LocalDomains, Outbound, Policy, SharedUsers, Tracer};
+use crate::{InterworkingFunction, LocalDomains, Outbound, SharedPolicy, SharedUsers, Tracer};
 
 #[derive(Clone)]
 pub struct Env {
     pub store: Store,
     pub outbound: Arc<dyn Outbound>,
-    pub policy: Arc<Policy>,
+    pub policy: Arc<SharedPolicy>,
     /// Provisioned users and preferences; the admin API changes them at run time.
     pub users: Arc<SharedUsers>,
     pub domains: Arc<LocalDomains>,

@@ -42,7 +42,7 @@ pub use pf::{
     ExpireDeferred, GetBindings, NoteOrigin, ParticipatingFunction, PurgeExpired, Register, RegisterError,
     RegisterOutcome, RegisterRequest, RequestedContacts,
 };
-pub use policy::{DeferredPolicy, Policy, SharedUsers, Users};
+pub use policy::{DeferredPolicy, Policy, SharedPolicy, SharedUsers, Users};
 pub use preferences::{DeferredMode, ExpiryAction, Preferences, Unavailable};
 pub use trace::{TraceEvent, Tracer};
 

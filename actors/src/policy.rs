@@ -164,3 +164,35 @@ impl From<Users> for SharedUsers {
         SharedUsers::new(users)
     }
 }
+
+/// The provider policy, replaceable at run time (admin API): readers take a
+/// snapshot (`get`) and see either the old or the new policy, never a mix.
+#[derive(Debug, Default)]
+pub struct SharedPolicy {
+    inner: std::sync::RwLock<std::sync::Arc<Policy>>,
+}
+
+impl SharedPolicy {
+    pub fn new(policy: Policy) -> SharedPolicy {
+        SharedPolicy {
+            inner: std::sync::RwLock::new(std::sync::Arc::new(policy)),
+        }
+    }
+
+    /// The policy in force now.
+    pub fn get(&self) -> std::sync::Arc<Policy> {
+        match self.inner.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replace it; applies to what happens next (timers already set keep theirs).
+    pub fn set(&self, policy: Policy) {
+        let mut guard = match self.inner.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = std::sync::Arc::new(policy);
+    }
+}

@@ -102,6 +102,7 @@ pub fn start(opts: AdminOptions, core: Arc<Core>, ingress: Vec<Addr<SipIngress>>
             .route("/api/trace", web::get().to(trace))
             .route("/api/trace/recent", web::get().to(trace_recent))
             .route("/api/policy", web::get().to(users::policy))
+            .route("/api/policy", web::put().to(users::set_policy))
             .route("/api/users", web::get().to(users::list))
             .route("/api/users", web::post().to(users::create))
             .route("/api/users/{aor}", web::get().to(users::show))

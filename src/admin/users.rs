@@ -305,9 +305,9 @@ pub async fn put_preferences(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "aor": aor.as_str(), "preferences": prefs })))
 }
 
-/// GET /api/policy (read-only; set in the config file).
+/// GET /api/policy: the provider policy in force.
 pub async fn policy(_: Authorized, state: web::Data<AdminState>) -> HttpResponse {
-    let p = &state.core.env.policy;
+    let p = state.core.env.policy.get();
     let d = &p.deferred;
     HttpResponse::Ok().json(serde_json::json!({
         "registrar": {
@@ -335,4 +335,49 @@ pub async fn policy(_: Authorized, state: web::Data<AdminState>) -> HttpResponse
         "domains": { "primary": state.core.env.domains.primary() },
         "all": format!("{p:?}"),
     }))
+}
+
+/// The body of PUT /api/policy: the config file's policy sections, as JSON.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyUpdate {
+    #[serde(default)]
+    registrar: crate::config::RegistrarConfig,
+    #[serde(default)]
+    messaging: crate::config::MessagingConfig,
+    #[serde(default)]
+    deferred: crate::config::DeferredConfig,
+    #[serde(default)]
+    actors: crate::config::ActorsConfig,
+    #[serde(default)]
+    group_policy: crate::config::GroupPolicyConfig,
+}
+
+/// PUT /api/policy: replace the provider policy. Same sections and keys as
+/// the config file (docs/configuration.md); a key left out takes its
+/// default. Validated like the config file; in force for what happens next.
+pub async fn set_policy(
+    _: Authorized,
+    state: web::Data<AdminState>,
+    body: web::Json<PolicyUpdate>,
+) -> Result<HttpResponse, ApiError> {
+    let upd = body.into_inner();
+    if upd.actors.workers != 0 {
+        return Err(ApiError::bad_request("actors.workers cannot change at run time"));
+    }
+    if upd.group_policy.domain.is_some() {
+        return Err(ApiError::bad_request("group_policy.domain cannot change at run time"));
+    }
+    let config = crate::config::Config {
+        registrar: upd.registrar,
+        messaging: upd.messaging,
+        deferred: upd.deferred,
+        actors: upd.actors,
+        group_policy: upd.group_policy,
+        ..Default::default()
+    };
+    config.validate().map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    state.core.env.policy.set(config.policy());
+    tracing::info!("provider policy replaced (admin API)");
+    Ok(policy(Authorized, state).await)
 }

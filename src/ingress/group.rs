@@ -84,7 +84,7 @@ pub async fn ad_hoc(r: Reply, sender: Aor) {
     let core = r.core.clone();
     let env = &core.env;
     let ct = r.req.header("Content-Type").unwrap_or_default().to_string();
-    let (list, content) = match urilist::split_request(&ct, &r.req.body, env.policy.max_adhoc_recipients) {
+    let (list, content) = match urilist::split_request(&ct, &r.req.body, env.policy.get().max_adhoc_recipients) {
         Ok(x) => x,
         Err(e @ ListError::TooMany(_)) => {
             return r.send(r.builder(403).reason(&format!("Forbidden ({e})")).build()).await;

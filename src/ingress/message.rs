@@ -127,18 +127,19 @@ fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> 
     if env.groups.group_domain.as_deref() == Some(ruri.host.as_str()) {
         return Err(err(404, "Not Found (no such group)"));
     }
-    if req.body.len() > env.policy.max_message_size {
+    if req.body.len() > env.policy.get().max_message_size {
         return Err(err(413, "Request Entity Too Large"));
     }
     if !req.body.is_empty() {
         let ct = req.content_type().unwrap_or_default();
         if !env
             .policy
+            .get()
             .accepted_content_types
             .iter()
             .any(|a| a.eq_ignore_ascii_case(&ct))
         {
-            let accept = env.policy.accepted_content_types.join(", ");
+            let accept = env.policy.get().accepted_content_types.join(", ");
             return Err(Box::new(r.builder(415).header("Accept", accept).build()));
         }
     }
@@ -234,7 +235,7 @@ async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>) {
         }
     } else {
         if anonymous {
-            if !core.env.policy.allow_anonymous {
+            if !core.env.policy.get().allow_anonymous {
                 let resp = r.builder(403).reason("Forbidden (anonymity not allowed)").build();
                 return r.send(resp).await;
             }

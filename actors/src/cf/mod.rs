@@ -194,7 +194,7 @@ impl Actor for ControllingFunction {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let idle = self.env.policy.idle_timeout;
+        let idle = self.env.policy.get().idle_timeout;
         let check = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
         ctx.run_interval(check, move |act, ctx| {
             if act.pending.is_empty() && act.last_activity.elapsed() >= idle {
@@ -281,7 +281,7 @@ impl Handler<GroupMessage> for ControllingFunction {
                         want_display: asked.display,
                     },
                 );
-                let deadline = self.env.policy.group_report_deadline;
+                let deadline = self.env.policy.get().group_report_deadline;
                 ctx.run_later(deadline, move |act, _| act.finalize(&id, true));
             }
         }
@@ -320,7 +320,7 @@ impl Handler<GroupReport> for ControllingFunction {
         if !p.members.contains(&member) {
             return;
         }
-        if !self.env.policy.aggregate_group_reports {
+        if !self.env.policy.get().aggregate_group_reports {
             // Forwarded one per member and kind (the member's PF already
             // suppressed its other devices' copies).
             let sender = p.sender.clone();

@@ -40,7 +40,8 @@ impl ParticipatingFunction {
 
     /// Queue the message; 202 only once it is on disk.
     pub(super) fn defer(&mut self, msg: DeliverPager) -> ResponseActFuture<Self, DeliveryOutcome> {
-        let policy = &self.env.policy.deferred;
+        let pol = self.env.policy.get();
+        let policy = &pol.deferred;
         let raw = msg.request.to_bytes();
         if self.deferred_count + 1 > policy.max_messages || self.deferred_bytes + raw.len() as u64 > policy.max_bytes {
             tracing::warn!(aor = %self.aor, count = self.deferred_count, bytes = self.deferred_bytes, "deferred queue full");
@@ -253,7 +254,7 @@ impl ParticipatingFunction {
 
     /// CPM-CONV-008: remind the user of still-deferred messages.
     pub(super) fn schedule_reminder(&mut self, ctx: &mut Context<Self>) {
-        let Some(every) = self.env.policy.deferred.reminder_interval else {
+        let Some(every) = self.env.policy.get().deferred.reminder_interval else {
             return;
         };
         let wanted = self.prefs.deferred_delivery == DeferredMode::Notify && !self.dnd && self.deferred_count > 0;
@@ -464,7 +465,7 @@ impl Handler<ExpireDeferred> for ParticipatingFunction {
     fn handle(&mut self, ExpireDeferred(seqs): ExpireDeferred, _: &mut Context<Self>) -> Self::Result {
         self.touch();
         let now = unix_now();
-        let action = self.prefs.on_expiry.unwrap_or(self.env.policy.deferred.on_expiry);
+        let action = self.prefs.on_expiry.unwrap_or(self.env.policy.get().deferred.on_expiry);
         for seq in seqs {
             if self.claimed.contains(&seq) {
                 continue; // being delivered right now; the sweeper comes back

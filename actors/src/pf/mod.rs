@@ -203,7 +203,7 @@ impl Actor for ParticipatingFunction {
         self.load_deferred_state();
         self.schedule_expiry(ctx);
         self.schedule_reminder(ctx);
-        let idle = self.env.policy.idle_timeout;
+        let idle = self.env.policy.get().idle_timeout;
         let check = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
         ctx.run_interval(check, move |act, ctx| {
             // A pending reminder keeps the user active (it is the reminder's timer).
@@ -236,7 +236,7 @@ impl Handler<Register> for ParticipatingFunction {
     fn handle(&mut self, Register(req): Register, ctx: &mut Context<Self>) -> Self::Result {
         self.touch();
         let now = unix_now();
-        let (changed, refreshed) = match registrar::plan(&self.bindings, &req, &self.env.policy, now) {
+        let (changed, refreshed) = match registrar::plan(&self.bindings, &req, &self.env.policy.get(), now) {
             Ok(plan) => {
                 let changed = !plan.removals.is_empty() || !plan.upserts.is_empty();
                 match self.apply(plan.removals, plan.upserts) {

@@ -110,7 +110,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         tracing::debug!(aor = %self.aor, %call_id, forks = n, "forking");
         self.trace(&call_id, "forked", format!("{n} device(s): {}", chosen.join(", ")));
         self.in_flight += 1;
-        let work = first_success(forks, self.env.policy.fork_timeout);
+        let work = first_success(forks, self.env.policy.get().fork_timeout);
         Box::pin(work.into_actor(self).then(move |outcome, act, _| {
             act.in_flight -= 1;
             act.touch();

@@ -41,7 +41,7 @@ impl Handler<ClaimReport> for ParticipatingFunction {
 
     fn handle(&mut self, msg: ClaimReport, _: &mut Context<Self>) -> Self::Result {
         self.touch();
-        let ttl = self.env.policy.imdn_retention.as_secs();
+        let ttl = self.env.policy.get().imdn_retention.as_secs();
         let kind = kind_name(msg.kind);
         let first = match self
             .env
@@ -82,7 +82,7 @@ impl Handler<NoteOrigin> for ParticipatingFunction {
         else {
             return; // not sent from a registered device: reports go to all devices
         };
-        let expires = unix_now() + self.env.policy.imdn_retention.as_secs();
+        let expires = unix_now() + self.env.policy.get().imdn_retention.as_secs();
         if let Err(e) = self
             .env
             .store
@@ -116,7 +116,7 @@ impl ParticipatingFunction {
             return;
         };
         let (target, request, message_id) = made;
-        let ttl = self.env.policy.imdn_retention.as_secs();
+        let ttl = self.env.policy.get().imdn_retention.as_secs();
         match self
             .env
             .store
