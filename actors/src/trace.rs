@@ -176,15 +176,14 @@ impl Tracer {
             return;
         }
         let call_id = req.call_id().unwrap_or_default();
-        if let Some((cpim, report)) = cpm_sip::imdn::parse_report(req.content_type().as_deref(), &req.body) {
+        let Ok(cpim) = cpm_sip::cpim::Cpim::parse(&req.body) else {
+            return;
+        };
+        if let Some(own) = cpim.imdn_message_id() {
+            self.link(call_id, own);
+        }
+        if let Some(report) = cpm_sip::imdn::report_of(&cpim) {
             self.link(call_id, &report.message_id);
-            if let Some(own) = cpim.imdn_message_id() {
-                self.link(call_id, own);
-            }
-        } else if let Ok(cpim) = cpm_sip::cpim::Cpim::parse(&req.body) {
-            if let Some(id) = cpim.imdn_message_id() {
-                self.link(call_id, id);
-            }
         }
     }
 

@@ -379,11 +379,17 @@ pub fn parse_report(sip_content_type: Option<&str>, body: &[u8]) -> Option<(Cpim
         return None;
     }
     let cpim = Cpim::parse(body).ok()?;
+    let imdn = report_of(&cpim)?;
+    Some((cpim, imdn))
+}
+
+/// The IMDN an already parsed CPIM message carries, if it is a report
+/// (saves a second parse when the caller needs the CPIM anyway).
+pub fn report_of(cpim: &Cpim) -> Option<Imdn> {
     if !media_type_is(cpim.content_type()?, CONTENT_TYPE) {
         return None;
     }
-    let imdn = Imdn::parse(&cpim.body).ok()?;
-    Some((cpim, imdn))
+    Imdn::parse(&cpim.body).ok()
 }
 
 fn media_type_is(value: &str, expected: &str) -> bool {

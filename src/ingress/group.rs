@@ -11,7 +11,7 @@ use cpm_actors::{Aor, DeliverPager, GroupMessage, GroupOutcome, GroupReport, Not
 use cpm_sip::imdn;
 use cpm_sip::{SipUri, StartLine};
 
-use super::message::{claim_report, is_anonymous, requested_reports};
+use super::message::{claim_report, is_anonymous, parse_cpim, requested_reports};
 use super::Reply;
 
 /// User part of the URI-list (ad-hoc group) service address.
@@ -20,7 +20,8 @@ pub const URI_LIST_SERVICE: &str = "uri-list";
 pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
     let core = r.core.clone();
     let mut req = (*r.req).clone();
-    if let Some((_, report)) = imdn::parse_report(req.content_type().as_deref(), &req.body) {
+    let cpim = parse_cpim(&req);
+    if let Some(report) = cpim.as_ref().and_then(imdn::report_of) {
         // A member's report on a group message comes back through the CF.
         match claim_report(&r, &sender, &report).await {
             Ok(true) => {}
@@ -49,7 +50,7 @@ pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
     }
     // One conversation per group, whoever writes.
     fill_conversation_ids(&mut req, &group, &group);
-    if let Some(id) = requested_reports(&req) {
+    if let Some(id) = cpim.as_ref().and_then(requested_reports) {
         core.dir.pf(&sender).do_send(NoteOrigin {
             message_id: id,
             source: r.source.peer,

@@ -189,12 +189,16 @@ pub(super) async fn claim_report(r: &Reply, sender: &Aor, report: &imdn::Imdn) -
     }
 }
 
-/// The imdn.Message-ID of a message that asks for any disposition notification.
-pub(super) fn requested_reports(req: &Message) -> Option<String> {
+/// The CPIM payload of a message/cpim MESSAGE, parsed once per request.
+pub(super) fn parse_cpim(req: &Message) -> Option<Cpim> {
     if req.content_type().as_deref() != Some("message/cpim") {
         return None;
     }
-    let cpim = Cpim::parse(&req.body).ok()?;
+    Cpim::parse(&req.body).ok()
+}
+
+/// The imdn.Message-ID of a message that asks for any disposition notification.
+pub(super) fn requested_reports(cpim: &Cpim) -> Option<String> {
     let asked = cpim.disposition_request();
     if !(asked.positive_delivery || asked.negative_delivery || asked.display) {
         return None;
@@ -227,7 +231,8 @@ async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>) {
         .record(req.call_id().unwrap_or_default(), "ingress", "authorized", what);
     let anonymous = is_anonymous(&req);
     let mut report_for = None;
-    if let Some((_, report)) = imdn::parse_report(req.content_type().as_deref(), &req.body) {
+    let cpim = parse_cpim(&req);
+    if let Some(report) = cpim.as_ref().and_then(imdn::report_of) {
         match claim_report(&r, &sender, &report).await {
             Ok(true) => report_for = Some(report.message_id),
             Ok(false) => return,
@@ -242,7 +247,8 @@ async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>) {
             anonymize(&mut req);
         }
         fill_conversation_ids(&mut req, &sender, &target);
-        if let Some(id) = requested_reports(&req) {
+        // Anonymous senders get no reports (their requests were removed).
+        if let Some(id) = cpim.as_ref().filter(|_| !anonymous).and_then(requested_reports) {
             // Reports on this message go back to the device that sent it.
             core.dir.pf(&sender).do_send(NoteOrigin {
                 message_id: id,
