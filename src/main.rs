@@ -6,6 +6,11 @@ use cpm::admin::{self, cli as inspect};
 use cpm::config::Config;
 use cpm::server::{start, Listen, ServeOptions};
 
+// glibc malloc spends ~20% of relay CPU in arena locks and consolidation
+// (perf, docs/performance.md); mimalloc keeps per-thread heaps.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "cpm", version, about = "OMA CPM messaging server")]
 struct Cli {

@@ -77,11 +77,15 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     anyhow::ensure!(!opts.listen.is_empty(), "no --sip listener");
     let store = Store::open(&opts.data).with_context(|| format!("opening store {}", opts.data.display()))?;
 
+    // Default: one worker per core but one, which is left to the UDP
+    // receive threads, the kernel's network stack, the store's flusher and
+    // the System arbiter. A message whose sender, recipient and devices share
+    // a worker never changes thread (docs/performance.md).
     let workers = match opts.config.actors.workers {
         0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .max(2),
+            .map(|n| n.get().saturating_sub(1))
+            .unwrap_or(1)
+            .max(1),
         n => n,
     };
     let to_tag = format!("cpm{:x}", unix_now());

@@ -170,19 +170,16 @@ impl Tracer {
     }
 
     /// Link the request's Call-ID to the CPIM message it carries, and a
-    /// disposition notification to the message it reports on.
-    pub fn link_request(&self, req: &cpm_sip::Message) {
-        if self.capacity == 0 || req.content_type().as_deref() != Some("message/cpim") {
+    /// disposition notification to the message it reports on (the payload
+    /// is parsed by the caller, once per request).
+    pub fn link_cpim(&self, call_id: &str, cpim: &cpm_sip::cpim::Cpim) {
+        if self.capacity == 0 {
             return;
         }
-        let call_id = req.call_id().unwrap_or_default();
-        let Ok(cpim) = cpm_sip::cpim::Cpim::parse(&req.body) else {
-            return;
-        };
         if let Some(own) = cpim.imdn_message_id() {
             self.link(call_id, own);
         }
-        if let Some(report) = cpm_sip::imdn::report_of(&cpim) {
+        if let Some(report) = cpm_sip::imdn::report_of(cpim) {
             self.link(call_id, &report.message_id);
         }
     }

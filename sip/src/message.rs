@@ -183,8 +183,9 @@ impl Message {
     /// (RFC 3261 §8.2 / §16.3): the mandatory headers parse.
     /// Each of From, To, Call-ID, CSeq and Max-Forwards may appear once
     /// (RFC 3261 §7.3.1; RFC 4475 §3.3.8, multi01).
-    pub fn validate_request(&self) -> Result<(), ParseError> {
-        self.top_via()?;
+    /// Returns the top Via, parsed once here for the transaction layer.
+    pub fn validate_request(&self) -> Result<Via, ParseError> {
+        let via = self.top_via()?;
         for name in ["From", "To", "Call-ID", "CSeq", "Max-Forwards"] {
             if self.headers.all(name).nth(1).is_some() {
                 return Err(ParseError::Invalid(name));
@@ -200,7 +201,7 @@ impl Message {
                 return Err(ParseError::Invalid("CSeq"));
             }
         }
-        Ok(())
+        Ok(via)
     }
 
     /// Serialize; Content-Length is always written from the real body.

@@ -20,7 +20,7 @@ pub const URI_LIST_SERVICE: &str = "uri-list";
 pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
     let core = r.core.clone();
     let mut req = (*r.req).clone();
-    let cpim = parse_cpim(&req);
+    let cpim = parse_cpim(&req, &core.env.tracer);
     if let Some(report) = cpim.as_ref().and_then(imdn::report_of) {
         // A member's report on a group message comes back through the CF.
         match claim_report(&r, &sender, &report).await {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use cpm_actors::originating::{anonymize, fill_conversation_ids};
 use cpm_actors::pf::notify;
-use cpm_actors::{Aor, ClaimReport, DeferredActions, DeliverPager, DeliveryOutcome, NoteOrigin};
+use cpm_actors::{Aor, ClaimReport, DeferredActions, DeliverPager, DeliveryOutcome, NoteOrigin, Tracer};
 use cpm_sip::cpim::Cpim;
 use cpm_sip::imdn;
 use cpm_sip::{Message, SipUri};
@@ -189,12 +189,15 @@ pub(super) async fn claim_report(r: &Reply, sender: &Aor, report: &imdn::Imdn) -
     }
 }
 
-/// The CPIM payload of a message/cpim MESSAGE, parsed once per request.
-pub(super) fn parse_cpim(req: &Message) -> Option<Cpim> {
+/// The CPIM payload of a message/cpim MESSAGE, parsed once per request
+/// (and linked to the request in the message trace).
+pub(super) fn parse_cpim(req: &Message, tracer: &Tracer) -> Option<Cpim> {
     if req.content_type().as_deref() != Some("message/cpim") {
         return None;
     }
-    Cpim::parse(&req.body).ok()
+    let cpim = Cpim::parse(&req.body).ok()?;
+    tracer.link_cpim(req.call_id().unwrap_or_default(), &cpim);
+    Some(cpim)
 }
 
 /// The imdn.Message-ID of a message that asks for any disposition notification.
@@ -231,7 +234,7 @@ async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>) {
         .record(req.call_id().unwrap_or_default(), "ingress", "authorized", what);
     let anonymous = is_anonymous(&req);
     let mut report_for = None;
-    let cpim = parse_cpim(&req);
+    let cpim = parse_cpim(&req, &core.env.tracer);
     if let Some(report) = cpim.as_ref().and_then(imdn::report_of) {
         match claim_report(&r, &sender, &report).await {
             Ok(true) => report_for = Some(report.message_id),

@@ -72,13 +72,15 @@ impl Handler<Received> for SipIngress {
             self.core.client_tx.on_response(msg);
             return;
         }
-        if let Err(e) = msg.validate_request() {
-            tracing::info!(peer = %source.peer, error = %e, "bad request");
-            let reply = Reply::new(self.core.clone(), Arc::new(msg), source, None);
-            let reason = format!("Bad Request ({e})");
-            return reply.spawn_status_reason(400, &reason);
-        }
-        let Ok(via) = msg.top_via() else { return };
+        let via = match msg.validate_request() {
+            Ok(via) => via,
+            Err(e) => {
+                tracing::info!(peer = %source.peer, error = %e, "bad request");
+                let reply = Reply::new(self.core.clone(), Arc::new(msg), source, None);
+                let reason = format!("Bad Request ({e})");
+                return reply.spawn_status_reason(400, &reason);
+            }
+        };
         let key = ServerKey::of(&msg, &via);
         let is_ack = msg.method() == Some(&Method::Ack);
         match self.core.server_tx.lookup(&key, is_ack) {

@@ -30,7 +30,6 @@ impl Reply {
         core.env
             .tracer
             .record(req.call_id().unwrap_or_default(), "ingress", "received", what);
-        core.env.tracer.link_request(&req);
         let started = std::time::Instant::now();
         Reply {
             core,
