@@ -379,4 +379,16 @@ mod tests {
         let c = Config::parse("domains=[\"a.org\"]\n[[users]]\naddress = \"sip:x@b.org\"").unwrap();
         assert!(c.users(&cpm_actors::LocalDomains::new(&c.domains, &[]), false).is_err());
     }
+
+    #[test]
+    fn auth_algorithms_parse_in_order_and_are_checked() {
+        use crate::auth::digest::Algorithm;
+        let c = Config::parse("[auth]\nalgorithms = [\"MD5\"]").unwrap();
+        assert_eq!(c.auth.algorithms, vec![Algorithm::Md5]);
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.auth.algorithms, vec![Algorithm::Sha256, Algorithm::Md5]);
+        for bad in ["[]", "[\"MD5\", \"MD5\"]", "[\"SHA-512-256\"]"] {
+            assert!(Config::parse(&format!("[auth]\nalgorithms = {bad}")).is_err(), "{bad}");
+        }
+    }
 }

@@ -35,19 +35,26 @@ impl ClientRegistration {
         }
     }
 
-    /// The request as the device receives it: Request-URI is the device's
-    /// contact, the target CPM Address travels in P-Called-Party-ID (RFC 3455)
-    /// and Max-Forwards is decremented (RFC 3261 §16.6).
     fn retarget(&self, original: &Message) -> Message {
-        let mut req = original.clone();
-        if let StartLine::Request { uri, .. } = &mut req.start {
-            *uri = self.binding.uri.clone();
-        }
-        let hops = original.max_forwards().unwrap_or(70).saturating_sub(1);
-        req.headers.set("Max-Forwards", hops.to_string());
-        req.headers.set("P-Called-Party-ID", format!("<{}>", self.aor));
-        req
+        retarget(original, &self.binding.uri, &self.aor)
     }
+}
+
+/// The request as the device `contact` of `aor` receives it: Request-URI is
+/// the contact, the target CPM Address travels in P-Called-Party-ID (RFC
+/// 3455) and Max-Forwards is decremented (RFC 3261 §16.6). The sender's
+/// Route set ends here (it named this server as outbound proxy, §16.4), so it
+/// is removed: the device is sent to directly.
+fn retarget(original: &Message, contact: &cpm_sip::SipUri, aor: &Aor) -> Message {
+    let mut req = original.clone();
+    if let StartLine::Request { uri, .. } = &mut req.start {
+        *uri = contact.clone();
+    }
+    let hops = original.max_forwards().unwrap_or(70).saturating_sub(1);
+    req.headers.set("Max-Forwards", hops.to_string());
+    req.headers.set("P-Called-Party-ID", format!("<{aor}>"));
+    req.headers.remove_all("Route");
+    req
 }
 
 impl Actor for ClientRegistration {
@@ -97,5 +104,26 @@ impl Handler<Rebind> for ClientRegistration {
 
     fn handle(&mut self, msg: Rebind, _: &mut Context<Self>) {
         self.binding = msg.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retarget_drops_the_senders_route_set() {
+        // baresip sends through its outbound proxy with a Route naming us.
+        let raw = "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n\
+                   Max-Forwards: 70\r\nRoute: <sip:127.0.0.1:5060;transport=udp;lr>\r\n\
+                   From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: c\r\n\
+                   CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+        let req = Message::parse(bytes::Bytes::from(raw)).unwrap();
+        let contact = cpm_sip::SipUri::parse("sip:bob-1@127.0.0.1:5080").unwrap();
+        let out = retarget(&req, &contact, &Aor::from_canonical("sip:bob@example.com"));
+        assert_eq!(out.header("Route"), None);
+        assert_eq!(out.request_uri(), Some(&contact));
+        assert_eq!(out.header("Max-Forwards"), Some("69"));
+        assert_eq!(out.header("P-Called-Party-ID"), Some("<sip:bob@example.com>"));
     }
 }

@@ -11,9 +11,11 @@ pub fn reason_phrase(code: u16) -> &'static str {
         200 => "OK",
         202 => "Accepted",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         413 => "Request Entity Too Large",
         415 => "Unsupported Media Type",
@@ -113,5 +115,12 @@ mod tests {
         assert_eq!(back.to().unwrap().tag(), Some("srv"));
         assert_eq!(back.header("Subject"), None);
         assert_eq!(back.header("Retry-After"), Some("10"));
+    }
+
+    #[test]
+    fn digest_challenges_have_their_reason_phrases() {
+        // baresip 1.0 showed "401 Unknown" before these were listed.
+        assert_eq!(reason_phrase(401), "Unauthorized");
+        assert_eq!(reason_phrase(407), "Proxy Authentication Required");
     }
 }

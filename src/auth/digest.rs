@@ -4,15 +4,17 @@
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
 
-/// The digest algorithms offered, in order of preference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The digest algorithms that can be offered (`[auth] algorithms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum Algorithm {
+    #[serde(rename = "SHA-256")]
     Sha256,
+    #[serde(rename = "MD5")]
     Md5,
 }
 
 impl Algorithm {
-    /// Challenged in this order (RFC 8760 §2.4: most preferred first).
+    /// Challenged in this order by default (RFC 8760 §2.4: most preferred first).
     pub const OFFERED: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
 
     pub fn name(self) -> &'static str {

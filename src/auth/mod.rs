@@ -5,9 +5,9 @@
 //! carry a valid digest response for a provisioned user with stored
 //! credentials (`cpm user add`). REGISTER is challenged with 401 and
 //! `WWW-Authenticate`, everything else with 407 and `Proxy-Authenticate`;
-//! both algorithms are offered, SHA-256 first. The authenticated AOR is what
-//! the ingress then authorizes (the sender of a MESSAGE, the AOR a REGISTER
-//! may change).
+//! the algorithms of `[auth] algorithms` are offered, by default SHA-256 then
+//! MD5. The authenticated AOR is what the ingress then authorizes (the
+//! sender of a MESSAGE, the AOR a REGISTER may change).
 
 pub mod cli;
 pub mod digest;
@@ -42,6 +42,11 @@ pub struct AuthConfig {
     /// before that source or user is refused for `throttle_s`.
     pub max_failures: u32,
     pub throttle_s: u64,
+    /// Digest algorithms challenged with, most preferred first; a response
+    /// with another one is challenged again. `["MD5"]` for clients that give
+    /// up on a challenge they cannot compute instead of skipping it
+    /// (docs/interop.md).
+    pub algorithms: Vec<Algorithm>,
 }
 
 impl Default for AuthConfig {
@@ -51,6 +56,7 @@ impl Default for AuthConfig {
             nonce_ttl_s: 300,
             max_failures: 10,
             throttle_s: 60,
+            algorithms: Algorithm::OFFERED.to_vec(),
         }
     }
 }
@@ -60,6 +66,14 @@ impl AuthConfig {
         anyhow::ensure!(self.nonce_ttl_s > 0, "auth.nonce_ttl_s must be above 0");
         anyhow::ensure!(self.max_failures > 0, "auth.max_failures must be above 0");
         anyhow::ensure!(self.throttle_s > 0, "auth.throttle_s must be above 0");
+        anyhow::ensure!(!self.algorithms.is_empty(), "auth.algorithms must name at least one");
+        for (i, a) in self.algorithms.iter().enumerate() {
+            anyhow::ensure!(
+                !self.algorithms[..i].contains(a),
+                "auth.algorithms names {} twice",
+                a.name()
+            );
+        }
         if let Some(r) = &self.realm {
             anyhow::ensure!(!r.is_empty() && !r.contains(['"', '\\']), "invalid auth.realm {r:?}");
         }
@@ -129,6 +143,11 @@ impl Authenticator {
         self.nonces.issue(now)
     }
 
+    /// The algorithms to challenge with, in order.
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.cfg.algorithms
+    }
+
     fn realm_for(&self, claimed: Option<&Aor>, dir: &dyn Directory) -> Result<String, StoreError> {
         if let Some(rec) = claimed.map(|c| dir.credentials(c)).transpose()?.flatten() {
             return Ok(rec.realm);
@@ -189,7 +208,8 @@ impl Authenticator {
             }
         }
         let Some(c) = ours else { return challenge(false) };
-        let Some(alg) = Algorithm::from_param(c.algorithm.as_deref()) else {
+        let Some(alg) = Algorithm::from_param(c.algorithm.as_deref()).filter(|a| self.cfg.algorithms.contains(a))
+        else {
             return challenge(false);
         };
         let (Some(qop), Some(nc), Some(cnonce)) = (&c.qop, &c.nc, &c.cnonce) else {
@@ -365,7 +385,7 @@ pub fn authenticate(r: &Reply) -> Result<Option<Aor>, Box<Message>> {
         Outcome::Challenge { realm, stale } => {
             let nonce = auth.nonce(now);
             let mut b = r.builder(code);
-            for alg in Algorithm::OFFERED {
+            for &alg in auth.algorithms() {
                 b = b.header(ask, digest::challenge(alg, &realm, &nonce, stale));
             }
             b.build()

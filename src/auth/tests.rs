@@ -242,3 +242,27 @@ fn malformed_credentials_are_bad_requests() {
         ));
     }
 }
+
+#[test]
+fn only_the_configured_algorithms_are_accepted() {
+    let a = Authenticator::new(AuthConfig {
+        algorithms: vec![Algorithm::Md5],
+        ..AuthConfig::default()
+    });
+    assert_eq!(a.algorithms(), [Algorithm::Md5]);
+    let d = dir();
+    let uri = SipUri::parse(BOB).unwrap();
+    let alice = Aor::from_canonical(ALICE);
+    let nonce = a.nonce(1000);
+    // A right SHA-256 answer when only MD5 is offered: challenged again.
+    let sha = creds(Algorithm::Sha256, "alice", "alice-pw", &nonce, 1, "MESSAGE", BOB);
+    assert!(matches!(
+        a.verify(&attempt(&uri, &sha, &alice, PEER), &d, 1000),
+        Outcome::Challenge { stale: false, .. }
+    ));
+    let md5 = creds(Algorithm::Md5, "alice", "alice-pw", &nonce, 1, "MESSAGE", BOB);
+    assert_eq!(
+        a.verify(&attempt(&uri, &md5, &alice, PEER), &d, 1000),
+        Outcome::Authenticated(alice.clone())
+    );
+}
