@@ -279,3 +279,32 @@ fn sips_request_uri_over_udp_is_refused() {
     assert_eq!(status_of(&resp), Some(416), "{resp}");
     assert!(resp.contains("sips: needs TLS"), "{resp}");
 }
+
+/// `cpm serve --sip tls:...` with `config_text`: it must refuse to start;
+/// returns what it printed on stderr.
+fn start_error(dir: &Path, config_text: &str) -> String {
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, config_text).expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpm"))
+        .args(["serve", "--admin", "off", "--sip", "tls:127.0.0.1:0", "--data"])
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run cpm");
+    assert!(!out.status.success(), "started without a usable TLS identity");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn tls_listener_without_usable_certificate_does_not_start() {
+    let dir = TempDir::new().expect("tempdir");
+    let err = start_error(dir.path(), "");
+    assert!(err.contains("needs a [tls] section with `cert` and `key`"), "{err}");
+    let missing = dir.path().join("missing.pem");
+    let err = start_error(
+        dir.path(),
+        &format!("[tls]\ncert = {0:?}\nkey = {0:?}\n", missing.display().to_string()),
+    );
+    assert!(err.contains("cannot read") && err.contains("missing.pem"), "{err}");
+}
