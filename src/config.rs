@@ -41,6 +41,19 @@ pub struct Config {
     /// Digest authentication (docs/auth.md).
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// Certificate and key of `--sip tls:` listeners.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: PEM files, read at startup (a relative path is relative to the
+/// working directory).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,6 +382,17 @@ mod tests {
             .unwrap()
             .provisioned
             .contains("sip:alice@example.com"));
+    }
+
+    #[test]
+    fn tls_section_needs_cert_and_key() {
+        let c = Config::parse("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"").unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert, std::path::PathBuf::from("c.pem"));
+        assert_eq!(tls.key, std::path::PathBuf::from("k.pem"));
+        assert!(Config::parse("[tls]\ncert = \"c.pem\"").is_err(), "key missing");
+        assert!(Config::parse("[tls]\ncert = \"c\"\nkey = \"k\"\nca = \"x\"").is_err());
+        assert!(Config::parse("").unwrap().tls.is_none());
     }
 
     #[test]

@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve {
-        /// Listener, repeatable: udp:HOST:PORT or tcp:HOST:PORT (port 0 picks one).
+        /// Listener, repeatable: udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT (port 0 picks one; tls needs [tls] in --config).
         #[arg(long = "sip", value_name = "PROTO:HOST:PORT")]
         sip: Vec<Listen>,
         /// sled data directory.
@@ -124,6 +124,9 @@ fn main() -> anyhow::Result<()> {
         }
         for a in &server.tcp {
             println!("listening tcp:{a}");
+        }
+        for a in &server.tls {
+            println!("listening tls:{a}");
         }
         if let Some(opts) = admin {
             let bound = admin::start(opts, server.core.clone(), server.ingress.clone())?;

@@ -21,25 +21,30 @@ use crate::config::Config;
 use crate::ingress::{Core, Received, SipIngress};
 use crate::limits::{Admit, Gate, Limits, ShedCounters};
 use crate::transaction::{ClientTransactions, ServerTransactions, Timers};
-use crate::transport::{Inbound, Sink, TcpHub, Transports, UdpTransport};
+use crate::transport::{tls_acceptor, Inbound, Sink, TcpHub, Transports, UdpTransport};
 
-/// `--sip udp:HOST:PORT` / `--sip tcp:HOST:PORT`.
+/// `--sip udp:HOST:PORT` / `--sip tcp:HOST:PORT` / `--sip tls:HOST:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listen {
     Udp(SocketAddr),
     Tcp(SocketAddr),
+    /// Needs `[tls]` cert and key in the configuration.
+    Tls(SocketAddr),
 }
 
 impl FromStr for Listen {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Listen, String> {
-        let (proto, addr) = s.split_once(':').ok_or("expected udp:HOST:PORT or tcp:HOST:PORT")?;
+        let (proto, addr) = s
+            .split_once(':')
+            .ok_or("expected udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT")?;
         let addr: SocketAddr = addr.parse().map_err(|e| format!("bad address {addr:?}: {e}"))?;
         match proto.to_ascii_lowercase().as_str() {
             "udp" => Ok(Listen::Udp(addr)),
             "tcp" => Ok(Listen::Tcp(addr)),
-            other => Err(format!("unknown transport {other:?} (udp or tcp)")),
+            "tls" => Ok(Listen::Tls(addr)),
+            other => Err(format!("unknown transport {other:?} (udp, tcp or tls)")),
         }
     }
 }
@@ -57,6 +62,7 @@ pub struct ServeOptions {
 pub struct Server {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
     pub core: Arc<Core>,
     /// One SipIngress per worker (admin inspector).
     pub ingress: Vec<Addr<SipIngress>>,
@@ -114,7 +120,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         })
     };
 
-    let (mut udp, mut tcp_hub, mut addrs) = (Vec::new(), None, Vec::new());
+    let (mut udp, mut tcp_hub, mut tls_hub, mut addrs) = (Vec::new(), None, None, Vec::new());
     for l in &opts.listen {
         match *l {
             Listen::Udp(a) => {
@@ -138,9 +144,30 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
                 actix_rt::spawn(hub.clone().accept(listener));
                 tcp_hub = Some(hub);
             }
+            Listen::Tls(a) => {
+                anyhow::ensure!(tls_hub.is_none(), "only one TLS listener is supported");
+                let tls = opts.config.tls.as_ref().with_context(|| {
+                    format!("--sip tls:{a} needs a [tls] section with `cert` and `key` (PEM files) in --config")
+                })?;
+                let acceptor = tls_acceptor(&tls.cert, &tls.key).with_context(|| format!("TLS listener tls:{a}"))?;
+                let listener = tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("binding tls:{a}"))?;
+                let hub = TcpHub::with_tls(
+                    listener.local_addr()?,
+                    Some(acceptor),
+                    sink.clone(),
+                    &opts.limits,
+                    shed.clone(),
+                    to_tag.clone(),
+                );
+                addrs.push(hub.local().to_string());
+                actix_rt::spawn(hub.clone().accept(listener));
+                tls_hub = Some(hub);
+            }
         }
     }
-    let transports = Arc::new(Transports::new(udp.clone(), tcp_hub.clone()));
+    let transports = Arc::new(Transports::new(udp.clone(), tcp_hub.clone(), tls_hub.clone()));
     let timers = Timers::default();
     let client_tx = Arc::new(ClientTransactions::with_cap(
         transports.clone(),
@@ -194,10 +221,19 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
 
     let udp_addrs = udp.iter().map(|u| u.local()).collect();
     let tcp_addrs = tcp_hub.iter().map(|t| t.local()).collect();
-    tracing::info!(?udp_addrs, ?tcp_addrs, workers, open = opts.open, "cpm serving");
+    let tls_addrs = tls_hub.iter().map(|t| t.local()).collect();
+    tracing::info!(
+        ?udp_addrs,
+        ?tcp_addrs,
+        ?tls_addrs,
+        workers,
+        open = opts.open,
+        "cpm serving"
+    );
     Ok(Server {
         udp: udp_addrs,
         tcp: tcp_addrs,
+        tls: tls_addrs,
         core,
         ingress: actors,
         _arbiters: arbiters,

@@ -11,6 +11,8 @@ use thiserror::Error;
 pub enum TransportKind {
     Udp,
     Tcp,
+    /// TLS over TCP (RFC 3261 §26.3.1); the only transport for `sips:`.
+    Tls,
 }
 
 impl TransportKind {
@@ -18,6 +20,7 @@ impl TransportKind {
         match self {
             TransportKind::Udp => "udp",
             TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
         }
     }
 
@@ -25,6 +28,7 @@ impl TransportKind {
         match s.to_ascii_lowercase().as_str() {
             "udp" => Some(TransportKind::Udp),
             "tcp" => Some(TransportKind::Tcp),
+            "tls" => Some(TransportKind::Tls),
             _ => None,
         }
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use cpm_actors::{Directory, Env};
+use cpm_actors::{Directory, Env, TransportKind};
 use cpm_sip::{Message, Method, ParseError};
 
 use crate::limits::{InFlight, ShedCounters};
@@ -113,6 +113,12 @@ impl Handler<Received> for SipIngress {
         }
         if msg.request_uri().is_some_and(|u| !u.is_sip_routable()) && !is_ack {
             return reply.spawn_status(416);
+        }
+        // sips: means TLS on every hop, this one included (RFC 5630;
+        // the status is explained in docs/decisions.md).
+        if msg.request_uri().is_some_and(|u| u.scheme == "sips") && source.transport != TransportKind::Tls && !is_ack {
+            tracing::info!(peer = %source.peer, transport = %source.transport, "sips: Request-URI over a non-TLS transport");
+            return reply.spawn_status_reason(416, "Unsupported URI Scheme (sips: needs TLS)");
         }
         match msg.method() {
             Some(Method::Register) => register::handle(reply),

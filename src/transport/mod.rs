@@ -1,10 +1,11 @@
-//! SIP transports (RFC 3261 §18): UDP datagrams and TCP byte streams.
+//! SIP transports (RFC 3261 §18): UDP datagrams, TCP and TLS byte streams.
 //!
 //! Transports only move bytes: everything received goes to one [`Sink`]
 //! (the ingress dispatcher), everything sent goes through [`Transports`].
 
 mod framing;
 mod tcp;
+mod tls;
 mod udp;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ pub use crate::limits::Admit;
 
 pub use framing::{FrameError, Framer, MAX_FRAME};
 pub use tcp::TcpHub;
+pub use tls::{acceptor as tls_acceptor, TlsError};
 pub use udp::UdpTransport;
 
 /// Where a message came from, so the answer goes back the same way.
@@ -51,6 +53,9 @@ pub enum TransportError {
     Congested(SocketAddr),
     #[error("cannot connect to {0}: {1}")]
     Connect(SocketAddr, String),
+    /// We do not open TLS connections: the device must keep the one it registered on.
+    #[error("no open {0} connection from {1} (the device must keep the connection it registered on)")]
+    NoConnection(TransportKind, SocketAddr),
 }
 
 /// All listeners; outbound requests leave from the first one of their kind.
@@ -58,14 +63,24 @@ pub struct Transports {
     udp: HashMap<SocketAddr, Arc<UdpTransport>>,
     first_udp: Option<Arc<UdpTransport>>,
     tcp: Option<Arc<TcpHub>>,
+    tls: Option<Arc<TcpHub>>,
 }
 
 impl Transports {
-    pub fn new(udp: Vec<Arc<UdpTransport>>, tcp: Option<Arc<TcpHub>>) -> Transports {
+    pub fn new(udp: Vec<Arc<UdpTransport>>, tcp: Option<Arc<TcpHub>>, tls: Option<Arc<TcpHub>>) -> Transports {
         Transports {
             first_udp: udp.first().cloned(),
             udp: udp.into_iter().map(|u| (u.local(), u)).collect(),
             tcp,
+            tls,
+        }
+    }
+
+    fn hub(&self, kind: TransportKind) -> Option<&Arc<TcpHub>> {
+        match kind {
+            TransportKind::Udp => None,
+            TransportKind::Tcp => self.tcp.as_ref(),
+            TransportKind::Tls => self.tls.as_ref(),
         }
     }
 
@@ -73,7 +88,7 @@ impl Transports {
     pub fn sent_by(&self, kind: TransportKind) -> Option<SocketAddr> {
         match kind {
             TransportKind::Udp => self.first_udp.as_ref().map(|u| u.local()),
-            TransportKind::Tcp => self.tcp.as_ref().map(|t| t.local()),
+            kind => self.hub(kind).map(|t| t.local()),
         }
     }
 
@@ -85,7 +100,7 @@ impl Transports {
                 let sock = sock.ok_or(TransportError::NoListener(TransportKind::Udp))?;
                 sock.send(to.peer, &data)
             }
-            TransportKind::Tcp => {
+            TransportKind::Tcp | TransportKind::Tls => {
                 self.send(
                     Target {
                         transport: to.transport,
@@ -107,11 +122,8 @@ impl Transports {
                     .ok_or(TransportError::NoListener(TransportKind::Udp))?;
                 sock.send(target.addr, &data)
             }
-            TransportKind::Tcp => {
-                let hub = self
-                    .tcp
-                    .as_ref()
-                    .ok_or(TransportError::NoListener(TransportKind::Tcp))?;
+            kind => {
+                let hub = self.hub(kind).ok_or(TransportError::NoListener(kind))?;
                 hub.send(target.addr, data).await
             }
         }

@@ -57,6 +57,8 @@ pub struct Cpm {
     child: Option<Child>,
     pub udp: u16,
     pub tcp: u16,
+    /// TLS port when the test added `--sip tls:...` (else 0).
+    pub tls: u16,
     /// Admin API port (0 when started with `--admin off`).
     pub admin: u16,
     pub data: PathBuf,
@@ -79,6 +81,7 @@ impl Cpm {
             child: None,
             udp: 0,
             tcp: 0,
+            tls: 0,
             admin: 0,
             data,
             _tmp: Some(tmp),
@@ -130,6 +133,9 @@ impl Cpm {
                 u = port(&line);
             } else if line.starts_with("listening tcp:") {
                 t = port(&line);
+            } else if line.starts_with("listening tls:") {
+                // Printed before the admin line, so it is read by then.
+                self.tls = port(&line);
             } else if line.starts_with("listening admin:") {
                 a = port(&line);
             }

@@ -45,19 +45,32 @@ impl Binding {
     }
 }
 
-/// Transport: the contact's `transport` parameter, else the one the device
+/// Transport: TLS for a `sips:` contact (RFC 3261 §19.1: every hop is
+/// TLS), else the contact's `transport` parameter, else the one the device
 /// registered over (a device listens where it registered from; documented
 /// in docs/architecture.md). Address: the contact's IP literal, else the
-/// REGISTER's source address (no DNS on this core).
+/// REGISTER's source address (no DNS on this core). A TLS device registered
+/// over TLS is reached on the connection it opened (its source): we do not
+/// open TLS connections ourselves.
 fn resolve_target(uri: &SipUri, rec: &BindingRecord) -> Option<Target> {
-    let transport = uri
-        .transport()
-        .and_then(|t| TransportKind::parse(&t))
-        .or_else(|| TransportKind::parse(&rec.transport))
-        .unwrap_or(TransportKind::Udp);
+    let registered = TransportKind::parse(&rec.transport);
+    let transport = if uri.scheme == "sips" {
+        TransportKind::Tls
+    } else {
+        uri.transport()
+            .and_then(|t| TransportKind::parse(&t))
+            .or(registered)
+            .unwrap_or(TransportKind::Udp)
+    };
+    if transport == TransportKind::Tls && registered == Some(TransportKind::Tls) {
+        return Some(Target {
+            transport,
+            addr: rec.source.parse().ok()?,
+        });
+    }
     let host = uri.host.trim_start_matches('[').trim_end_matches(']');
     let addr = match host.parse::<IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+        Ok(ip) => SocketAddr::new(ip, uri.port.unwrap_or(if uri.scheme == "sips" { 5061 } else { 5060 })),
         Err(_) => rec.source.parse().ok()?,
     };
     Some(Target { transport, addr })
@@ -97,6 +110,26 @@ mod tests {
         assert_eq!(t.transport, TransportKind::Tcp);
         assert_eq!(t.addr, "10.1.2.3:5070".parse().unwrap());
         assert!(b.caps.sip_im);
+    }
+
+    #[test]
+    fn sips_and_tls_contacts_go_over_tls_on_the_registering_connection() {
+        let mut rec = test_record("k", "<sips:b@10.1.2.3:5071>", 10);
+        rec.transport = "tls".into();
+        let t = Binding::from_record(rec).unwrap().target.unwrap();
+        assert_eq!(t.transport, TransportKind::Tls);
+        assert_eq!(t.addr, "127.0.0.1:5999".parse().unwrap(), "the connection it opened");
+        // sips: registered over plain TCP: still TLS only (the send then fails).
+        let mut rec = test_record("k", "<sips:b@10.1.2.3;transport=tcp>", 10);
+        rec.transport = "tcp".into();
+        let t = Binding::from_record(rec).unwrap().target.unwrap();
+        assert_eq!(t.transport, TransportKind::Tls);
+        assert_eq!(t.addr, "10.1.2.3:5061".parse().unwrap());
+        let t = Binding::from_record(test_record("k", "<sip:b@10.1.2.3;transport=TLS>", 10))
+            .unwrap()
+            .target
+            .unwrap();
+        assert_eq!(t.transport, TransportKind::Tls);
     }
 
     #[test]

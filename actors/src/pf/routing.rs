@@ -1,7 +1,8 @@
 //! Which devices of the user get a pager-mode message (000 §5.2.2.1,
 //! 001 §5.2.2.1.1): registered, live, able to take CPM messaging, matching
 //! the request's Accept-Contact/Reject-Contact, the GRUU if one was targeted,
-//! and never the very device that sent it.
+//! reached over TLS when the request is for a `sips:` URI, and never the very
+//! device that sent it.
 
 use std::net::SocketAddr;
 
@@ -9,6 +10,7 @@ use cpm_sip::params::{parse_list, NameAddr};
 use cpm_sip::Message;
 
 use super::Binding;
+use crate::TransportKind;
 
 /// Why a device did not get a message (logged; the inspector will show it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +22,8 @@ pub enum Skip {
     OtherGruu,
     Sender,
     Unreachable,
+    /// A `sips:` request and a device not reached over TLS (RFC 5630 §5.3).
+    NotTls,
 }
 
 pub(crate) struct Criteria {
@@ -27,6 +31,7 @@ pub(crate) struct Criteria {
     reject: Vec<NameAddr>,
     gruu: Option<String>,
     sender_source: Option<SocketAddr>,
+    sips: bool,
 }
 
 impl Criteria {
@@ -45,6 +50,7 @@ impl Criteria {
             reject: list("Reject-Contact"),
             gruu: gruu.map(|g| strip_angles(&g).to_string()),
             sender_source,
+            sips: req.request_uri().is_some_and(|u| u.scheme == "sips"),
         }
     }
 
@@ -69,10 +75,11 @@ impl Criteria {
         if self.sender_source.is_some() && self.sender_source.map(|s| s.to_string()) == Some(b.record.source.clone()) {
             return Err(Skip::Sender);
         }
-        if b.target.is_none() {
-            return Err(Skip::Unreachable);
+        match b.target {
+            None => Err(Skip::Unreachable),
+            Some(t) if self.sips && t.transport != TransportKind::Tls => Err(Skip::NotTls),
+            Some(_) => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -87,8 +94,12 @@ mod tests {
     use bytes::Bytes;
 
     fn msg(extra: &str) -> Message {
+        msg_to("sip:bob@x", extra)
+    }
+
+    fn msg_to(ruri: &str, extra: &str) -> Message {
         let raw = format!(
-            "MESSAGE sip:bob@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:bob@x>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\n{extra}\r\n"
+            "MESSAGE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:bob@x>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\n{extra}\r\n"
         );
         Message::parse(Bytes::from(raw)).unwrap()
     }
@@ -124,5 +135,13 @@ mod tests {
         assert_eq!(g.check(&binding("<sip:b@1.2.3.4>", Some("<urn:uuid:2>")), 10), Ok(()));
         let s = Criteria::new(&msg(""), None, Some("127.0.0.1:5999".parse().unwrap()));
         assert_eq!(s.check(&binding("<sip:b@1.2.3.4>", None), 10), Err(Skip::Sender));
+    }
+
+    #[test]
+    fn sips_request_goes_only_to_tls_devices() {
+        let c = Criteria::new(&msg_to("sips:bob@x", ""), None, None);
+        assert_eq!(c.check(&binding("<sip:b@1.2.3.4>", None), 10), Err(Skip::NotTls));
+        assert_eq!(c.check(&binding("<sip:b@1.2.3.4;transport=tls>", None), 10), Ok(()));
+        assert_eq!(c.check(&binding("<sips:b@1.2.3.4>", None), 10), Ok(()));
     }
 }
