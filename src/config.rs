@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cpm_actors::cf::{GroupDef, Groups, Membership, SendPolicy};
-use cpm_actors::{DeferredPolicy, ExpiryAction, Policy, Preferences, Users};
+use cpm_actors::{DeferredPolicy, ExpiryAction, OriginatorPolicy, Policy, Preferences, Release, Users};
 use cpm_sip::SipUri;
 use serde::Deserialize;
 
@@ -154,6 +154,12 @@ pub struct MessagingConfig {
     pub allow_anonymous: bool,
     /// Seconds the PF remembers forwarded reports and sending devices.
     pub imdn_retention_s: u64,
+    /// Originators refused with 403 + Warning: CPM Addresses or `*@domain`.
+    pub barred_senders: Vec<String>,
+    /// Lowest `CPM-client/OMAx.y` release in User-Agent; else 403 + Error-Info.
+    pub min_client_release: Option<String>,
+    /// The Error-Info URI of that 403 (default: a data: URI saying what is needed).
+    pub upgrade_info_uri: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +190,54 @@ impl Default for RegistrarConfig {
     }
 }
 
+impl MessagingConfig {
+    fn validate_originator(&self) -> anyhow::Result<()> {
+        if let Some(r) = &self.min_client_release {
+            anyhow::ensure!(
+                Release::parse(r).is_some(),
+                "messaging.min_client_release {r:?} is not a release like \"OMA2.0\""
+            );
+        }
+        for b in &self.barred_senders {
+            let ok = match b.strip_prefix("*@") {
+                Some(d) => !d.is_empty() && !d.contains(['@', ':', ' ']),
+                None => SipUri::parse(b).is_ok_and(|u| u.is_sip_routable() && u.user.is_some()),
+            };
+            anyhow::ensure!(ok, "messaging.barred_senders: {b:?} is not a CPM Address or *@domain");
+        }
+        Ok(())
+    }
+
+    fn originator(&self) -> OriginatorPolicy {
+        let min = self.min_client_release.as_deref().and_then(Release::parse);
+        let info = self.upgrade_info_uri.clone().unwrap_or_else(|| {
+            let min = min.map(|m| m.to_string()).unwrap_or_default();
+            format!("data:text/plain,CPM-client%2F{min}%20or%20later%20required")
+        });
+        OriginatorPolicy {
+            // Compared with canonical AORs, which are lower case but for the user part.
+            barred_senders: self.barred_senders.iter().map(|b| canonical_barred(b)).collect(),
+            min_client_release: min,
+            upgrade_info_uri: info,
+        }
+    }
+}
+
+/// A barred sender in the canonical AOR form the PF compares with
+/// (`SIPS:Bob@Example.COM` → `sip:Bob@example.com`), as `LocalDomains::local_aor` makes it.
+fn canonical_barred(b: &str) -> String {
+    if b.starts_with("*@") {
+        return b.to_ascii_lowercase();
+    }
+    match SipUri::parse(b) {
+        Ok(u) if u.scheme.eq_ignore_ascii_case("tel") => {
+            format!("tel:{}", u.user.unwrap_or_default().replace(['-', '.', '(', ')'], ""))
+        }
+        Ok(u) => format!("sip:{}@{}", u.user.unwrap_or_default(), u.host.to_ascii_lowercase()),
+        Err(_) => b.to_string(),
+    }
+}
+
 impl Default for MessagingConfig {
     fn default() -> Self {
         let p = Policy::default();
@@ -193,6 +247,9 @@ impl Default for MessagingConfig {
             fork_timeout_ms: p.fork_timeout.as_millis() as u64,
             allow_anonymous: p.allow_anonymous,
             imdn_retention_s: p.imdn_retention.as_secs(),
+            barred_senders: Vec::new(),
+            min_client_release: None,
+            upgrade_info_uri: None,
         }
     }
 }
@@ -240,6 +297,7 @@ impl Config {
             "deferred: max_messages and max_bytes must be above 0"
         );
         self.auth.validate()?;
+        self.messaging.validate_originator()?;
         for d in &self.domains {
             anyhow::ensure!(!d.is_empty() && !d.contains([':', '@', ' ']), "invalid domain {d:?}");
         }
@@ -273,6 +331,7 @@ impl Config {
             aggregate_group_reports: self.group_policy.aggregate_reports,
             group_report_deadline: Duration::from_secs(self.group_policy.report_deadline_s),
             max_adhoc_recipients: self.group_policy.max_adhoc_recipients,
+            originator: self.messaging.originator(),
             deferred: DeferredPolicy {
                 default_expiry: Duration::from_secs(self.deferred.default_expiry_s),
                 max_expiry: Duration::from_secs(self.deferred.max_expiry_s),

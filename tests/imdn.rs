@@ -166,7 +166,14 @@ fn anonymity_refused_by_policy_is_403() {
     let cpm = Cpm::start(&["--open", "--config", &cfg]);
     let phone = RawDevice::start(|_, _| 200);
     let msg = cpim_message(cpm.udp, phone.port, "bob", "mnoanon", "display", "Privacy: id\r\n");
-    assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(403));
+    let answer = phone.request(cpm.udp, &msg).expect("answer");
+    assert_eq!(status_of(&answer), Some(403), "{answer}");
+    // 002 §8.3.2.1.1 step 3: a Warning says why.
+    let warning = header(&answer, "Warning").expect("Warning header");
+    assert!(
+        warning.starts_with("399 ") && warning.contains("Anonymity"),
+        "{warning}"
+    );
 }
 
 fn device_report(server: u16, bob: &RawDevice, original: &str, status: &str, n: u32) -> String {

@@ -24,6 +24,7 @@ mod env;
 pub mod inspect;
 pub mod interworking;
 pub mod originating;
+pub mod originator;
 mod outbound;
 pub mod pf;
 mod policy;
@@ -36,6 +37,7 @@ pub use device::ClientRegistration;
 pub use directory::{Directory, DirectoryError};
 pub use env::Env;
 pub use interworking::{InterworkingFunction, SpoolInterworking};
+pub use originator::{OriginatorPolicy, Refusal, Release};
 pub use outbound::{Outbound, OutboundError, Target, TransportKind};
 pub use pf::{
     Binding, ClaimReport, ContactSpec, DeferredActions, DeferredActionsOutcome, DeliverPager, DeliveryOutcome,

@@ -32,6 +32,8 @@ pub struct Policy {
     pub group_report_deadline: Duration,
     /// Most recipients in an ad-hoc URI list (RFC 5365).
     pub max_adhoc_recipients: usize,
+    /// Who may send, and with which client release (002 §8.3.2.1.1 steps 1-2).
+    pub originator: crate::OriginatorPolicy,
 }
 
 /// Provider policy for deferred messages (003 §5.2.5, CPM-DEF-001..003).
@@ -91,6 +93,7 @@ impl Default for Policy {
             aggregate_group_reports: true,
             group_report_deadline: Duration::from_secs(30),
             max_adhoc_recipients: 20,
+            originator: crate::OriginatorPolicy::default(),
         }
     }
 }

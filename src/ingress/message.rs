@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use cpm_actors::originating::{anonymize, fill_conversation_ids};
 use cpm_actors::pf::notify;
-use cpm_actors::{Aor, ClaimReport, DeferredActions, DeliverPager, DeliveryOutcome, NoteOrigin, Tracer};
+use cpm_actors::{Aor, ClaimReport, DeferredActions, DeliverPager, DeliveryOutcome, NoteOrigin, Refusal, Tracer};
 use cpm_sip::cpim::Cpim;
 use cpm_sip::imdn;
 use cpm_sip::{Message, SipUri};
@@ -113,6 +113,10 @@ fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> 
     if ruri.user.as_deref() == Some(notify::SERVICE_USER) && env.domains.is_local_host(&ruri.host, ruri.port) {
         return Ok(Route::DeferredService { sender });
     }
+    // 002 §8.3.2.1.1 steps 1-2: barred originator, unsupported client release.
+    if let Err(refusal) = env.policy.get().originator.check(&sender, req.header("User-Agent")) {
+        return Err(Box::new(refuse_originator(r, &sender, refusal)));
+    }
     if ruri.user.as_deref() == Some(super::group::URI_LIST_SERVICE) && env.domains.is_local_host(&ruri.host, ruri.port)
     {
         return Ok(Route::AdHoc { sender });
@@ -153,6 +157,41 @@ fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> 
     }
     let gruu = ruri.param("gr").flatten().map(str::to_string);
     Ok(Route::User { sender, target, gruu })
+}
+
+/// The 403 of 002 §8.3.2.1.1: a Warning (RFC 3261 §20.43, code 399) for a
+/// barred originator, an Error-Info (§20.18) for a client release we do not serve.
+fn refuse_originator(r: &Reply, sender: &Aor, refusal: Refusal) -> Message {
+    let call_id = r.req.call_id().unwrap_or_default();
+    match refusal {
+        Refusal::Barred => {
+            tracing::info!(%sender, "barred originator refused");
+            r.core
+                .env
+                .tracer
+                .record(call_id, "ingress", "barred", sender.to_string());
+            r.builder(403)
+                .reason("Forbidden (originator not allowed)")
+                .header("Warning", warning(r, "Originator is not allowed to send"))
+                .build()
+        }
+        Refusal::ClientRelease { required, found } => {
+            let found = found.map_or("none".to_string(), |f| f.to_string());
+            tracing::info!(%sender, %required, %found, "client release refused");
+            let what = format!("client release {found}, need {required}");
+            r.core.env.tracer.record(call_id, "ingress", "client-release", what);
+            let info = r.core.env.policy.get().originator.upgrade_info_uri.clone();
+            r.builder(403)
+                .reason(&format!("Forbidden (CPM-client/{required} or later required)"))
+                .header("Error-Info", format!("<{info}>"))
+                .build()
+        }
+    }
+}
+
+/// `399 host "text"`: RFC 3261 §20.43 Warning with the miscellaneous code.
+fn warning(r: &Reply, text: &str) -> String {
+    format!("399 {} \"{text}\"", r.core.env.domains.primary())
 }
 
 /// A device's disposition notification passes the sender's PF (the
@@ -244,7 +283,12 @@ async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>) {
     } else {
         if anonymous {
             if !core.env.policy.get().allow_anonymous {
-                let resp = r.builder(403).reason("Forbidden (anonymity not allowed)").build();
+                // 002 §8.3.2.1.1 step 3: 403, with a Warning.
+                let resp = r
+                    .builder(403)
+                    .reason("Forbidden (anonymity not allowed)")
+                    .header("Warning", warning(&r, "Anonymity is not allowed"))
+                    .build();
                 return r.send(resp).await;
             }
             anonymize(&mut req);
