@@ -59,6 +59,10 @@ fn retarget(original: &Message, contact: &cpm_sip::SipUri, aor: &Aor) -> Message
 
 impl Actor for ClientRegistration {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+    }
 }
 
 /// Deliver one request to this device; resolves with its final response.

@@ -31,6 +31,12 @@ mod policy;
 pub mod preferences;
 pub mod trace;
 
+/// Messages an actor's mailbox holds. `Addr::send` waits while it is full
+/// (backpressure up to the ingress, whose server transaction cap answers
+/// 503); the few fire-and-forget notes use `try_send` first. So no mailbox
+/// grows without bound (docs/overload.md).
+pub const MAILBOX_CAPACITY: usize = 256;
+
 pub use aor::{Aor, LocalDomains};
 pub use cf::{ControllingFunction, GroupMessage, GroupOutcome, GroupReport};
 pub use device::ClientRegistration;

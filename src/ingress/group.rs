@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cpm_actors::cf::urilist::{self, ListError};
 use cpm_actors::originating::fill_conversation_ids;
-use cpm_actors::{Aor, DeliverPager, GroupMessage, GroupOutcome, GroupReport, NoteOrigin};
+use cpm_actors::{Aor, DeliverPager, GroupMessage, GroupOutcome, GroupReport};
 use cpm_sip::imdn;
 use cpm_sip::{SipUri, StartLine};
 
@@ -51,10 +51,7 @@ pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
     // One conversation per group, whoever writes.
     fill_conversation_ids(&mut req, &group, &group);
     if let Some(id) = cpim.as_ref().and_then(requested_reports) {
-        core.dir.pf(&sender).do_send(NoteOrigin {
-            message_id: id,
-            source: r.source.peer,
-        });
+        super::message::note_origin(&core.dir, &sender, id, r.source.peer).await;
     }
     let msg = GroupMessage {
         request: Arc::new(req),

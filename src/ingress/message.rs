@@ -4,6 +4,7 @@
 //! per-user state yet. The terminating side is the target's
 //! ParticipatingFunction, which forks to the eligible devices.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use cpm_actors::originating::{anonymize, fill_conversation_ids};
@@ -248,6 +249,22 @@ pub(super) fn requested_reports(cpim: &Cpim) -> Option<String> {
     cpim.imdn_message_id().map(str::to_string)
 }
 
+/// Tell the sender's PF which device sent `message_id` (its reports go
+/// there). Through the bounded mailbox: a full one makes this request wait,
+/// which the server transaction cap turns into 503s (docs/overload.md).
+pub(super) async fn note_origin(dir: &cpm_actors::Directory, sender: &Aor, message_id: String, source: SocketAddr) {
+    let note = NoteOrigin { message_id, source };
+    // Fire and forget while there is room; wait only when the mailbox is full
+    // (or the PF stopped, which the Directory's send re-activates).
+    let note = match dir.pf(sender).try_send(note) {
+        Ok(()) => return,
+        Err(actix::prelude::SendError::Full(n) | actix::prelude::SendError::Closed(n)) => n,
+    };
+    if let Err(e) = dir.send(sender, note).await {
+        tracing::warn!(%sender, error = %e, "sending device not noted; reports go to any device");
+    }
+}
+
 /// RFC 3323: the sender asked for its identity to be withheld.
 pub(super) fn is_anonymous(req: &Message) -> bool {
     let privacy = req
@@ -297,10 +314,7 @@ async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>) {
         // Anonymous senders get no reports (their requests were removed).
         if let Some(id) = cpim.as_ref().filter(|_| !anonymous).and_then(requested_reports) {
             // Reports on this message go back to the device that sent it.
-            core.dir.pf(&sender).do_send(NoteOrigin {
-                message_id: id,
-                source: r.source.peer,
-            });
+            note_origin(&core.dir, &sender, id, r.source.peer).await;
         }
     }
     let msg = DeliverPager {

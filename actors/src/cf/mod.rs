@@ -194,6 +194,7 @@ impl Actor for ControllingFunction {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         let idle = self.env.policy.get().idle_timeout;
         let check = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
         ctx.run_interval(check, move |act, ctx| {

@@ -199,6 +199,7 @@ impl Actor for ParticipatingFunction {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         self.load();
         self.load_deferred_state();
         self.schedule_expiry(ctx);
