@@ -78,13 +78,24 @@ impl LocalDomains {
 
     /// Is this host (with optional port) ours?
     pub fn is_local_host(&self, host: &str, port: Option<u16>) -> bool {
-        let host = host.to_ascii_lowercase();
-        if self.domains.contains(&host) {
+        // Called several times per request: no allocation in the usual
+        // (already lower-case) case.
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
+        if self.domains.contains(host) {
             return true;
         }
         match port {
-            Some(p) => self.addresses.contains(&format!("{host}:{p}")),
-            None => self.addresses.contains(&host),
+            Some(p) => self.addresses.iter().any(|a| {
+                a.rsplit_once(':')
+                    .is_some_and(|(h, ap)| h == host && ap.parse() == Ok(p))
+            }),
+            None => self.addresses.contains(host),
         }
     }
 

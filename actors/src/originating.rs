@@ -27,11 +27,12 @@ pub fn fill_conversation_ids(req: &mut Message, sender: &Aor, target: &Aor) {
         } else {
             (target, sender)
         };
-        let key = format!("{a}|{b}");
+        let key = [a.as_str().as_bytes(), b"|", b.as_str().as_bytes()];
+        let hash = |seed| key.iter().fold(seed, |h, part| fnv1a(part, h));
         let id = format!(
             "{:016x}{:016x}",
-            fnv1a(key.as_bytes(), 0xcbf2_9ce4_8422_2325),
-            fnv1a(key.as_bytes(), 0x6c62_272e_07bb_0142)
+            hash(0xcbf2_9ce4_8422_2325),
+            hash(0x6c62_272e_07bb_0142)
         );
         req.headers.push("Conversation-ID", id);
     }
