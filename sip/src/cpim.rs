@@ -408,7 +408,7 @@ fn read_block(data: &[u8], pos: &mut usize, block: Block) -> Result<Vec<CpimHead
         let rest = &data[*pos..];
         // Never look further than one maximal line (plus CRLF) for its end.
         let window = &rest[..rest.len().min(MAX_LINE + 2)];
-        let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+        let Some(nl) = memchr::memchr(b'\n', window) else {
             return Err(if rest.len() > MAX_LINE + 1 {
                 CpimError::LineTooLong(block)
             } else {

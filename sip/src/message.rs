@@ -42,10 +42,9 @@ impl Message {
         let body = buf.slice(head_end + 4..);
         let head = &buf[..head_end + 2]; // keeps the last header's CRLF
         let unfolded;
-        let head: &[u8] = if head
-            .windows(3)
-            .any(|w| w[0..2] == *b"\r\n" && (w[2] == b' ' || w[2] == b'\t'))
-        {
+        let folded = memchr::memchr_iter(b'\n', head)
+            .any(|i| i > 0 && head[i - 1] == b'\r' && matches!(head.get(i + 1), Some(b' ' | b'\t')));
+        let head: &[u8] = if folded {
             unfolded = unfold(head);
             &unfolded
         } else {
@@ -239,8 +238,9 @@ fn syntax(what: &str) -> ParseError {
     ParseError::Syntax(what.to_string())
 }
 
+/// SIMD substring search: the parse path runs it once per header line.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// Replace CRLF followed by whitespace (obsolete line folding) with a space.
