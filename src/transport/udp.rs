@@ -9,6 +9,9 @@ use cpm_actors::TransportKind;
 
 use super::{Admit, Inbound, Sink, Source, TransportError};
 
+/// Requested SO_RCVBUF (the kernel doubles it for bookkeeping and caps it).
+const RECV_BUFFER: usize = 4 << 20;
+
 pub struct UdpTransport {
     socket: UdpSocket,
     local: SocketAddr,
@@ -18,6 +21,14 @@ impl UdpTransport {
     pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<UdpTransport>> {
         let socket = UdpSocket::bind(addr)?;
         let local = socket.local_addr()?;
+        // The default receive buffer (~208 KB) overflows in bursts of a few
+        // thousand messages a second, and every drop costs its sender a 500 ms
+        // retransmission. Ask for more; the kernel caps it at net.core.rmem_max.
+        let sock = socket2::SockRef::from(&socket);
+        if let Err(e) = sock.set_recv_buffer_size(RECV_BUFFER) {
+            tracing::warn!(%local, error = %e, "cannot enlarge the UDP receive buffer");
+        }
+        tracing::debug!(%local, bytes = sock.recv_buffer_size().unwrap_or(0), "UDP receive buffer");
         Ok(Arc::new(UdpTransport { socket, local }))
     }
 
