@@ -21,13 +21,16 @@ use crate::config::Config;
 use crate::ingress::{Core, Received, SipIngress};
 use crate::limits::{Admit, Gate, Limits, ShedCounters};
 use crate::transaction::{ClientTransactions, ServerTransactions, Timers};
-use crate::transport::{Inbound, Sink, TcpHub, Transports, UdpTransport};
+use crate::transport::{Inbound, MemoryTransport, Sink, TcpHub, Transports, UdpTransport};
 
 /// `--sip udp:HOST:PORT` / `--sip tcp:HOST:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listen {
     Udp(SocketAddr),
     Tcp(SocketAddr),
+    /// In-process transport for `cpm simulate` (no socket; the address is
+    /// only what the server calls itself).
+    Memory(SocketAddr),
 }
 
 impl FromStr for Listen {
@@ -39,6 +42,7 @@ impl FromStr for Listen {
         match proto.to_ascii_lowercase().as_str() {
             "udp" => Ok(Listen::Udp(addr)),
             "tcp" => Ok(Listen::Tcp(addr)),
+            "memory" => Ok(Listen::Memory(addr)),
             other => Err(format!("unknown transport {other:?} (udp or tcp)")),
         }
     }
@@ -60,6 +64,8 @@ pub struct Server {
     pub core: Arc<Core>,
     /// One SipIngress per worker (admin inspector).
     pub ingress: Vec<Addr<SipIngress>>,
+    /// The in-process transport, when `Listen::Memory` was asked for.
+    pub memory: Option<Arc<MemoryTransport>>,
     _arbiters: Vec<Arbiter>,
 }
 
@@ -111,6 +117,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     };
 
     let (mut udp, mut tcp_hub, mut addrs) = (Vec::new(), None, Vec::new());
+    let mut memory: Option<Arc<MemoryTransport>> = None;
     for l in &opts.listen {
         match *l {
             Listen::Udp(a) => {
@@ -134,9 +141,20 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
                 actix_rt::spawn(hub.clone().accept(listener));
                 tcp_hub = Some(hub);
             }
+            Listen::Memory(a) => {
+                anyhow::ensure!(memory.is_none(), "only one memory transport is supported");
+                let m = MemoryTransport::new(a);
+                m.bind_sink(sink.clone());
+                addrs.push(a.to_string());
+                memory = Some(m);
+            }
         }
     }
-    let transports = Arc::new(Transports::new(udp.clone(), tcp_hub.clone()));
+    let mut transports = Transports::new(udp.clone(), tcp_hub.clone());
+    if let Some(m) = &memory {
+        transports = transports.with_memory(m.clone());
+    }
+    let transports = Arc::new(transports);
     let timers = Timers::default();
     let client_tx = Arc::new(ClientTransactions::with_cap(
         transports.clone(),
@@ -196,6 +214,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         tcp: tcp_addrs,
         core,
         ingress: actors,
+        memory,
         _arbiters: arbiters,
     })
 }

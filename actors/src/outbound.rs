@@ -11,6 +11,8 @@ use thiserror::Error;
 pub enum TransportKind {
     Udp,
     Tcp,
+    /// In-process byte hand-off (`cpm simulate`): reliable, no socket.
+    Memory,
 }
 
 impl TransportKind {
@@ -18,6 +20,7 @@ impl TransportKind {
         match self {
             TransportKind::Udp => "udp",
             TransportKind::Tcp => "tcp",
+            TransportKind::Memory => "memory",
         }
     }
 
@@ -25,6 +28,7 @@ impl TransportKind {
         match s.to_ascii_lowercase().as_str() {
             "udp" => Some(TransportKind::Udp),
             "tcp" => Some(TransportKind::Tcp),
+            "memory" => Some(TransportKind::Memory),
             _ => None,
         }
     }

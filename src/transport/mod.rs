@@ -4,6 +4,7 @@
 //! (the ingress dispatcher), everything sent goes through [`Transports`].
 
 mod framing;
+mod memory;
 mod tcp;
 mod udp;
 
@@ -18,6 +19,7 @@ use thiserror::Error;
 pub use crate::limits::Admit;
 
 pub use framing::{FrameError, Framer, MAX_FRAME};
+pub use memory::{MemoryTransport, Peer};
 pub use tcp::TcpHub;
 pub use udp::UdpTransport;
 
@@ -58,6 +60,7 @@ pub struct Transports {
     udp: HashMap<SocketAddr, Arc<UdpTransport>>,
     first_udp: Option<Arc<UdpTransport>>,
     tcp: Option<Arc<TcpHub>>,
+    memory: Option<Arc<MemoryTransport>>,
 }
 
 impl Transports {
@@ -66,7 +69,18 @@ impl Transports {
             first_udp: udp.first().cloned(),
             udp: udp.into_iter().map(|u| (u.local(), u)).collect(),
             tcp,
+            memory: None,
         }
+    }
+
+    /// Add the in-process transport (`cpm simulate`).
+    pub fn with_memory(mut self, memory: Arc<MemoryTransport>) -> Transports {
+        self.memory = Some(memory);
+        self
+    }
+
+    fn memory(&self) -> Result<&Arc<MemoryTransport>, TransportError> {
+        (self.memory.as_ref()).ok_or(TransportError::NoListener(TransportKind::Memory))
     }
 
     /// `host:port` for the Via of requests we originate on `kind`.
@@ -74,6 +88,7 @@ impl Transports {
         match kind {
             TransportKind::Udp => self.first_udp.as_ref().map(|u| u.local()),
             TransportKind::Tcp => self.tcp.as_ref().map(|t| t.local()),
+            TransportKind::Memory => self.memory.as_ref().map(|m| m.local()),
         }
     }
 
@@ -85,6 +100,7 @@ impl Transports {
                 let sock = sock.ok_or(TransportError::NoListener(TransportKind::Udp))?;
                 sock.send(to.peer, &data)
             }
+            TransportKind::Memory => self.memory()?.send(to.peer, data),
             TransportKind::Tcp => {
                 self.send(
                     Target {
@@ -114,6 +130,7 @@ impl Transports {
                     .ok_or(TransportError::NoListener(TransportKind::Tcp))?;
                 hub.send(target.addr, data).await
             }
+            TransportKind::Memory => self.memory()?.send(target.addr, data),
         }
     }
 }
