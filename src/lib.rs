@@ -11,5 +11,6 @@ pub mod config;
 pub mod ingress;
 pub mod limits;
 pub mod server;
+pub mod simulate;
 pub mod transaction;
 pub mod transport;
