@@ -41,6 +41,33 @@ pub struct Config {
     /// Digest authentication (docs/auth.md).
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// The embedded sled store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// sled's page cache in MiB (sled's own default is 1024). Everything
+    /// beyond it stays on disk and is read back when a user is activated.
+    pub cache_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_mb: StoreConfig::CACHE_MB,
+        }
+    }
+}
+
+impl StoreConfig {
+    pub const CACHE_MB: u64 = 1024;
+
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mb.max(1) * 1024 * 1024
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -81,7 +81,8 @@ impl Outbound for TxOutbound {
 /// Start everything; must run inside an actix System.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     anyhow::ensure!(!opts.listen.is_empty(), "no --sip listener");
-    let store = Store::open(&opts.data).with_context(|| format!("opening store {}", opts.data.display()))?;
+    let store = Store::open_with_cache(&opts.data, opts.config.store.cache_bytes())
+        .with_context(|| format!("opening store {}", opts.data.display()))?;
 
     let workers = match opts.config.actors.workers {
         0 => std::thread::available_parallelism()
@@ -258,6 +259,7 @@ fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut n: u64 = 0;
         let mut shed_seen = core.shed.snapshot();
+        let mut live_pfs = 0;
         loop {
             tick.tick().await;
             core.server_tx.sweep(&timers);
@@ -268,6 +270,14 @@ fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
             }
             expire_deferred(&core).await;
             n += 1;
+            if n.is_multiple_of(10) {
+                // After a wave of passivations, hand the freed heap back (docs/performance.md, Scale).
+                let live = core.dir.active_count();
+                if live + 1000 < live_pfs {
+                    crate::memory::trim_heap();
+                }
+                live_pfs = live;
+            }
             if n.is_multiple_of(60) {
                 if let Err(e) = core.env.store.sweep_imdn(unix_now(), 100_000) {
                     tracing::error!(error = %e, "report memory sweep failed");

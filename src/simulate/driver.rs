@@ -15,9 +15,10 @@ use cpm_sip::{imdn, Message, ResponseBuilder};
 
 use super::device::{Device, Sip, State};
 use super::invariants::{Checker, Dev, ReportKind};
-use super::report::{rss, Report};
+use super::report::Report;
 use super::wire::Wire;
 use super::{secs, Engine, SimError, SimOptions, SimTransport};
+use crate::memory::{rss, trim_heap};
 
 /// Our own retransmission timer (UDP) and the give-up time of a request.
 const RETX_FIRST: Duration = Duration::from_millis(500);
@@ -488,6 +489,8 @@ impl Sim<'_> {
         self.pump(Instant::now() + Duration::from_secs(2));
         self.rep.pfs_after_settle = Some(engine.core.dir.active_count());
         self.rep.rss_idle = Some(rss().0);
+        trim_heap();
+        self.rep.rss_trimmed = Some(rss().0);
     }
 
     fn finish(mut self, engine: &Engine, began: Instant) -> Report {

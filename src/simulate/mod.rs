@@ -21,8 +21,9 @@ use crate::ingress::Core;
 use crate::server::{start, Listen, ServeOptions};
 use crate::transport::MemoryTransport;
 
+pub use crate::memory::rss;
 pub use invariants::{Checker, ReportKind};
-pub use report::{rss, Report};
+pub use report::Report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SimTransport {
@@ -57,6 +58,10 @@ pub struct SimOptions {
     /// Seconds at most to wait at the end for deferred messages and reports.
     #[arg(long, default_value_t = 30.0)]
     pub drain: f64,
+    /// Engine configuration (docs/configuration.md); domains, workers and
+    /// the idle timeout are set from the other flags.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Data directory (default: a fresh temporary one, removed afterwards).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -67,8 +72,9 @@ pub struct SimOptions {
     /// passivate, then measure the idle RSS per registered device.
     #[arg(long, default_value_t = 0.0)]
     pub settle: f64,
-    /// Registrations in flight at once.
-    #[arg(long, default_value_t = 2000)]
+    /// Registrations in flight at once (beyond a few hundred, UDP devices
+    /// start retransmitting while the engine flushes to disk).
+    #[arg(long, default_value_t = 200)]
     pub window: usize,
     /// Engine worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
@@ -92,10 +98,11 @@ impl Default for SimOptions {
             churn: 2.0,
             offline: 3.0,
             drain: 30.0,
+            config: None,
             data: None,
             idle_timeout: None,
             settle: 0.0,
-            window: 2000,
+            window: 200,
             workers: 0,
             seed: 1,
             quiet: false,
@@ -125,7 +132,10 @@ struct Engine {
 /// Start the engine on its own thread (an actix System that keeps running
 /// the sweepers) and wait until it serves.
 fn start_engine(opts: &SimOptions, data: PathBuf) -> Result<Engine, SimError> {
-    let mut config = Config::default();
+    let mut config = match &opts.config {
+        Some(path) => Config::load(path).map_err(|e| SimError::Options(format!("{e:#}")))?,
+        None => Config::default(),
+    };
     config.domains = vec![device::DOMAIN.to_string()];
     config.actors.workers = opts.workers;
     if let Some(t) = opts.idle_timeout {
@@ -195,7 +205,11 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
     let (data, temporary) = match &opts.data {
         Some(d) => (d.clone(), false),
         None => {
-            let d = std::env::temp_dir().join(format!("cpm-sim-{}-{}", std::process::id(), cpm_actors::unix_now()));
+            // Unique per run, also for several runs in one process (tests).
+            static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("cpm-sim-{}-{}-{n}", std::process::id(), cpm_actors::unix_now());
+            let d = std::env::temp_dir().join(name);
             (d, true)
         }
     };

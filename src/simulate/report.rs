@@ -31,6 +31,8 @@ pub struct Report {
     pub rss_peak: u64,
     /// Idle measurement (`--settle`): RSS once every user actor passivated.
     pub rss_idle: Option<u64>,
+    /// The same after `malloc_trim(0)` gave free heap pages back to the OS.
+    pub rss_trimmed: Option<u64>,
     pub pfs_after_settle: Option<usize>,
     /// The simulator's own per-device state (in the RSS, not the engine's).
     pub sim_bytes: u64,
@@ -59,7 +61,15 @@ impl Report {
     /// Engine bytes per registered device at idle: RSS growth over the
     /// start, minus the simulator's own table.
     pub fn idle_bytes_per_device(&self) -> Option<f64> {
-        let idle = self.rss_idle?;
+        self.bytes_per_device(self.rss_idle?)
+    }
+
+    /// [`Report::idle_bytes_per_device`] after `malloc_trim`.
+    pub fn trimmed_bytes_per_device(&self) -> Option<f64> {
+        self.bytes_per_device(self.rss_trimmed?)
+    }
+
+    fn bytes_per_device(&self, idle: u64) -> Option<f64> {
         let n = (self.users as u64 * self.devices as u64).max(1);
         Some((idle.saturating_sub(self.rss_start).saturating_sub(self.sim_bytes)) as f64 / n as f64)
     }
@@ -129,6 +139,14 @@ impl fmt::Display for Report {
                 mib(self.sim_bytes)
             )?;
         }
+        if let (Some(t), Some(per)) = (self.rss_trimmed, self.trimmed_bytes_per_device()) {
+            writeln!(
+                f,
+                "  idle, trimmed  RSS {:.1} MiB after malloc_trim: {:.0} bytes per registered device",
+                mib(t),
+                per
+            )?;
+        }
         if self.ok() {
             writeln!(f, "  invariants     OK")
         } else {
@@ -142,20 +160,4 @@ impl fmt::Display for Report {
             Ok(())
         }
     }
-}
-
-/// (VmRSS, VmHWM) of this process in bytes; zeros where /proc is missing.
-pub fn rss() -> (u64, u64) {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return (0, 0);
-    };
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
