@@ -63,7 +63,7 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    pub const CACHE_MB: u64 = 1024;
+    pub const CACHE_MB: u64 = 64;
 
     pub fn cache_bytes(&self) -> u64 {
         self.cache_mb.max(1) * 1024 * 1024

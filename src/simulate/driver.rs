@@ -195,7 +195,7 @@ impl Sim<'_> {
         self.rep.churn_events += 1;
         let m = self.opts.devices;
         let user = self.below(self.opts.users);
-        if self.rand() % 2 == 0 {
+        if self.rand().is_multiple_of(2) {
             let dev = user * m + self.below(m);
             self.leave(dev);
         } else {
@@ -397,9 +397,9 @@ impl Sim<'_> {
         *last = Instant::now();
         let online = self.devs.iter().filter(|d| d.state == State::Online).count();
         eprint!(
-            "\r{phase:<9} registered {}/{}  online {online}  sent {}  in flight {}  PFs {}  RSS {} MiB  violations {}   ",
-            self.registered,
+            "\r{phase:<9} online {online}/{}  REGISTERs {}  sent {}  in flight {}  PFs {}  RSS {} MiB  violations {}   ",
             self.devs.len(),
+            self.registered,
             self.checker.sent_count(),
             self.pending.len(),
             engine.core.dir.active_count(),
