@@ -29,7 +29,7 @@ pub enum Listen {
     Udp(SocketAddr),
     Tcp(SocketAddr),
     /// In-process transport for `cpm simulate` (no socket; the address is
-    /// only what the server calls itself).
+    /// only what the server calls itself). Built in code, not parsed.
     Memory(SocketAddr),
 }
 
@@ -42,7 +42,6 @@ impl FromStr for Listen {
         match proto.to_ascii_lowercase().as_str() {
             "udp" => Ok(Listen::Udp(addr)),
             "tcp" => Ok(Listen::Tcp(addr)),
-            "memory" => Ok(Listen::Memory(addr)),
             other => Err(format!("unknown transport {other:?} (udp or tcp)")),
         }
     }
@@ -67,6 +66,16 @@ pub struct Server {
     /// The in-process transport, when `Listen::Memory` was asked for.
     pub memory: Option<Arc<MemoryTransport>>,
     _arbiters: Vec<Arbiter>,
+}
+
+impl Server {
+    /// Stop the worker arbiters and the actors on them (in-process runs
+    /// such as `cpm simulate`, which start more than one engine per process).
+    pub fn stop(self) {
+        for a in &self._arbiters {
+            a.stop();
+        }
+    }
 }
 
 struct TxOutbound(Arc<ClientTransactions>);

@@ -172,6 +172,7 @@ fn start_engine(opts: &SimOptions, data: PathBuf) -> Result<Engine, SimError> {
                         if let Err(e) = server.core.env.store.flush().await {
                             tracing::error!(error = %e, "final flush failed");
                         }
+                        server.stop();
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("{e:#}")));
