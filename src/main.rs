@@ -150,7 +150,9 @@ fn simulate(opts: &cpm::simulate::SimOptions, log: String) -> anyhow::Result<()>
     let report = cpm::simulate::run(opts)?;
     print!("{report}");
     if !report.ok() {
-        anyhow::bail!("{} invariant violation(s)", report.violation_count);
+        // A finding, not a failure of the tool: no error chain to show.
+        eprintln!("cpm simulate: {} invariant violation(s)", report.violation_count);
+        std::process::exit(1);
     }
     Ok(())
 }

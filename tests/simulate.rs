@@ -142,3 +142,42 @@ fn checker_catches_a_deferral_while_a_device_was_online() {
     c.answered(id, 202, |_, _| true);
     assert!(c.violations().iter().any(|v| v.contains("deferred (202) although")));
 }
+
+/// End to end: an engine that refuses what it cannot deliver now (480
+/// instead of deferring) breaks the "deferred or delivered" rule, and
+/// `cpm simulate` says so and exits non-zero.
+#[test]
+fn the_binary_exits_non_zero_when_the_engine_breaks_an_invariant() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("reject.toml");
+    std::fs::write(&config, "[preferences]\nwhen_unavailable = \"reject\"\n").expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpm"))
+        .args([
+            "simulate",
+            "--users",
+            "100",
+            "--devices",
+            "1",
+            "--rate",
+            "50",
+            "--duration",
+            "4",
+        ])
+        .args([
+            "--churn",
+            "20",
+            "--offline",
+            "2",
+            "--transport",
+            "memory",
+            "--quiet",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .expect("run cpm simulate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "must fail:\n{stdout}");
+    assert!(stdout.contains("refused with 480"), "{stdout}");
+    assert!(stdout.contains("VIOLATION"), "{stdout}");
+}
