@@ -43,6 +43,8 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Certificate and key of `--sip tls:` listeners.
     pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 /// `[tls]`: PEM files, read at startup (a relative path is relative to the
@@ -54,6 +56,31 @@ pub struct TlsConfig {
     pub cert: std::path::PathBuf,
     /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
     pub key: std::path::PathBuf,
+}
+
+/// The embedded sled store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// sled's page cache in MiB (sled's own default is 1024). Everything
+    /// beyond it stays on disk and is read back when a user is activated.
+    pub cache_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_mb: StoreConfig::CACHE_MB,
+        }
+    }
+}
+
+impl StoreConfig {
+    pub const CACHE_MB: u64 = 64;
+
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mb.max(1) * 1024 * 1024
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,8 @@ pub mod auth;
 pub mod config;
 pub mod ingress;
 pub mod limits;
+pub mod memory;
 pub mod server;
+pub mod simulate;
 pub mod transaction;
 pub mod transport;

@@ -47,6 +47,14 @@ enum Command {
         #[command(flatten)]
         limits: cpm::limits::Limits,
     },
+    /// Run the engine with virtual users and check delivery invariants (docs/simulate.md).
+    Simulate {
+        #[command(flatten)]
+        opts: cpm::simulate::SimOptions,
+        /// Log filter of the engine (tracing EnvFilter syntax); RUST_LOG wins when set.
+        #[arg(long, default_value = "error")]
+        log: String,
+    },
     /// Digest credentials of users (docs/auth.md); the server must be stopped.
     User {
         #[command(subcommand)]
@@ -78,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             limits,
         } => (sip, data, config, open, log, admin, admin_token, limits),
         Command::User { what } => return cpm::auth::cli::run(&what),
+        Command::Simulate { opts, log } => return simulate(&opts, log),
         Command::Inspect { what, admin, token } => {
             let token = token.or_else(|| std::env::var("CPM_ADMIN_TOKEN").ok());
             return inspect::run(&what, &admin, token.as_deref());
@@ -137,4 +146,21 @@ fn main() -> anyhow::Result<()> {
         server.core.env.store.flush().await.context("final flush")?;
         Ok(())
     })
+}
+
+/// `cpm simulate`: prints the report; exits non-zero on any violation.
+fn simulate(opts: &cpm::simulate::SimOptions, log: String) -> anyhow::Result<()> {
+    let filter = std::env::var("RUST_LOG").unwrap_or(log);
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("--log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let report = cpm::simulate::run(opts)?;
+    print!("{report}");
+    if !report.ok() {
+        // A finding, not a failure of the tool: no error chain to show.
+        eprintln!("cpm simulate: {} invariant violation(s)", report.violation_count);
+        std::process::exit(1);
+    }
+    Ok(())
 }

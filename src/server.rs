@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::ingress::{Core, Received, SipIngress};
 use crate::limits::{Admit, Gate, Limits, ShedCounters};
 use crate::transaction::{ClientTransactions, ServerTransactions, Timers};
-use crate::transport::{tls_acceptor, Inbound, Sink, TcpHub, Transports, UdpTransport};
+use crate::transport::{tls_acceptor, Inbound, MemoryTransport, Sink, TcpHub, Transports, UdpTransport};
 
 /// `--sip udp:HOST:PORT` / `--sip tcp:HOST:PORT` / `--sip tls:HOST:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,9 @@ pub enum Listen {
     Tcp(SocketAddr),
     /// Needs `[tls]` cert and key in the configuration.
     Tls(SocketAddr),
+    /// In-process transport for `cpm simulate` (no socket; the address is
+    /// only what the server calls itself). Built in code, not parsed.
+    Memory(SocketAddr),
 }
 
 impl FromStr for Listen {
@@ -66,7 +69,19 @@ pub struct Server {
     pub core: Arc<Core>,
     /// One SipIngress per worker (admin inspector).
     pub ingress: Vec<Addr<SipIngress>>,
+    /// The in-process transport, when `Listen::Memory` was asked for.
+    pub memory: Option<Arc<MemoryTransport>>,
     _arbiters: Vec<Arbiter>,
+}
+
+impl Server {
+    /// Stop the worker arbiters and the actors on them (in-process runs
+    /// such as `cpm simulate`, which start more than one engine per process).
+    pub fn stop(self) {
+        for a in &self._arbiters {
+            a.stop();
+        }
+    }
 }
 
 struct TxOutbound(Arc<ClientTransactions>);
@@ -81,7 +96,8 @@ impl Outbound for TxOutbound {
 /// Start everything; must run inside an actix System.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     anyhow::ensure!(!opts.listen.is_empty(), "no --sip listener");
-    let store = Store::open(&opts.data).with_context(|| format!("opening store {}", opts.data.display()))?;
+    let store = Store::open_with_cache(&opts.data, opts.config.store.cache_bytes())
+        .with_context(|| format!("opening store {}", opts.data.display()))?;
 
     // Default: one worker per core but one, which is left to the UDP
     // receive threads, the kernel's network stack, the store's flusher and
@@ -121,6 +137,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     };
 
     let (mut udp, mut tcp_hub, mut tls_hub, mut addrs) = (Vec::new(), None, None, Vec::new());
+    let mut memory: Option<Arc<MemoryTransport>> = None;
     for l in &opts.listen {
         match *l {
             Listen::Udp(a) => {
@@ -165,9 +182,20 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
                 actix_rt::spawn(hub.clone().accept(listener));
                 tls_hub = Some(hub);
             }
+            Listen::Memory(a) => {
+                anyhow::ensure!(memory.is_none(), "only one memory transport is supported");
+                let m = MemoryTransport::new(a);
+                m.bind_sink(sink.clone());
+                addrs.push(a.to_string());
+                memory = Some(m);
+            }
         }
     }
-    let transports = Arc::new(Transports::new(udp.clone(), tcp_hub.clone(), tls_hub.clone()));
+    let mut transports = Transports::new(udp.clone(), tcp_hub.clone(), tls_hub.clone());
+    if let Some(m) = &memory {
+        transports = transports.with_memory(m.clone());
+    }
+    let transports = Arc::new(transports);
     let timers = Timers::default();
     let client_tx = Arc::new(ClientTransactions::with_cap(
         transports.clone(),
@@ -236,6 +264,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         tls: tls_addrs,
         core,
         ingress: actors,
+        memory,
         _arbiters: arbiters,
     })
 }
@@ -279,6 +308,7 @@ fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut n: u64 = 0;
         let mut shed_seen = core.shed.snapshot();
+        let mut live_pfs = 0;
         loop {
             tick.tick().await;
             core.server_tx.sweep(&timers);
@@ -289,6 +319,14 @@ fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
             }
             expire_deferred(&core).await;
             n += 1;
+            if n.is_multiple_of(10) {
+                // After a wave of passivations, hand the freed heap back (docs/performance.md, Scale).
+                let live = core.dir.active_count();
+                if live + 1000 < live_pfs {
+                    crate::memory::trim_heap();
+                }
+                live_pfs = live;
+            }
             if n.is_multiple_of(60) {
                 if let Err(e) = core.env.store.sweep_imdn(unix_now(), 100_000) {
                     tracing::error!(error = %e, "report memory sweep failed");

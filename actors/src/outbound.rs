@@ -13,6 +13,8 @@ pub enum TransportKind {
     Tcp,
     /// TLS over TCP (RFC 3261 §26.3.1); the only transport for `sips:`.
     Tls,
+    /// In-process byte hand-off (`cpm simulate`): reliable, no socket.
+    Memory,
 }
 
 impl TransportKind {
@@ -21,6 +23,7 @@ impl TransportKind {
             TransportKind::Udp => "udp",
             TransportKind::Tcp => "tcp",
             TransportKind::Tls => "tls",
+            TransportKind::Memory => "memory",
         }
     }
 
@@ -29,6 +32,7 @@ impl TransportKind {
             "udp" => Some(TransportKind::Udp),
             "tcp" => Some(TransportKind::Tcp),
             "tls" => Some(TransportKind::Tls),
+            "memory" => Some(TransportKind::Memory),
             _ => None,
         }
     }

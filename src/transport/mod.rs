@@ -4,6 +4,7 @@
 //! (the ingress dispatcher), everything sent goes through [`Transports`].
 
 mod framing;
+mod memory;
 mod tcp;
 mod tls;
 mod udp;
@@ -19,6 +20,7 @@ use thiserror::Error;
 pub use crate::limits::Admit;
 
 pub use framing::{FrameError, Framer, MAX_FRAME};
+pub use memory::{MemoryTransport, Peer};
 pub use tcp::TcpHub;
 pub use tls::{acceptor as tls_acceptor, TlsError};
 pub use udp::UdpTransport;
@@ -64,6 +66,7 @@ pub struct Transports {
     first_udp: Option<Arc<UdpTransport>>,
     tcp: Option<Arc<TcpHub>>,
     tls: Option<Arc<TcpHub>>,
+    memory: Option<Arc<MemoryTransport>>,
 }
 
 impl Transports {
@@ -73,21 +76,33 @@ impl Transports {
             udp: udp.into_iter().map(|u| (u.local(), u)).collect(),
             tcp,
             tls,
+            memory: None,
         }
     }
 
     fn hub(&self, kind: TransportKind) -> Option<&Arc<TcpHub>> {
         match kind {
-            TransportKind::Udp => None,
+            TransportKind::Udp | TransportKind::Memory => None,
             TransportKind::Tcp => self.tcp.as_ref(),
             TransportKind::Tls => self.tls.as_ref(),
         }
+    }
+
+    /// Add the in-process transport (`cpm simulate`).
+    pub fn with_memory(mut self, memory: Arc<MemoryTransport>) -> Transports {
+        self.memory = Some(memory);
+        self
+    }
+
+    fn memory(&self) -> Result<&Arc<MemoryTransport>, TransportError> {
+        (self.memory.as_ref()).ok_or(TransportError::NoListener(TransportKind::Memory))
     }
 
     /// `host:port` for the Via of requests we originate on `kind`.
     pub fn sent_by(&self, kind: TransportKind) -> Option<SocketAddr> {
         match kind {
             TransportKind::Udp => self.first_udp.as_ref().map(|u| u.local()),
+            TransportKind::Memory => self.memory.as_ref().map(|m| m.local()),
             kind => self.hub(kind).map(|t| t.local()),
         }
     }
@@ -100,6 +115,7 @@ impl Transports {
                 let sock = sock.ok_or(TransportError::NoListener(TransportKind::Udp))?;
                 sock.send(to.peer, &data)
             }
+            TransportKind::Memory => self.memory()?.send(to.peer, data),
             TransportKind::Tcp | TransportKind::Tls => {
                 self.send(
                     Target {
@@ -122,6 +138,7 @@ impl Transports {
                     .ok_or(TransportError::NoListener(TransportKind::Udp))?;
                 sock.send(target.addr, &data)
             }
+            TransportKind::Memory => self.memory()?.send(target.addr, data),
             kind => {
                 let hub = self.hub(kind).ok_or(TransportError::NoListener(kind))?;
                 hub.send(target.addr, data).await

@@ -96,6 +96,13 @@ impl Store {
         Self::from_db(sled::open(path)?)
     }
 
+    /// Like [`Store::open`] with sled's page cache capped at `cache_bytes`
+    /// (sled's default is 1 GiB; at a million users the cache, not the
+    /// data on disk, is what the process's memory is made of).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        Self::from_db(sled::Config::new().path(path).cache_capacity(cache_bytes).open()?)
+    }
+
     /// An in-memory-backed store that is deleted on drop; for tests and
     /// deployments that explicitly want no persistence.
     pub fn temporary() -> Result<Store, StoreError> {
