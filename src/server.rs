@@ -145,34 +145,28 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
                 addrs.push(t.local().to_string());
                 udp.push(t);
             }
-            Listen::Tcp(a) => {
-                anyhow::ensure!(tcp_hub.is_none(), "only one TCP listener is supported");
+            Listen::Tcp(a) | Listen::Tls(a) => {
+                let tls = matches!(*l, Listen::Tls(_));
+                let (name, slot) = match tls {
+                    true => ("tls", &mut tls_hub),
+                    false => ("tcp", &mut tcp_hub),
+                };
+                anyhow::ensure!(slot.is_none(), "only one {name} listener is supported");
+                let acceptor = match tls {
+                    false => None,
+                    true => {
+                        let tls = opts.config.tls.as_ref().with_context(|| {
+                            format!("--sip tls:{a} needs a [tls] section with `cert` and `key` (PEM files) in --config")
+                        })?;
+                        Some(tls_acceptor(&tls.cert, &tls.key).with_context(|| format!("TLS listener tls:{a}"))?)
+                    }
+                };
                 let listener = tokio::net::TcpListener::bind(a)
                     .await
-                    .with_context(|| format!("binding tcp:{a}"))?;
-                let hub = TcpHub::new(
-                    listener.local_addr()?,
-                    sink.clone(),
-                    &opts.limits,
-                    shed.clone(),
-                    to_tag.clone(),
-                );
-                addrs.push(hub.local().to_string());
-                actix_rt::spawn(hub.clone().accept(listener));
-                tcp_hub = Some(hub);
-            }
-            Listen::Tls(a) => {
-                anyhow::ensure!(tls_hub.is_none(), "only one TLS listener is supported");
-                let tls = opts.config.tls.as_ref().with_context(|| {
-                    format!("--sip tls:{a} needs a [tls] section with `cert` and `key` (PEM files) in --config")
-                })?;
-                let acceptor = tls_acceptor(&tls.cert, &tls.key).with_context(|| format!("TLS listener tls:{a}"))?;
-                let listener = tokio::net::TcpListener::bind(a)
-                    .await
-                    .with_context(|| format!("binding tls:{a}"))?;
+                    .with_context(|| format!("binding {name}:{a}"))?;
                 let hub = TcpHub::with_tls(
                     listener.local_addr()?,
-                    Some(acceptor),
+                    acceptor,
                     sink.clone(),
                     &opts.limits,
                     shed.clone(),
@@ -180,7 +174,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
                 );
                 addrs.push(hub.local().to_string());
                 actix_rt::spawn(hub.clone().accept(listener));
-                tls_hub = Some(hub);
+                *slot = Some(hub);
             }
             Listen::Memory(a) => {
                 anyhow::ensure!(memory.is_none(), "only one memory transport is supported");

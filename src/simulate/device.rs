@@ -104,19 +104,8 @@ impl Sip {
              imdn.Disposition-Notification: positive-delivery, display\r\n\r\n\
              Content-Type: text/plain;charset=UTF-8\r\n\r\nmessage {id} from device {from}"
         );
-        let text = format!(
-            "MESSAGE sip:u{to_user}@{DOMAIN} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {addr};branch=z9hG4bK{mid};rport\r\n\
-             Max-Forwards: 70\r\n\
-             From: <sip:u{u}@{DOMAIN}>;tag=t{mid}\r\n\
-             To: <sip:u{to_user}@{DOMAIN}>\r\n\
-             Call-ID: {mid}\r\n\
-             CSeq: 1 MESSAGE\r\n\
-             Content-Type: message/cpim\r\n\
-             Content-Length: {}\r\n\r\n{cpim}",
-            cpim.len()
-        );
-        (mid, Bytes::from(text))
+        let text = cpim_request(u, to_user, addr, &mid, &cpim);
+        (mid, text)
     }
 
     /// Device `from` reports on message `id` to its sender `to_user`.
@@ -138,20 +127,26 @@ impl Sip {
              imdn.Message-ID: {call_id}\r\nDateTime: 2026-11-22T00:00:01Z\r\n\r\n\
              Content-Type: message/imdn+xml\r\nContent-Disposition: notification\r\n\r\n{xml}"
         );
-        let text = format!(
-            "MESSAGE sip:u{to_user}@{DOMAIN} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {addr};branch=z9hG4bK{call_id};rport\r\n\
-             Max-Forwards: 70\r\n\
-             From: <sip:u{u}@{DOMAIN}>;tag=t{call_id}\r\n\
-             To: <sip:u{to_user}@{DOMAIN}>\r\n\
-             Call-ID: {call_id}\r\n\
-             CSeq: 1 MESSAGE\r\n\
-             Content-Type: message/cpim\r\n\
-             Content-Length: {}\r\n\r\n{cpim}",
-            cpim.len()
-        );
-        (call_id, Bytes::from(text))
+        let text = cpim_request(u, to_user, addr, &call_id, &cpim);
+        (call_id, text)
     }
+}
+
+/// A MESSAGE from user `u` to `to_user` carrying `cpim`; `id` is its
+/// Call-ID and makes the branch and From tag unique.
+fn cpim_request(u: u32, to_user: u32, addr: SocketAddr, id: &str, cpim: &str) -> Bytes {
+    Bytes::from(format!(
+        "MESSAGE sip:u{to_user}@{DOMAIN} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {addr};branch=z9hG4bK{id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:u{u}@{DOMAIN}>;tag=t{id}\r\n\
+         To: <sip:u{to_user}@{DOMAIN}>\r\n\
+         Call-ID: {id}\r\n\
+         CSeq: 1 MESSAGE\r\n\
+         Content-Type: message/cpim\r\n\
+         Content-Length: {}\r\n\r\n{cpim}",
+        cpim.len()
+    ))
 }
 
 #[cfg(test)]
