@@ -1,0 +1,228 @@
+//! One open-loop step: `messages` MESSAGEs at `rate`/s spread over the
+//! sender sockets, each socket with a sender thread (sends on schedule,
+//! whatever came back, and times out what got no answer) and a receiver
+//! thread (matches responses by the branch they echo).
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::histogram::Histogram;
+use crate::sip;
+
+// Per-message state: sent and waiting, answered, timed out, not sent (cap).
+const IDLE: u8 = 0;
+const OUT: u8 = 1;
+const DONE: u8 = 2;
+const TIMED_OUT: u8 = 3;
+const CAPPED: u8 = 4;
+
+pub struct Step {
+    pub server: SocketAddr,
+    pub run: u32,
+    pub rate: f64,
+    pub messages: u64,
+    pub users: usize,
+    pub timeout: Duration,
+    pub max_outstanding: i64,
+}
+
+#[derive(Default)]
+pub struct Outcome {
+    pub sent: u64,
+    pub ok: u64,
+    /// Final non-2xx responses by status.
+    pub failed_status: BTreeMap<u16, u64>,
+    pub timeouts: u64,
+    /// Not sent because `max_outstanding` were waiting (counted as failed).
+    pub capped: u64,
+    /// Answers after their timeout, duplicates, or for another run.
+    pub late: u64,
+    /// Response times of the 2xx answers, µs.
+    pub hist: Histogram,
+    /// From the first send to the last 2xx.
+    pub elapsed: Duration,
+    /// Worst lateness of a send against its schedule (generator overload).
+    pub max_send_lag: Duration,
+}
+
+impl Outcome {
+    pub fn failed(&self) -> u64 {
+        self.failed_status.values().sum::<u64>() + self.timeouts + self.capped
+    }
+
+    fn merge(&mut self, o: Outcome) {
+        self.sent += o.sent;
+        self.ok += o.ok;
+        for (s, n) in o.failed_status {
+            *self.failed_status.entry(s).or_default() += n;
+        }
+        self.timeouts += o.timeouts;
+        self.capped += o.capped;
+        self.late += o.late;
+        self.hist.merge(&o.hist);
+        self.elapsed = self.elapsed.max(o.elapsed);
+        self.max_send_lag = self.max_send_lag.max(o.max_send_lag);
+    }
+}
+
+struct Shared<'a> {
+    step: &'a Step,
+    states: Vec<AtomicU8>,
+    outstanding: AtomicI64,
+    senders_done: AtomicBool,
+    start: Instant,
+}
+
+pub fn run(step: &Step, socks: &[UdpSocket]) -> std::io::Result<Outcome> {
+    for s in socks {
+        s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    }
+    let shared = Shared {
+        step,
+        states: (0..step.messages).map(|_| AtomicU8::new(IDLE)).collect(),
+        outstanding: AtomicI64::new(0),
+        senders_done: AtomicBool::new(false),
+        start: Instant::now(),
+    };
+    let total = std::thread::scope(|scope| {
+        let receivers: Vec<_> = socks.iter().map(|s| scope.spawn(|| receive(&shared, s))).collect();
+        let senders: Vec<_> = socks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let shared = &shared;
+                scope.spawn(move || send(shared, s, i, socks.len()))
+            })
+            .collect();
+        let mut total = Outcome::default();
+        for h in senders {
+            total.merge(h.join().expect("sender thread panicked")?);
+        }
+        shared.senders_done.store(true, Ordering::Relaxed);
+        for h in receivers {
+            total.merge(h.join().expect("receiver thread panicked"));
+        }
+        Ok::<_, std::io::Error>(total)
+    })?;
+    Ok(total)
+}
+
+fn send(sh: &Shared, sock: &UdpSocket, idx: usize, n_socks: usize) -> std::io::Result<Outcome> {
+    let step = sh.step;
+    let local = sock.local_addr()?;
+    let mut out = Outcome::default();
+    let mut buf = Vec::with_capacity(1024);
+    let mut pending = std::collections::VecDeque::new(); // (seq, sent at)
+    let mut seq = idx as u64;
+    loop {
+        let now = sh.start.elapsed();
+        expire(sh, &mut pending, now, &mut out);
+        if seq >= step.messages {
+            if pending.is_empty() {
+                return Ok(out);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let due = Duration::from_secs_f64(seq as f64 / step.rate);
+        if now < due {
+            // No spinning: the generator shares the cores with the server.
+            // Sleeps overshoot by ~60 µs, so at high rates each wake-up
+            // sends the few messages that fell due meanwhile.
+            std::thread::sleep((due - now).min(Duration::from_millis(2)));
+            continue;
+        }
+        out.max_send_lag = out.max_send_lag.max(now - due);
+        if sh.outstanding.load(Ordering::Relaxed) >= step.max_outstanding {
+            sh.states[seq as usize].store(CAPPED, Ordering::Relaxed);
+            out.capped += 1;
+        } else {
+            let from = (seq % step.users as u64) as usize;
+            let args = sip::MessageArgs {
+                server: step.server,
+                local,
+                run: step.run,
+                seq,
+                sent_us: now.as_micros() as u64,
+                from,
+                to: (from + 1) % step.users,
+            };
+            sip::message(&mut buf, &args);
+            // Marked before the send so that the receiver always finds it.
+            sh.states[seq as usize].store(OUT, Ordering::Release);
+            sh.outstanding.fetch_add(1, Ordering::Relaxed);
+            out.sent += 1;
+            if let Err(e) = sock.send_to(&buf, step.server) {
+                // ENOBUFS and the like: the request is lost, it will time out.
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    eprintln!("loadgen: send: {e}");
+                }
+            }
+            pending.push_back((seq, now));
+        }
+        seq += n_socks as u64;
+    }
+}
+
+/// Times out the oldest unanswered requests; drops answered ones from the front.
+fn expire(sh: &Shared, pending: &mut std::collections::VecDeque<(u64, Duration)>, now: Duration, out: &mut Outcome) {
+    while let Some(&(seq, at)) = pending.front() {
+        let state = &sh.states[seq as usize];
+        if state.load(Ordering::Acquire) != OUT {
+            pending.pop_front();
+        } else if now >= at + sh.step.timeout {
+            if state
+                .compare_exchange(OUT, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                out.timeouts += 1;
+                sh.outstanding.fetch_sub(1, Ordering::Relaxed);
+            }
+            pending.pop_front();
+        } else {
+            break;
+        }
+    }
+}
+
+fn receive(sh: &Shared, sock: &UdpSocket) -> Outcome {
+    let mut out = Outcome::default();
+    let mut buf = vec![0u8; 65_536];
+    let mut last_ok = Duration::ZERO;
+    loop {
+        let n = match sock.recv_from(&mut buf) {
+            Ok((n, _)) => n,
+            Err(_) if sh.senders_done.load(Ordering::Relaxed) => break,
+            Err(_) => continue, // read timeout
+        };
+        let now = sh.start.elapsed();
+        let Some(r) = sip::parse_response(&buf[..n]) else {
+            continue;
+        };
+        if r.status < 200 {
+            continue;
+        }
+        let state = sh.states.get(r.seq as usize);
+        let fresh = r.run == sh.step.run
+            && state.is_some_and(|s| {
+                s.compare_exchange(OUT, DONE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            });
+        if !fresh {
+            out.late += 1;
+            continue;
+        }
+        sh.outstanding.fetch_sub(1, Ordering::Relaxed);
+        if (200..300).contains(&r.status) {
+            out.ok += 1;
+            out.hist.record((now.as_micros() as u64).saturating_sub(r.sent_us));
+            last_ok = now;
+        } else {
+            *out.failed_status.entry(r.status).or_default() += 1;
+        }
+    }
+    out.elapsed = last_ok;
+    out
+}
