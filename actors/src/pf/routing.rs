@@ -22,7 +22,10 @@ pub enum Skip {
     Unreachable,
 }
 
-pub(crate) struct Criteria {
+/// The request's routing criteria, computed once per message and checked
+/// against each binding. Public for the routing benchmark
+/// (`actors/benches/routing.rs`).
+pub struct Criteria {
     accept: Vec<NameAddr>,
     reject: Vec<NameAddr>,
     gruu: Option<String>,
