@@ -23,7 +23,7 @@ bench=$(cd "$root/../shared/bench" && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 data=$(mktemp -d /tmp/cpm-capacity.XXXXXX)
 kam= cpm=
-stop() { [[ -n $1 ]] && kill "$1" 2>/dev/null && wait "$1" 2>/dev/null; true; }
+stop() { [[ -z $1 ]] || { kill "$1" && wait "$1"; } 2>/dev/null || true; } # wait: the exit status of a killed server
 cleanup() { stop "$cpm"; stop "$kam"; rm -rf "$data"; }
 trap cleanup EXIT
 busy() { ss -Hlun "sport = :$1" | grep -q .; }
@@ -53,7 +53,7 @@ run_kamailio() {
 
 run_cpm() {
   busy "$cpm_port" && { echo "capacity: 127.0.0.1:$cpm_port is taken"; exit 1; }
-  rm -rf "$data/cpm" 
+  rm -rf "$data/cpm"
   "$target/release/cpm" serve --open --admin off --sip "udp:127.0.0.1:$cpm_port" --data "$data/cpm" \
     --log warn --rate-limit 0 ${CPM_ARGS:-} >"$data/cpm.log" 2>&1 &
   cpm=$!

@@ -49,6 +49,10 @@ struct Args {
     /// No final answer within this many milliseconds counts as failed.
     #[arg(long, default_value_t = 2000)]
     timeout_ms: u64,
+    /// Timer E: resend an unanswered MESSAGE after this many ms, doubling
+    /// (sipp's retrans="500"); 0 disables retransmission.
+    #[arg(long, default_value_t = 500)]
+    t1_ms: u64,
     /// Server processes (space separated) whose user+system CPU to report
     /// per message, as pager.sh's SERVER_PIDS.
     #[arg(long, default_value = "", value_parser = parse_pids)]
@@ -130,6 +134,7 @@ fn step(args: &Args, socks: &[UdpSocket], run: u32, rate: f64, messages: u64) ->
         users: args.users,
         timeout: Duration::from_millis(args.timeout_ms),
         max_outstanding: args.max_outstanding,
+        t1: Duration::from_millis(args.t1_ms),
     };
     let (srv0, gen0) = (cpu_us(&args.server_pids.0), cpu_us(&[]));
     let o = run::run(&st, socks)?;
@@ -145,13 +150,14 @@ fn step(args: &Args, socks: &[UdpSocket], run: u32, rate: f64, messages: u64) ->
     };
     println!(
         "{label}offered {rate:.0}/s x {messages}: achieved {:.0} msg/s, {} ok, {failed} failed \
-         (status [{}], timeout {}, cap {}), late {}; ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}{}, \
+         (status [{}], timeout {}, cap {}), {} retransmitted, late {}; ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}{}, \
          loadgen {:.1} us cpu/msg, max send lag {:.1} ms",
         o.ok as f64 / secs,
         o.ok,
         by_status.join(" "),
         o.timeouts,
         o.capped,
+        o.retransmits,
         o.late,
         q(0.5),
         q(0.9),

@@ -3,7 +3,7 @@
 //! whatever came back, and times out what got no answer) and a receiver
 //! thread (matches responses by the branch they echo).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +26,10 @@ pub struct Step {
     pub users: usize,
     pub timeout: Duration,
     pub max_outstanding: i64,
+    /// Timer E's first interval (RFC 3261 T1): an unanswered request is
+    /// sent again after T1, 2·T1, ... as sipp's `retrans="500"` does; zero
+    /// disables it.
+    pub t1: Duration,
 }
 
 #[derive(Default)]
@@ -39,6 +43,7 @@ pub struct Outcome {
     pub capped: u64,
     /// Answers after their timeout, duplicates, or for another run.
     pub late: u64,
+    pub retransmits: u64,
     /// Response times of the 2xx answers, µs.
     pub hist: Histogram,
     /// From the first send to the last 2xx.
@@ -61,6 +66,7 @@ impl Outcome {
         self.timeouts += o.timeouts;
         self.capped += o.capped;
         self.late += o.late;
+        self.retransmits += o.retransmits;
         self.hist.merge(&o.hist);
         self.elapsed = self.elapsed.max(o.elapsed);
         self.max_send_lag = self.max_send_lag.max(o.max_send_lag);
@@ -114,11 +120,21 @@ fn send(sh: &Shared, sock: &UdpSocket, idx: usize, n_socks: usize) -> std::io::R
     let local = sock.local_addr()?;
     let mut out = Outcome::default();
     let mut buf = Vec::with_capacity(1024);
-    let mut pending = std::collections::VecDeque::new(); // (seq, sent at)
+    let mut pending = VecDeque::new(); // (seq, sent at)
+    let mut timer_e = TimerE::new(step.t1, step.timeout);
     let mut seq = idx as u64;
     loop {
         let now = sh.start.elapsed();
         expire(sh, &mut pending, now, &mut out);
+        timer_e.fire(now, |seq, sent| {
+            if sh.states[seq as usize].load(Ordering::Acquire) != OUT {
+                return false;
+            }
+            sip::message(&mut buf, &message_args(step, local, seq, sent));
+            out.retransmits += 1;
+            let _ = sock.send_to(&buf, step.server); // a failed one is a lost one
+            true
+        });
         if seq >= step.messages {
             if pending.is_empty() {
                 return Ok(out);
@@ -139,17 +155,7 @@ fn send(sh: &Shared, sock: &UdpSocket, idx: usize, n_socks: usize) -> std::io::R
             sh.states[seq as usize].store(CAPPED, Ordering::Relaxed);
             out.capped += 1;
         } else {
-            let from = (seq % step.users as u64) as usize;
-            let args = sip::MessageArgs {
-                server: step.server,
-                local,
-                run: step.run,
-                seq,
-                sent_us: now.as_micros() as u64,
-                from,
-                to: (from + 1) % step.users,
-            };
-            sip::message(&mut buf, &args);
+            sip::message(&mut buf, &message_args(step, local, seq, now));
             // Marked before the send so that the receiver always finds it.
             sh.states[seq as usize].store(OUT, Ordering::Release);
             sh.outstanding.fetch_add(1, Ordering::Relaxed);
@@ -161,13 +167,77 @@ fn send(sh: &Shared, sock: &UdpSocket, idx: usize, n_socks: usize) -> std::io::R
                 }
             }
             pending.push_back((seq, now));
+            timer_e.start(seq, now);
         }
         seq += n_socks as u64;
     }
 }
 
+/// Message `seq` of the step: from u[seq mod users] to the next user. A
+/// retransmission is built from the same arguments, so it is the same
+/// request (same branch, Call-ID and original send time).
+fn message_args(step: &Step, local: SocketAddr, seq: u64, sent: Duration) -> sip::MessageArgs {
+    let from = (seq % step.users as u64) as usize;
+    sip::MessageArgs {
+        server: step.server,
+        local,
+        run: step.run,
+        seq,
+        sent_us: sent.as_micros() as u64,
+        from,
+        to: (from + 1) % step.users,
+    }
+}
+
+/// Timer E without a timer per request: one FIFO per retransmission round
+/// (round k fires 2^k·T1 after the previous send). Requests enter each FIFO
+/// in send order, so every FIFO is ordered by its due time.
+struct TimerE {
+    t1: Duration,
+    rounds: Vec<VecDeque<(u64, Duration, Duration)>>, // (seq, first sent, due)
+}
+
+impl TimerE {
+    fn new(t1: Duration, timeout: Duration) -> TimerE {
+        let mut n = 0;
+        let mut at = t1;
+        while !t1.is_zero() && at < timeout {
+            n += 1;
+            at += t1 * (1 << n);
+        }
+        TimerE {
+            t1,
+            rounds: (0..n).map(|_| VecDeque::new()).collect(),
+        }
+    }
+
+    fn start(&mut self, seq: u64, now: Duration) {
+        if let Some(r) = self.rounds.first_mut() {
+            r.push_back((seq, now, now + self.t1));
+        }
+    }
+
+    /// Calls `resend` for every due request; it returns false for one that
+    /// was answered meanwhile, which then leaves the timer.
+    fn fire(&mut self, now: Duration, mut resend: impl FnMut(u64, Duration) -> bool) {
+        for k in 0..self.rounds.len() {
+            while let Some(&(seq, sent, due)) = self.rounds[k].front() {
+                if due > now {
+                    break;
+                }
+                self.rounds[k].pop_front();
+                if resend(seq, sent) {
+                    if let Some(next) = self.rounds.get_mut(k + 1) {
+                        next.push_back((seq, sent, due + self.t1 * (1 << (k + 1))));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Times out the oldest unanswered requests; drops answered ones from the front.
-fn expire(sh: &Shared, pending: &mut std::collections::VecDeque<(u64, Duration)>, now: Duration, out: &mut Outcome) {
+fn expire(sh: &Shared, pending: &mut VecDeque<(u64, Duration)>, now: Duration, out: &mut Outcome) {
     while let Some(&(seq, at)) = pending.front() {
         let state = &sh.states[seq as usize];
         if state.load(Ordering::Acquire) != OUT {
@@ -225,4 +295,34 @@ fn receive(sh: &Shared, sock: &UdpSocket) -> Outcome {
     }
     out.elapsed = last_ok;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_e_doubles_and_stops_before_the_timeout() {
+        let ms = Duration::from_millis;
+        let mut t = TimerE::new(ms(500), ms(2000));
+        assert_eq!(
+            t.rounds.len(),
+            2,
+            "resends at 0.5 s and 1.5 s, the next (3.5 s) is past 2 s"
+        );
+        t.start(7, ms(10));
+        let mut fired = Vec::new();
+        for now in [100, 509, 510, 1000, 1509, 1510, 4000] {
+            t.fire(ms(now), |seq, sent| {
+                fired.push((now, seq, sent));
+                true
+            });
+        }
+        assert_eq!(fired, vec![(510, 7, ms(10)), (1510, 7, ms(10))]);
+        let mut t = TimerE::new(ms(500), ms(2000));
+        t.start(1, ms(0));
+        t.fire(ms(500), |_, _| false); // answered: leaves the timer
+        t.fire(ms(5000), |_, _| panic!("answered request resent"));
+        assert!(TimerE::new(Duration::ZERO, ms(2000)).rounds.is_empty());
+    }
 }
