@@ -53,6 +53,10 @@ struct Args {
     /// (sipp's retrans="500"); 0 disables retransmission.
     #[arg(long, default_value_t = 500)]
     t1_ms: u64,
+    /// Send in ticks of this many ms (all messages due within a tick at
+    /// once, like sipp with -timer_resol 1); 0 spaces them evenly.
+    #[arg(long, default_value_t = 0.0)]
+    tick_ms: f64,
     /// Server processes (space separated) whose user+system CPU to report
     /// per message, as pager.sh's SERVER_PIDS.
     #[arg(long, default_value = "", value_parser = parse_pids)]
@@ -139,6 +143,7 @@ fn step(args: &Args, socks: &[UdpSocket], run: u32, rate: f64, messages: u64) ->
         timeout: Duration::from_millis(args.timeout_ms),
         max_outstanding: args.max_outstanding,
         t1: Duration::from_millis(args.t1_ms),
+        tick: Duration::from_secs_f64(args.tick_ms.max(0.0) / 1000.0),
     };
     let (srv0, gen0) = (cpu_us(&args.server_pids.0), cpu_us(&[]));
     let o = run::run(&st, socks)?;

@@ -30,6 +30,10 @@ pub struct Step {
     /// sent again after T1, 2·T1, ... as sipp's `retrans="500"` does; zero
     /// disables it.
     pub t1: Duration,
+    /// Send clock granularity: messages due within one tick go out
+    /// together at its start (sipp's `-timer_resol`); zero sends each one
+    /// at its own time, evenly spaced.
+    pub tick: Duration,
 }
 
 #[derive(Default)]
@@ -142,7 +146,10 @@ fn send(sh: &Shared, sock: &UdpSocket, idx: usize, n_socks: usize) -> std::io::R
             std::thread::sleep(Duration::from_millis(5));
             continue;
         }
-        let due = Duration::from_secs_f64(seq as f64 / step.rate);
+        let mut due = Duration::from_secs_f64(seq as f64 / step.rate);
+        if !step.tick.is_zero() {
+            due = step.tick * (due.as_nanos() / step.tick.as_nanos()) as u32;
+        }
         if now < due {
             // No spinning: the generator shares the cores with the server.
             // Sleeps overshoot by ~60 µs, so at high rates each wake-up
