@@ -24,7 +24,7 @@ pub use deferred::{DeferredActions, DeferredActionsOutcome, ExpireDeferred};
 pub use pager::{DeliverPager, DeliveryOutcome};
 pub use registrar::{public_gruu, ContactSpec, RegisterError, RegisterRequest, RequestedContacts};
 pub use reports::{kind_name, ClaimReport, NoteOrigin};
-pub use routing::Skip;
+pub use routing::{Criteria, Skip};
 
 use crate::device::Rebind;
 use crate::preferences::Preferences;

@@ -26,7 +26,10 @@ pub enum Skip {
     NotTls,
 }
 
-pub(crate) struct Criteria {
+/// The request's routing criteria, computed once per message and checked
+/// against each binding. Public for the routing benchmark
+/// (`actors/benches/routing.rs`).
+pub struct Criteria {
     accept: Vec<NameAddr>,
     reject: Vec<NameAddr>,
     gruu: Option<String>,

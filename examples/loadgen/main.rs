@@ -1,0 +1,286 @@
+//! cpm's own SIP load generator: the traffic of `../shared/bench/pager.sh`
+//! (U users with one device each, pager-mode CPIM MESSAGEs u[i] → u[i+1]),
+//! open loop at a target rate over loopback UDP, from several sockets and
+//! threads so that it is not the limit well above sipp's ~5,000 msg/s.
+//!
+//!     cargo run --release --example loadgen -- --server 127.0.0.1:5060 \
+//!         --users 1000 --messages 100000 --rate 20000 [--server-pids "PID ..."]
+//!     cargo run --release --example loadgen -- --server 127.0.0.1:5060 \
+//!         --ramp 2000,4000,6000 --step-secs 5      # capacity search
+//!
+//! See docs/performance.md ("Capacity") for the figures and how they were run.
+
+mod device;
+mod histogram;
+mod register;
+mod run;
+mod sip;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "Pager-mode SIP MESSAGE load generator (open loop, UDP)")]
+struct Args {
+    /// Server to load (UDP).
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    server: SocketAddr,
+    /// Users to register, each with one device.
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// Messages to send (single run).
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// Offered rate, messages per second (single run).
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Sender sockets, each with a sender and a receiver thread.
+    #[arg(long, default_value_t = 2)]
+    senders: usize,
+    /// Device sockets (the users' contacts are spread over them).
+    #[arg(long, default_value_t = 2)]
+    devices: usize,
+    /// Requests waiting for an answer beyond which a due send is skipped
+    /// and counted as failed.
+    #[arg(long, default_value_t = 20_000)]
+    max_outstanding: i64,
+    /// No final answer within this many milliseconds counts as failed.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
+    /// Timer E: resend an unanswered MESSAGE after this many ms, doubling
+    /// (sipp's retrans="500"); 0 disables retransmission.
+    #[arg(long, default_value_t = 500)]
+    t1_ms: u64,
+    /// Send in ticks of this many ms (all messages due within a tick at
+    /// once, like sipp with -timer_resol 1); 0 spaces them evenly.
+    #[arg(long, default_value_t = 0.0)]
+    tick_ms: f64,
+    /// Server processes (space separated) whose user+system CPU to report
+    /// per message, as pager.sh's SERVER_PIDS.
+    #[arg(long, default_value = "", value_parser = parse_pids)]
+    server_pids: Pids,
+    /// Capacity search: comma-separated rates, stepped up until one fails
+    /// (failures >= --max-fail-pct or p99 >= --max-p99-ms).
+    #[arg(long, value_delimiter = ',')]
+    ramp: Vec<f64>,
+    /// Seconds of traffic per ramp step (messages = rate × seconds).
+    #[arg(long, default_value_t = 5.0)]
+    step_secs: f64,
+    /// Keep stepping after a failing step (to see the whole curve).
+    #[arg(long)]
+    ramp_all: bool,
+    /// Repeat a failing ramp step this many times before concluding (a
+    /// shared machine's noise fails single steps).
+    #[arg(long, default_value_t = 1)]
+    retries: u32,
+    #[arg(long, default_value_t = 0.1)]
+    max_fail_pct: f64,
+    #[arg(long, default_value_t = 20.0)]
+    max_p99_ms: f64,
+    /// Measure the generator alone: target an in-process server that
+    /// answers every request with 200 OK at once (ignores --server).
+    #[arg(long)]
+    self_test: bool,
+    /// Label printed with every result line (e.g. the server's name).
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Pids(Vec<u32>);
+
+fn parse_pids(s: &str) -> Result<Pids, std::num::ParseIntError> {
+    s.split_whitespace().map(str::parse).collect::<Result<_, _>>().map(Pids)
+}
+
+/// A UDP socket with the largest receive buffer the kernel grants: bursts
+/// of answers must not be dropped by the generator's own socket.
+pub fn udp_socket(ip: &str) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let addr: SocketAddr = format!("{ip}:0").parse().map_err(std::io::Error::other)?;
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Summed utime+stime of `pids` (and of this process for `None`), µs.
+fn cpu_us(pids: &[u32]) -> u64 {
+    let tick_us = 10_000; // USER_HZ is 100 on Linux
+    let one = |path: String| -> u64 {
+        let Ok(s) = std::fs::read_to_string(path) else { return 0 };
+        // Fields after the ")" that ends the command name; utime, stime are 14, 15.
+        let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) else {
+            return 0;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        (n(11) + n(12)) * tick_us
+    };
+    if pids.is_empty() {
+        return one("/proc/self/stat".into());
+    }
+    pids.iter().map(|p| one(format!("/proc/{p}/stat"))).sum()
+}
+
+struct Report {
+    rate: f64,
+    ok: u64,
+    failed: u64,
+    p99_ms: f64,
+}
+
+fn step(args: &Args, socks: &[UdpSocket], run: u32, rate: f64, messages: u64) -> std::io::Result<Report> {
+    let st = run::Step {
+        server: args.server,
+        run,
+        rate,
+        messages,
+        users: args.users,
+        timeout: Duration::from_millis(args.timeout_ms),
+        max_outstanding: args.max_outstanding,
+        t1: Duration::from_millis(args.t1_ms),
+        tick: Duration::from_secs_f64(args.tick_ms.max(0.0) / 1000.0),
+    };
+    let (srv0, gen0) = (cpu_us(&args.server_pids.0), cpu_us(&[]));
+    let o = run::run(&st, socks)?;
+    let (srv1, gen1) = (cpu_us(&args.server_pids.0), cpu_us(&[]));
+    let failed = o.failed();
+    let secs = o.elapsed.as_secs_f64().max(1e-9);
+    let q = |q: f64| o.hist.quantile(q) as f64 / 1000.0;
+    let by_status: Vec<String> = o.failed_status.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+    let label = if args.label.is_empty() {
+        String::new()
+    } else {
+        format!("[{}] ", args.label)
+    };
+    println!(
+        "{label}offered {rate:.0}/s x {messages}: achieved {:.0} msg/s, {} ok, {failed} failed \
+         (status [{}], timeout {}, cap {}), {} retransmitted, late {}; ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}{}, \
+         loadgen {:.1} us cpu/msg, max send lag {:.1} ms",
+        o.ok as f64 / secs,
+        o.ok,
+        by_status.join(" "),
+        o.timeouts,
+        o.capped,
+        o.retransmits,
+        o.late,
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        o.hist.max() as f64 / 1000.0,
+        if args.server_pids.0.is_empty() {
+            String::new()
+        } else {
+            format!(", server {:.1} us cpu/msg", (srv1 - srv0) as f64 / o.ok.max(1) as f64)
+        },
+        (gen1 - gen0) as f64 / messages.max(1) as f64,
+        o.max_send_lag.as_secs_f64() * 1000.0,
+    );
+    if o.max_send_lag > Duration::from_millis(50) {
+        println!(
+            "warning: the generator fell {:.0} ms behind its schedule: the machine is overloaded, \
+             and this step measures that too",
+            o.max_send_lag.as_secs_f64() * 1000.0
+        );
+    }
+    Ok(Report {
+        rate,
+        ok: o.ok,
+        failed,
+        p99_ms: q(0.99),
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match real_main(&args) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(args: &Args) -> Result<bool, String> {
+    if args.self_test {
+        let echo = device::Devices::start("127.0.0.1", 1).map_err(|e| format!("echo server: {e}"))?;
+        let args = Args {
+            server: echo.addrs[0],
+            self_test: false,
+            server_pids: Pids::default(),
+            ramp: args.ramp.clone(),
+            label: args.label.clone(),
+            ..*args
+        };
+        let r = real_main(&args);
+        echo.stop();
+        return r;
+    }
+    if args.users < 2 || args.senders == 0 || args.devices == 0 || args.rate <= 0.0 {
+        return Err("need --users >= 2, --senders >= 1, --devices >= 1, --rate > 0".into());
+    }
+    let ip = args.server.ip().to_string();
+    let devices = device::Devices::start(&ip, args.devices).map_err(|e| format!("devices: {e}"))?;
+    let socks = (0..args.senders)
+        .map(|_| udp_socket(&ip))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("sender sockets: {e}"))?;
+    let took = register::register_all(&socks[0], args.server, args.users, &devices.addrs)?;
+    println!("registered {} users in {:.2} s", args.users, took.as_secs_f64());
+    let result = if args.ramp.is_empty() {
+        let r = step(args, &socks, 1, args.rate, args.messages).map_err(|e| e.to_string())?;
+        Ok(r.failed == 0)
+    } else {
+        capacity(args, &socks)
+    };
+    let received = devices.received.load(std::sync::atomic::Ordering::Relaxed);
+    devices.stop();
+    println!("devices received {received} MESSAGEs (retransmissions included)");
+    result
+}
+
+/// Steps through `--ramp` and reports the highest rate that passed.
+fn capacity(args: &Args, socks: &[UdpSocket]) -> Result<bool, String> {
+    let mut best = None;
+    let mut run = 0;
+    'ramp: for &rate in &args.ramp {
+        let messages = (rate * args.step_secs).round().max(1.0) as u64;
+        for attempt in 0..=args.retries {
+            run += 1;
+            let r = step(args, socks, run, rate, messages).map_err(|e| e.to_string())?;
+            // Let the server finish retransmissions and sweeps of this step.
+            std::thread::sleep(Duration::from_secs(1));
+            let fail_pct = 100.0 * r.failed as f64 / (r.ok + r.failed).max(1) as f64;
+            if fail_pct < args.max_fail_pct && r.p99_ms < args.max_p99_ms {
+                best = Some(r.rate);
+                continue 'ramp;
+            }
+            if attempt < args.retries {
+                println!("step failed; repeating it");
+            }
+        }
+        if !args.ramp_all {
+            break;
+        }
+    }
+    let label = if args.label.is_empty() {
+        String::new()
+    } else {
+        format!("[{}] ", args.label)
+    };
+    match best {
+        Some(r) => println!(
+            "{label}capacity: {r:.0} msg/s (highest step with < {}% failed and p99 < {} ms)",
+            args.max_fail_pct, args.max_p99_ms
+        ),
+        None => println!("{label}capacity: no step passed"),
+    }
+    Ok(best.is_some())
+}

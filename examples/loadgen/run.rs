@@ -1,0 +1,335 @@
+//! One open-loop step: `messages` MESSAGEs at `rate`/s spread over the
+//! sender sockets, each socket with a sender thread (sends on schedule,
+//! whatever came back, and times out what got no answer) and a receiver
+//! thread (matches responses by the branch they echo).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::histogram::Histogram;
+use crate::sip;
+
+// Per-message state: sent and waiting, answered, timed out, not sent (cap).
+const IDLE: u8 = 0;
+const OUT: u8 = 1;
+const DONE: u8 = 2;
+const TIMED_OUT: u8 = 3;
+const CAPPED: u8 = 4;
+
+pub struct Step {
+    pub server: SocketAddr,
+    pub run: u32,
+    pub rate: f64,
+    pub messages: u64,
+    pub users: usize,
+    pub timeout: Duration,
+    pub max_outstanding: i64,
+    /// Timer E's first interval (RFC 3261 T1): an unanswered request is
+    /// sent again after T1, 2·T1, ... as sipp's `retrans="500"` does; zero
+    /// disables it.
+    pub t1: Duration,
+    /// Send clock granularity: messages due within one tick go out
+    /// together at its start (sipp's `-timer_resol`); zero sends each one
+    /// at its own time, evenly spaced.
+    pub tick: Duration,
+}
+
+#[derive(Default)]
+pub struct Outcome {
+    pub sent: u64,
+    pub ok: u64,
+    /// Final non-2xx responses by status.
+    pub failed_status: BTreeMap<u16, u64>,
+    pub timeouts: u64,
+    /// Not sent because `max_outstanding` were waiting (counted as failed).
+    pub capped: u64,
+    /// Answers after their timeout, duplicates, or for another run.
+    pub late: u64,
+    pub retransmits: u64,
+    /// Response times of the 2xx answers, µs.
+    pub hist: Histogram,
+    /// From the first send to the last 2xx.
+    pub elapsed: Duration,
+    /// Worst lateness of a send against its schedule (generator overload).
+    pub max_send_lag: Duration,
+}
+
+impl Outcome {
+    pub fn failed(&self) -> u64 {
+        self.failed_status.values().sum::<u64>() + self.timeouts + self.capped
+    }
+
+    fn merge(&mut self, o: Outcome) {
+        self.sent += o.sent;
+        self.ok += o.ok;
+        for (s, n) in o.failed_status {
+            *self.failed_status.entry(s).or_default() += n;
+        }
+        self.timeouts += o.timeouts;
+        self.capped += o.capped;
+        self.late += o.late;
+        self.retransmits += o.retransmits;
+        self.hist.merge(&o.hist);
+        self.elapsed = self.elapsed.max(o.elapsed);
+        self.max_send_lag = self.max_send_lag.max(o.max_send_lag);
+    }
+}
+
+struct Shared<'a> {
+    step: &'a Step,
+    states: Vec<AtomicU8>,
+    outstanding: AtomicI64,
+    senders_done: AtomicBool,
+    start: Instant,
+}
+
+pub fn run(step: &Step, socks: &[UdpSocket]) -> std::io::Result<Outcome> {
+    for s in socks {
+        s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    }
+    let shared = Shared {
+        step,
+        states: (0..step.messages).map(|_| AtomicU8::new(IDLE)).collect(),
+        outstanding: AtomicI64::new(0),
+        senders_done: AtomicBool::new(false),
+        start: Instant::now(),
+    };
+    let total = std::thread::scope(|scope| {
+        let receivers: Vec<_> = socks.iter().map(|s| scope.spawn(|| receive(&shared, s))).collect();
+        let senders: Vec<_> = socks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let shared = &shared;
+                scope.spawn(move || send(shared, s, i, socks.len()))
+            })
+            .collect();
+        let mut total = Outcome::default();
+        for h in senders {
+            total.merge(h.join().expect("sender thread panicked")?);
+        }
+        shared.senders_done.store(true, Ordering::Relaxed);
+        for h in receivers {
+            total.merge(h.join().expect("receiver thread panicked"));
+        }
+        Ok::<_, std::io::Error>(total)
+    })?;
+    Ok(total)
+}
+
+fn send(sh: &Shared, sock: &UdpSocket, idx: usize, n_socks: usize) -> std::io::Result<Outcome> {
+    let step = sh.step;
+    let local = sock.local_addr()?;
+    let mut out = Outcome::default();
+    let mut buf = Vec::with_capacity(1024);
+    let mut pending = VecDeque::new(); // (seq, sent at)
+    let mut timer_e = TimerE::new(step.t1, step.timeout);
+    let mut seq = idx as u64;
+    loop {
+        let now = sh.start.elapsed();
+        expire(sh, &mut pending, now, &mut out);
+        timer_e.fire(now, |seq, sent| {
+            if sh.states[seq as usize].load(Ordering::Acquire) != OUT {
+                return false;
+            }
+            sip::message(&mut buf, &message_args(step, local, seq, sent));
+            out.retransmits += 1;
+            let _ = sock.send_to(&buf, step.server); // a failed one is a lost one
+            true
+        });
+        if seq >= step.messages {
+            if pending.is_empty() {
+                return Ok(out);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let mut due = Duration::from_secs_f64(seq as f64 / step.rate);
+        if !step.tick.is_zero() {
+            due = step.tick * (due.as_nanos() / step.tick.as_nanos()) as u32;
+        }
+        if now < due {
+            // No spinning: the generator shares the cores with the server.
+            // Sleeps overshoot by ~60 µs, so at high rates each wake-up
+            // sends the few messages that fell due meanwhile.
+            std::thread::sleep((due - now).min(Duration::from_millis(2)));
+            continue;
+        }
+        out.max_send_lag = out.max_send_lag.max(now - due);
+        if sh.outstanding.load(Ordering::Relaxed) >= step.max_outstanding {
+            sh.states[seq as usize].store(CAPPED, Ordering::Relaxed);
+            out.capped += 1;
+        } else {
+            sip::message(&mut buf, &message_args(step, local, seq, now));
+            // Marked before the send so that the receiver always finds it.
+            sh.states[seq as usize].store(OUT, Ordering::Release);
+            sh.outstanding.fetch_add(1, Ordering::Relaxed);
+            out.sent += 1;
+            if let Err(e) = sock.send_to(&buf, step.server) {
+                // ENOBUFS and the like: the request is lost, it will time out.
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    eprintln!("loadgen: send: {e}");
+                }
+            }
+            pending.push_back((seq, now));
+            timer_e.start(seq, now);
+        }
+        seq += n_socks as u64;
+    }
+}
+
+/// Message `seq` of the step: from u[seq mod users] to the next user. A
+/// retransmission is built from the same arguments, so it is the same
+/// request (same branch, Call-ID and original send time).
+fn message_args(step: &Step, local: SocketAddr, seq: u64, sent: Duration) -> sip::MessageArgs {
+    let from = (seq % step.users as u64) as usize;
+    sip::MessageArgs {
+        server: step.server,
+        local,
+        run: step.run,
+        seq,
+        sent_us: sent.as_micros() as u64,
+        from,
+        to: (from + 1) % step.users,
+    }
+}
+
+/// Timer E without a timer per request: one FIFO per retransmission round
+/// (round k fires 2^k·T1 after the previous send). Requests enter each FIFO
+/// in send order, so every FIFO is ordered by its due time.
+struct TimerE {
+    t1: Duration,
+    rounds: Vec<VecDeque<(u64, Duration, Duration)>>, // (seq, first sent, due)
+}
+
+impl TimerE {
+    fn new(t1: Duration, timeout: Duration) -> TimerE {
+        let mut n = 0;
+        let mut at = t1;
+        while !t1.is_zero() && at < timeout {
+            n += 1;
+            at += t1 * (1 << n);
+        }
+        TimerE {
+            t1,
+            rounds: (0..n).map(|_| VecDeque::new()).collect(),
+        }
+    }
+
+    fn start(&mut self, seq: u64, now: Duration) {
+        if let Some(r) = self.rounds.first_mut() {
+            r.push_back((seq, now, now + self.t1));
+        }
+    }
+
+    /// Calls `resend` for every due request; it returns false for one that
+    /// was answered meanwhile, which then leaves the timer.
+    fn fire(&mut self, now: Duration, mut resend: impl FnMut(u64, Duration) -> bool) {
+        for k in 0..self.rounds.len() {
+            while let Some(&(seq, sent, due)) = self.rounds[k].front() {
+                if due > now {
+                    break;
+                }
+                self.rounds[k].pop_front();
+                if resend(seq, sent) {
+                    if let Some(next) = self.rounds.get_mut(k + 1) {
+                        next.push_back((seq, sent, due + self.t1 * (1 << (k + 1))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Times out the oldest unanswered requests; drops answered ones from the front.
+fn expire(sh: &Shared, pending: &mut VecDeque<(u64, Duration)>, now: Duration, out: &mut Outcome) {
+    while let Some(&(seq, at)) = pending.front() {
+        let state = &sh.states[seq as usize];
+        if state.load(Ordering::Acquire) != OUT {
+            pending.pop_front();
+        } else if now >= at + sh.step.timeout {
+            if state
+                .compare_exchange(OUT, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                out.timeouts += 1;
+                sh.outstanding.fetch_sub(1, Ordering::Relaxed);
+            }
+            pending.pop_front();
+        } else {
+            break;
+        }
+    }
+}
+
+fn receive(sh: &Shared, sock: &UdpSocket) -> Outcome {
+    let mut out = Outcome::default();
+    let mut buf = vec![0u8; 65_536];
+    let mut last_ok = Duration::ZERO;
+    loop {
+        let n = match sock.recv_from(&mut buf) {
+            Ok((n, _)) => n,
+            Err(_) if sh.senders_done.load(Ordering::Relaxed) => break,
+            Err(_) => continue, // read timeout
+        };
+        let now = sh.start.elapsed();
+        let Some(r) = sip::parse_response(&buf[..n]) else {
+            continue;
+        };
+        if r.status < 200 {
+            continue;
+        }
+        let state = sh.states.get(r.seq as usize);
+        let fresh = r.run == sh.step.run
+            && state.is_some_and(|s| {
+                s.compare_exchange(OUT, DONE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            });
+        if !fresh {
+            out.late += 1;
+            continue;
+        }
+        sh.outstanding.fetch_sub(1, Ordering::Relaxed);
+        if (200..300).contains(&r.status) {
+            out.ok += 1;
+            out.hist.record((now.as_micros() as u64).saturating_sub(r.sent_us));
+            last_ok = now;
+        } else {
+            *out.failed_status.entry(r.status).or_default() += 1;
+        }
+    }
+    out.elapsed = last_ok;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_e_doubles_and_stops_before_the_timeout() {
+        let ms = Duration::from_millis;
+        let mut t = TimerE::new(ms(500), ms(2000));
+        assert_eq!(
+            t.rounds.len(),
+            2,
+            "resends at 0.5 s and 1.5 s, the next (3.5 s) is past 2 s"
+        );
+        t.start(7, ms(10));
+        let mut fired = Vec::new();
+        for now in [100, 509, 510, 1000, 1509, 1510, 4000] {
+            t.fire(ms(now), |seq, sent| {
+                fired.push((now, seq, sent));
+                true
+            });
+        }
+        assert_eq!(fired, vec![(510, 7, ms(10)), (1510, 7, ms(10))]);
+        let mut t = TimerE::new(ms(500), ms(2000));
+        t.start(1, ms(0));
+        t.fire(ms(500), |_, _| false); // answered: leaves the timer
+        t.fire(ms(5000), |_, _| panic!("answered request resent"));
+        assert!(TimerE::new(Duration::ZERO, ms(2000)).rounds.is_empty());
+    }
+}
