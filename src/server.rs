@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::ingress::{Core, Received, SipIngress};
 use crate::limits::{Admit, Gate, Limits, ShedCounters};
 use crate::transaction::{ClientTransactions, ServerTransactions, Timers};
-use crate::transport::{tls_acceptor, Inbound, MemoryTransport, Sink, TcpHub, Transports, UdpTransport};
+use crate::transport::{tls_acceptor, Inbound, MemoryTransport, Sink, TcpHub, Transports, UdpTransport, WorkerSink};
 
 /// `--sip udp:HOST:PORT` / `--sip tcp:HOST:PORT` / `--sip tls:HOST:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,23 +117,28 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
 
     // Inbound messages reach the ingress actors through a sink that is
     // bound once they exist (transports must exist before the actors do).
+    // UDP datagrams stay on the worker whose socket received them; stream
+    // and in-process messages go to a worker by peer hash. Either way one
+    // peer's messages stay on one worker, in order.
     let ingress: Arc<OnceLock<Vec<Addr<SipIngress>>>> = Arc::new(OnceLock::new());
-    let sink: Sink = {
+    let to_worker: WorkerSink = {
         let ingress = ingress.clone();
-        Arc::new(move |inbound: Inbound| {
-            let Some(addrs) = ingress.get() else {
+        Arc::new(move |i: usize, inbound: Inbound| {
+            let Some(addr) = ingress.get().and_then(|a| a.get(i)) else {
                 return Admit::Drop;
             };
-            // Per-peer affinity keeps one peer's messages in order.
-            let i = peer_hash(&inbound.source.peer) % addrs.len();
             match gate.admit(i, &inbound.data, inbound.source.peer.ip()) {
                 (Admit::Accept, guard) => {
-                    addrs[i].do_send(Received(inbound, guard));
+                    addr.do_send(Received(inbound, guard));
                     Admit::Accept
                 }
                 (refused, _) => refused,
             }
         })
+    };
+    let sink: Sink = {
+        let to_worker = to_worker.clone();
+        Arc::new(move |inbound: Inbound| to_worker(peer_hash(&inbound.source.peer) % workers, inbound))
     };
 
     let (mut udp, mut tcp_hub, mut tls_hub, mut addrs) = (Vec::new(), None, None, Vec::new());
@@ -141,7 +146,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     for l in &opts.listen {
         match *l {
             Listen::Udp(a) => {
-                let t = UdpTransport::bind(a).with_context(|| format!("binding udp:{a}"))?;
+                let t = UdpTransport::bind(a, workers).with_context(|| format!("binding udp:{a}"))?;
                 addrs.push(t.local().to_string());
                 udp.push(t);
             }
@@ -237,7 +242,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         .collect();
     let _ = ingress.set(actors.clone());
     for u in &udp {
-        u.run(sink.clone())?;
+        u.run(&handles, to_worker.clone())?;
     }
     spawn_sweepers(core.clone(), timers);
 

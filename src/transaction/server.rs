@@ -1,6 +1,7 @@
 //! Server transactions keyed per RFC 3261 §17.2.3.
 
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cpm_actors::TransportKind;
@@ -65,7 +66,18 @@ pub enum ServerLookup {
 pub struct ServerTransactions {
     map: DashMap<ServerKey, (State, Instant)>,
     cap: usize,
+    /// When the table was last relieved of old completed transactions.
+    relieved: Mutex<Option<Instant>>,
 }
+
+/// Under pressure (table at its cap) completed transactions are kept this
+/// long instead of Timer J's 32 s, before any new request is refused: they
+/// only absorb retransmissions, which stop once the final response arrives
+/// (Kamailio keeps them 5 s in every case).
+const PRESSURE_RETENTION: Duration = Duration::from_secs(5);
+
+/// A full table is relieved at most this often (it is a scan of the table).
+const RELIEF_INTERVAL: Duration = Duration::from_millis(200);
 
 impl Default for ServerTransactions {
     fn default() -> ServerTransactions {
@@ -79,6 +91,7 @@ impl ServerTransactions {
         ServerTransactions {
             map: DashMap::new(),
             cap: cap.max(1),
+            relieved: Mutex::new(None),
         }
     }
 
@@ -88,7 +101,7 @@ impl ServerTransactions {
             return ServerLookup::Absorbed;
         }
         // Checked before taking the entry (len() locks every shard).
-        if self.map.len() >= self.cap && !self.map.contains_key(key) {
+        if self.map.len() >= self.cap && !self.map.contains_key(key) && !self.relieve() {
             return ServerLookup::Full;
         }
         match self.map.entry(key.clone()) {
@@ -129,6 +142,32 @@ impl ServerTransactions {
             _ => now.duration_since(*created) < timers.f(),
         });
         before - self.map.len()
+    }
+
+    /// The table is full: drop completed transactions older than
+    /// `PRESSURE_RETENTION`. True when that made room.
+    fn relieve(&self) -> bool {
+        let now = Instant::now();
+        {
+            let mut last = self.relieved.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| now.duration_since(t) < RELIEF_INTERVAL) {
+                return false;
+            }
+            *last = Some(now);
+        }
+        let before = self.map.len();
+        self.map.retain(
+            |_, (state, _)| !matches!(state, State::Completed(_, at) if now.duration_since(*at) >= PRESSURE_RETENTION),
+        );
+        let freed = before.saturating_sub(self.map.len());
+        if freed > 0 {
+            tracing::warn!(
+                freed,
+                cap = self.cap,
+                "server transaction table full: completed ones kept 5 s instead of Timer J"
+            );
+        }
+        self.map.len() < self.cap
     }
 
     pub fn len(&self) -> usize {
@@ -194,6 +233,31 @@ mod tests {
         assert!(matches!(t.lookup(&k2, false), ServerLookup::Full));
         assert!(matches!(t.lookup(&k, false), ServerLookup::Absorbed));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn full_table_first_drops_completed_transactions_past_five_seconds() {
+        let t = ServerTransactions::with_cap(2);
+        let keys: Vec<ServerKey> = ["z9hG4bKold", "z9hG4bKrecent", "z9hG4bKnew", "z9hG4bKmore"]
+            .iter()
+            .map(|b| {
+                let r = req(b);
+                ServerKey::of(&r, &r.top_via().unwrap())
+            })
+            .collect();
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(6))
+            .expect("uptime above 6 s");
+        t.map
+            .insert(keys[0].clone(), (State::Completed(Bytes::new(), long_ago), long_ago));
+        assert!(matches!(t.lookup(&keys[1], false), ServerLookup::New));
+        t.responded(&keys[1], 200, Bytes::from_static(b"200"), TransportKind::Udp);
+        // Full: the 6 s old completed one goes, the recent one stays.
+        assert!(matches!(t.lookup(&keys[2], false), ServerLookup::New));
+        assert!(matches!(t.lookup(&keys[1], false), ServerLookup::Resend(_)));
+        assert_eq!(t.len(), 2);
+        // Nothing old enough left: refused.
+        assert!(matches!(t.lookup(&keys[3], false), ServerLookup::Full));
     }
 
     #[test]

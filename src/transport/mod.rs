@@ -23,7 +23,7 @@ pub use framing::{FrameError, Framer, MAX_FRAME};
 pub use memory::{MemoryTransport, Peer};
 pub use tcp::TcpHub;
 pub use tls::{acceptor as tls_acceptor, TlsError};
-pub use udp::UdpTransport;
+pub use udp::{UdpTransport, WorkerSink};
 
 /// Where a message came from, so the answer goes back the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

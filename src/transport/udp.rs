@@ -1,35 +1,68 @@
-//! UDP: one blocking receive thread per socket (a datagram is read, copied
-//! and handed off in a few µs; no reactor needed), sends from any thread.
+//! UDP: one socket per worker (SO_REUSEPORT when there are several), each
+//! read by its own worker arbiter. A datagram is parsed and routed on the
+//! thread that received it: handing each datagram to another thread cost a
+//! wake-up per message, more CPU than parsing it (docs/performance.md). The
+//! kernel picks the socket by a hash of the 4-tuple, so one peer's datagrams
+//! keep landing on the same worker, in order. Sends go out from any thread
+//! through a shared handle of the first socket.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use actix::prelude::*;
 use bytes::Bytes;
 use cpm_actors::TransportKind;
+use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{Admit, Inbound, Sink, Source, TransportError};
+use super::{Admit, Inbound, Source, TransportError};
 
-/// Requested SO_RCVBUF (the kernel doubles it for bookkeeping and caps it).
+/// Takes a datagram received by worker `usize`.
+pub type WorkerSink = Arc<dyn Fn(usize, Inbound) -> Admit + Send + Sync>;
+
+/// Requested SO_RCVBUF. The default (~208 KB) overflowed in bursts of a few
+/// thousand messages a second, and every drop costs its sender a 500 ms
+/// retransmission; the kernel caps this at net.core.rmem_max.
 const RECV_BUFFER: usize = 4 << 20;
 
+/// Datagrams read in one go before the worker handles any of them: a flood
+/// meets the rate limit and queue bounds (503) at the rate it arrives, not
+/// at the rate the worker can handle it.
+const READ_BATCH: usize = 256;
+
+/// How often a send into a full socket buffer is retried before giving up
+/// (UDP: the request's retransmission timer or the peer's covers the loss).
+const SEND_RETRIES: usize = 3;
+
 pub struct UdpTransport {
-    socket: UdpSocket,
+    /// Shared by every sending thread; non-blocking (a dup of shard 0).
+    sender: UdpSocket,
+    /// Taken by `run`: one socket per worker.
+    shards: Mutex<Vec<UdpSocket>>,
     local: SocketAddr,
 }
 
 impl UdpTransport {
-    pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<UdpTransport>> {
-        let socket = UdpSocket::bind(addr)?;
-        let local = socket.local_addr()?;
-        // The default receive buffer (~208 KB) overflows in bursts of a few
-        // thousand messages a second, and every drop costs its sender a 500 ms
-        // retransmission. Ask for more; the kernel caps it at net.core.rmem_max.
-        let sock = socket2::SockRef::from(&socket);
-        if let Err(e) = sock.set_recv_buffer_size(RECV_BUFFER) {
-            tracing::warn!(%local, error = %e, "cannot enlarge the UDP receive buffer");
+    /// Bind `shards` sockets (at least one) to `addr`; port 0 picks one port for all.
+    pub fn bind(addr: SocketAddr, shards: usize) -> std::io::Result<Arc<UdpTransport>> {
+        let shards = shards.max(1);
+        let mut all = Vec::with_capacity(shards);
+        if shards == 1 {
+            all.push(socket(addr, false)?);
+        } else {
+            // SO_REUSEPORT would let a second server of the same user share
+            // the port silently: claim it with a plain bind first, so "address
+            // in use" is still reported (and port 0 resolves here).
+            let port = UdpSocket::bind(addr)?.local_addr()?;
+            for _ in 0..shards {
+                all.push(socket(port, true)?);
+            }
         }
-        tracing::debug!(%local, bytes = sock.recv_buffer_size().unwrap_or(0), "UDP receive buffer");
-        Ok(Arc::new(UdpTransport { socket, local }))
+        let local = all[0].local_addr()?;
+        Ok(Arc::new(UdpTransport {
+            sender: all[0].try_clone()?,
+            shards: Mutex::new(all),
+            local,
+        }))
     }
 
     pub fn local(&self) -> SocketAddr {
@@ -37,46 +70,92 @@ impl UdpTransport {
     }
 
     pub fn send(&self, to: SocketAddr, data: &[u8]) -> Result<(), TransportError> {
-        self.socket
-            .send_to(data, to)
-            .map(|_| ())
-            .map_err(|e| TransportError::Io(to, e))
+        let mut tries = 0;
+        loop {
+            match self.sender.send_to(data, to) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tries < SEND_RETRIES => {
+                    tries += 1;
+                    std::thread::yield_now();
+                }
+                Err(e) => return Err(TransportError::Io(to, e)),
+            }
+        }
     }
 
-    /// Start the receive loop on its own thread.
-    pub fn run(self: &Arc<Self>, sink: Sink) -> std::io::Result<()> {
-        let me = self.clone();
-        std::thread::Builder::new()
-            .name(format!("udp-{}", self.local))
-            .spawn(move || {
-                let mut buf = vec![0u8; 65_535];
-                loop {
-                    match me.socket.recv_from(&mut buf) {
-                        // Keep-alive CRLFs (RFC 5626 §3.5.1) carry nothing to parse.
-                        Ok((n, _)) if buf[..n].iter().all(|b| b.is_ascii_whitespace()) => {}
-                        Ok((n, peer)) => {
-                            let inbound = Inbound {
-                                data: Bytes::copy_from_slice(&buf[..n]),
-                                source: Source {
-                                    transport: TransportKind::Udp,
-                                    peer,
-                                    local: me.local,
-                                },
-                            };
-                            // Refused (overload, rate limit): answered from here, never queued.
-                            if let Admit::Reject(resp) = sink(inbound) {
-                                let _ = me.socket.send_to(&resp, peer);
-                            }
-                        }
-                        // ICMP port unreachable from an earlier send shows up here on Linux.
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                        Err(e) => {
-                            tracing::error!(local = %me.local, error = %e, "UDP receive failed");
-                            std::thread::sleep(std::time::Duration::from_millis(10));
-                        }
-                    }
+    /// Start one receive loop per socket, socket `i` on `workers[i]`.
+    pub fn run(self: &Arc<Self>, workers: &[ArbiterHandle], sink: WorkerSink) -> std::io::Result<()> {
+        let shards = std::mem::take(&mut *self.shards.lock().unwrap_or_else(|p| p.into_inner()));
+        for (i, sock) in shards.into_iter().enumerate() {
+            let worker = i % workers.len().max(1);
+            let arbiter = workers
+                .get(worker)
+                .ok_or_else(|| std::io::Error::other("no worker arbiter for the UDP socket"))?;
+            let (me, sink) = (self.clone(), sink.clone());
+            arbiter.spawn(async move {
+                // Registered with the reactor of the worker that reads it.
+                match tokio::net::UdpSocket::from_std(sock) {
+                    Ok(sock) => me.receive(sock, worker, sink).await,
+                    Err(e) => tracing::error!(local = %me.local, error = %e, "UDP socket not usable"),
                 }
-            })?;
+            });
+        }
         Ok(())
     }
+
+    async fn receive(&self, sock: tokio::net::UdpSocket, worker: usize, sink: WorkerSink) {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            if let Err(e) = sock.readable().await {
+                tracing::error!(local = %self.local, error = %e, "UDP socket failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+            for _ in 0..READ_BATCH {
+                match sock.try_recv_from(&mut buf) {
+                    // Keep-alive CRLFs (RFC 5626 §3.5.1) carry nothing to parse.
+                    Ok((n, _)) if buf[..n].iter().all(|b| b.is_ascii_whitespace()) => {}
+                    Ok((n, peer)) => self.received(&buf[..n], peer, worker, &sink),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    // ICMP port unreachable from an earlier send shows up here on Linux.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => {
+                        tracing::error!(local = %self.local, error = %e, "UDP receive failed");
+                        break;
+                    }
+                }
+            }
+            // Let the ingress handle what was read.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn received(&self, data: &[u8], peer: SocketAddr, worker: usize, sink: &WorkerSink) {
+        let inbound = Inbound {
+            data: Bytes::copy_from_slice(data),
+            source: Source {
+                transport: TransportKind::Udp,
+                peer,
+                local: self.local,
+            },
+        };
+        // Refused (overload, rate limit): answered from here, never queued.
+        if let Admit::Reject(resp) = sink(worker, inbound) {
+            let _ = self.send(peer, &resp);
+        }
+    }
+}
+
+/// A non-blocking UDP socket with the large receive buffer.
+fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    if let Err(e) = sock.set_recv_buffer_size(RECV_BUFFER) {
+        tracing::warn!(%addr, error = %e, "cannot enlarge the UDP receive buffer");
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
 }
