@@ -134,11 +134,18 @@ impl ServerTransactions {
 
     /// Timer J for completed transactions; also drops transactions whose TU
     /// never answered within 64·T1 (the client has given up by then).
+    /// Above half the cap, completed ones are kept `PRESSURE_RETENTION`
+    /// only, so that a busy server seldom reaches the cap (where `relieve`
+    /// scans the table on the request path).
     pub fn sweep(&self, timers: &Timers) -> usize {
         let now = Instant::now();
         let before = self.map.len();
+        let keep = match before > self.cap / 2 {
+            true => PRESSURE_RETENTION.min(timers.f()),
+            false => timers.f(),
+        };
         self.map.retain(|_, (state, created)| match state {
-            State::Completed(_, at) => now.duration_since(*at) < timers.f(),
+            State::Completed(_, at) => now.duration_since(*at) < keep,
             _ => now.duration_since(*created) < timers.f(),
         });
         before - self.map.len()
