@@ -16,9 +16,10 @@ pub fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Give free heap pages back to the OS. glibc keeps them after a burst of
-/// frees (many user actors passivating at once leave holes in every
-/// arena); the sweeper calls this after such a wave.
+/// Give free glibc heap pages back to the OS after a wave of passivations.
+/// The binary's Rust heap is mimalloc's, which returns freed pages itself;
+/// this still matters for C allocations and for library users who keep
+/// glibc malloc (many user actors stopping at once leave holes in every arena).
 pub fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
