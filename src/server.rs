@@ -99,9 +99,8 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     let store = Store::open_with_cache(&opts.data, opts.config.store.cache_bytes())
         .with_context(|| format!("opening store {}", opts.data.display()))?;
 
-    // Default: one worker per core but one, which is left to the UDP
-    // receive threads, the kernel's network stack, the store's flusher and
-    // the System arbiter. A message whose sender, recipient and devices share
+    // Default: one worker per core but one, which is left to the kernel's
+    // network stack, the store's flusher and the System arbiter. A message whose sender, recipient and devices share
     // a worker never changes thread (docs/performance.md).
     let workers = match opts.config.actors.workers {
         0 => std::thread::available_parallelism()
