@@ -8,32 +8,11 @@
 //! The store is a real on-disk sled database in a temporary directory, so the
 //! flush figures are the disk's fsync latency as much as ours.
 
-use std::future::Future;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use cpm_store::{NewDeferred, Store};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-
-/// The smallest executor that will do: park the thread until woken.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
+use futures::executor::block_on;
 
 /// A deferred pager-mode message of the size pager.sh sends (~700 bytes).
 fn msg(i: u64) -> NewDeferred {

@@ -209,26 +209,9 @@ pub(crate) fn reopen(path: &Path) -> Result<Store, StoreError> {
     }
 }
 
-/// Minimal executor so the async flush can be tested without a runtime dep.
+/// The tests' executor for the async flush.
 #[cfg(test)]
-pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        match f.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park(),
-        }
-    }
-}
+pub(crate) use futures::executor::block_on;
 
 #[cfg(test)]
 mod tests {
