@@ -126,6 +126,39 @@ fn deferred_messages_survive_kill_9() {
     assert_eq!(numbers(&dev.wait_lines(30, WAIT)), (1..=30).collect::<Vec<_>>());
 }
 
+/// A message sent while a returning device is still being pushed its
+/// deferred messages reaches that device after them, not in between.
+#[test]
+fn new_messages_wait_behind_the_deferred_push_to_a_returning_device() {
+    let cpm = Cpm::start(&["--open"]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 20, 202, &[]));
+    // A slow device: the push of 20 takes more than half a second.
+    let dev = RawDevice::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(30));
+        200
+    });
+    assert_eq!(dev.register(&cpm, "bob", "slow", 600), Some(200));
+    assert!(dev.wait_for(2, WAIT).len() >= 2, "the push is under way");
+    for i in 1..=3 {
+        let text = raw_message(cpm.udp, "", "now", &format!("live{i}"));
+        assert_eq!(
+            send_raw(cpm.udp, &text),
+            Some(200),
+            "live{i} is delivered, not deferred"
+        );
+    }
+    let got = dev.wait_for(23, WAIT);
+    let ids: Vec<String> = got.iter().map(|m| header(m, "Call-ID").unwrap_or_default()).collect();
+    assert_eq!(ids.len(), 23, "{ids:?}");
+    let deferred: Vec<u32> = ids[..20].iter().map(|c| call_number(&format!("M {c}"))).collect();
+    assert_eq!(
+        deferred,
+        (1..=20).collect::<Vec<_>>(),
+        "the backlog first, in order: {ids:?}"
+    );
+    assert_eq!(&ids[20..], ["live1", "live2", "live3"], "{ids:?}");
+}
+
 fn raw_message(server: u16, extra: &str, body: &str, tag: &str) -> String {
     format!(
         "MESSAGE sip:bob@127.0.0.1:{server} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{tag}\r\n\

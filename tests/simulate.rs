@@ -120,6 +120,22 @@ fn checker_catches_reordering_and_a_deferred_message_never_delivered() {
 }
 
 #[test]
+fn checker_catches_a_live_message_overtaking_a_deferred_one() {
+    let mut c = Checker::new();
+    let deferred = c.sent(0, 0, 1, vec![]);
+    c.answered(deferred, 202, |_, _| false);
+    let live = one_message(&mut c);
+    c.received(live, 2);
+    c.received(live, 3);
+    c.received(deferred, 2); // the older, deferred one after the newer one
+    reported(&mut c, deferred);
+    reported(&mut c, live);
+    c.finish(|_| 0);
+    let v = c.violations().join("\n");
+    assert!(v.contains("out of order"), "{v}");
+}
+
+#[test]
 fn checker_catches_report_duplicates_and_gaps() {
     let mut c = Checker::new();
     let id = one_message(&mut c);

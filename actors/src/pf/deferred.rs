@@ -401,6 +401,7 @@ impl Handler<PushNext> for ParticipatingFunction {
         let (Some((rec, request)), Some(dev)) = (next, self.device(&key)) else {
             if only.is_none() {
                 self.pushing.remove(&key);
+                self.release_held(&key);
                 tracing::debug!(aor = %self.aor, %key, "push finished");
             }
             return Box::pin(fut::ready(()));
@@ -430,6 +431,7 @@ impl Handler<PushNext> for ParticipatingFunction {
                     act.trace(&call_id, "deferred-push-stopped", format!("seq {seq} to {key}: {why}"));
                     if only.is_none() {
                         act.pushing.remove(&key);
+                        act.release_held(&key);
                     }
                     return Box::pin(fut::ready(())) as ResponseActFuture<Self, ()>;
                 }

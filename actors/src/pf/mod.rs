@@ -8,6 +8,7 @@
 mod binding;
 mod deferred;
 pub mod notify;
+mod ordering;
 mod pager;
 mod registrar;
 mod reports;
@@ -50,6 +51,8 @@ pub struct ParticipatingFunction {
     pub(crate) claimed: HashSet<u64>,
     /// Devices with a push in progress.
     pub(crate) pushing: HashSet<String>,
+    /// Live forks held until those pushes end (ordering.rs).
+    pub(crate) held: HashMap<String, Vec<ordering::HeldFork>>,
     pub(crate) reminder: Option<SpawnHandle>,
     /// When this activation started (inspector: age).
     pub(crate) started: Instant,
@@ -74,6 +77,7 @@ impl ParticipatingFunction {
             deferred_bytes: 0,
             claimed: HashSet::new(),
             pushing: HashSet::new(),
+            held: HashMap::new(),
             reminder: None,
             started: Instant::now(),
         }

@@ -11,7 +11,6 @@ use cpm_sip::Message;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::{routing, ParticipatingFunction};
-use crate::device::Fork;
 use crate::preferences::{Declined, Unavailable};
 use crate::{unix_now, Aor, OutboundError};
 
@@ -90,12 +89,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         }
         let forks: FuturesUnordered<_> = chosen
             .iter()
-            .filter_map(|k| self.device(k))
-            .map(|dev| {
-                dev.send(Fork {
-                    request: msg.request.clone(),
-                })
-            })
+            .filter_map(|k| self.fork_to(k, msg.request.clone()))
             .collect();
         let n = forks.len();
         if n == 0 {
