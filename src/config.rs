@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cpm_actors::cf::{GroupDef, Groups, Membership, SendPolicy};
-use cpm_actors::{DeferredPolicy, ExpiryAction, OriginatorPolicy, Policy, Preferences, Release, Users};
+use cpm_actors::{Aor, DeferredPolicy, ExpiryAction, OriginatorPolicy, Policy, Preferences, Release, Users};
 use cpm_sip::SipUri;
 use serde::Deserialize;
 
@@ -256,12 +256,9 @@ fn canonical_barred(b: &str) -> String {
     if b.starts_with("*@") {
         return b.to_ascii_lowercase();
     }
-    match SipUri::parse(b) {
-        Ok(u) if u.scheme.eq_ignore_ascii_case("tel") => {
-            format!("tel:{}", u.user.unwrap_or_default().replace(['-', '.', '(', ')'], ""))
-        }
-        Ok(u) => format!("sip:{}@{}", u.user.unwrap_or_default(), u.host.to_ascii_lowercase()),
-        Err(_) => b.to_string(),
+    match SipUri::parse(b).ok().as_ref().and_then(Aor::of_uri) {
+        Some(aor) => aor.as_str().to_string(),
+        None => b.to_string(), // refused by validate_originator before this
     }
 }
 

@@ -20,6 +20,27 @@ impl Aor {
         Aor(s.into())
     }
 
+    /// The canonical AOR of any SIP or TEL URI, in the URI's own domain
+    /// (mapping our listening addresses to the primary domain is
+    /// [`LocalDomains::local_aor`]'s job).
+    pub fn of_uri(uri: &SipUri) -> Option<Aor> {
+        match uri.scheme.as_str() {
+            "sip" | "sips" => Some(Aor::sip(uri.user.as_deref().filter(|u| !u.is_empty())?, &uri.host)),
+            "tel" => uri.user.as_deref().map(Aor::tel),
+            _ => None,
+        }
+    }
+
+    /// `sip:user@domain`; `sips:` users are the same users.
+    fn sip(user: &str, domain: &str) -> Aor {
+        Aor(format!("sip:{user}@{domain}"))
+    }
+
+    /// `tel:` with the visual separators of RFC 3966 removed.
+    fn tel(number: &str) -> Aor {
+        Aor(format!("tel:{}", number.replace(['-', '.', '(', ')'], "")))
+    }
+
     pub fn user(&self) -> &str {
         let rest = self.0.split_once(':').map_or(self.0.as_str(), |(_, r)| r);
         rest.split_once('@').map_or(rest, |(u, _)| u)
@@ -113,12 +134,9 @@ impl LocalDomains {
                 } else {
                     self.primary.as_str()
                 };
-                Some(Aor(format!("sip:{user}@{domain}")))
+                Some(Aor::sip(user, domain))
             }
-            "tel" => uri
-                .user
-                .as_deref()
-                .map(|n| Aor(format!("tel:{}", n.replace(['-', '.', '(', ')'], "")))),
+            "tel" => Aor::of_uri(uri),
             _ => None,
         }
     }
@@ -130,6 +148,18 @@ mod tests {
 
     fn uri(s: &str) -> SipUri {
         SipUri::parse(s).unwrap()
+    }
+
+    #[test]
+    fn of_uri_is_canonical_in_the_uris_own_domain() {
+        let of = |s: &str| Aor::of_uri(&uri(s)).map(|a| a.as_str().to_string());
+        assert_eq!(
+            of("SIPS:Bob@Example.COM:5061;transport=tls").as_deref(),
+            Some("sip:Bob@example.com")
+        );
+        assert_eq!(of("tel:+1-555-(0100)").as_deref(), Some("tel:+15550100"));
+        assert_eq!(of("sip:example.com"), None, "no user part");
+        assert_eq!(of("mailto:bob@example.com"), None);
     }
 
     #[test]
