@@ -158,17 +158,7 @@ fn admin_off_starts_no_admin_server() {
 fn graph_user_and_trace_follow_a_message() {
     let cpm = Cpm::start(&["--open"]);
     let mut devices = [Device::start(Transport::Udp), Device::start(Transport::Udp)];
-    for (i, d) in devices.iter().enumerate() {
-        assert!(register(
-            &cpm,
-            Transport::Udp,
-            "bob",
-            &d.contact(),
-            i as u32 + 1,
-            600,
-            200
-        ));
-    }
+    register_each(&cpm, Transport::Udp, "bob", &devices);
     assert!(message(&cpm, Transport::Udp, "alice", "bob", 200));
 
     // The graph: ingress actors, bob's PF, both devices, PF → device edges.

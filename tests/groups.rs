@@ -49,8 +49,7 @@ fn group_message_reaches_every_member_device_once_and_not_the_sender() {
 fn members_see_the_group_and_the_asserted_author() {
     let (_d, cfg) = config(GROUP);
     let cpm = Cpm::start(&["--open", "--config", &cfg]);
-    let bob = RawDevice::start(|_, _| 200);
-    assert_eq!(bob.register(&cpm, "bob", "bob-phone", 600), Some(200));
+    let bob = phone(&cpm, "bob");
     assert!(message(&cpm, Transport::Udp, "alice", "friends", 202));
     let got = bob.wait_for(1, WAIT);
     assert!(
@@ -162,8 +161,7 @@ fn aggregated_reports_not_one_per_device() {
             reporters.push(d);
         }
     }
-    let phone = RawDevice::start(|_, _| 200);
-    assert_eq!(phone.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let phone = phone(&cpm, "alice");
     let body = "From: <sip:alice@127.0.0.1>\r\nTo: <sip:friends@127.0.0.1>\r\nNS: imdn <urn:ietf:params:imdn>\r\n\
                 imdn.Message-ID: gm1\r\nimdn.Disposition-Notification: positive-delivery, display\r\n\r\n\
                 Content-Type: text/plain\r\n\r\nhello friends";

@@ -41,20 +41,9 @@ fn three_devices_report_alice_gets_one_of_each_on_the_sending_device() {
     let mut bobs: Vec<Device> = (0..3)
         .map(|_| Device::start_scenario(Transport::Udp, "device_imdn.xml", &[("user", "bob")]))
         .collect();
-    for (i, d) in bobs.iter().enumerate() {
-        assert!(register(
-            &cpm,
-            Transport::Udp,
-            "bob",
-            &d.contact(),
-            i as u32 + 1,
-            600,
-            200
-        ));
-    }
+    register_each(&cpm, Transport::Udp, "bob", &bobs);
     // alice has two devices: the phone she sends from, and a tablet.
-    let phone = RawDevice::start(|_, _| 200);
-    assert_eq!(phone.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let phone = phone(&cpm, "alice");
     let mut tablet = Device::start(Transport::Udp);
     assert!(register(&cpm, Transport::Udp, "alice", &tablet.contact(), 9, 600, 200));
 
@@ -84,8 +73,7 @@ fn three_devices_report_alice_gets_one_of_each_on_the_sending_device() {
 fn expired_deferred_message_gives_one_negative_delivery_report() {
     let (_d, cfg) = config("[deferred]\ndefault_expiry_s = 1\nmax_expiry_s = 60\n");
     let cpm = Cpm::start(&["--open", "--config", &cfg]);
-    let phone = RawDevice::start(|_, _| 200);
-    assert_eq!(phone.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let phone = phone(&cpm, "alice");
     let msg = cpim_message(
         cpm.udp,
         phone.port,
@@ -107,8 +95,7 @@ fn expired_deferred_message_gives_one_negative_delivery_report() {
 fn storing_in_the_mss_gives_the_servers_positive_delivery_report() {
     let (_d, cfg) = config("[preferences]\nwhen_unavailable = \"store\"\n");
     let cpm = Cpm::start(&["--open", "--config", &cfg]);
-    let phone = RawDevice::start(|_, _| 200);
-    assert_eq!(phone.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let phone = phone(&cpm, "alice");
     let msg = cpim_message(cpm.udp, phone.port, "bob", "mstore", "positive-delivery", "");
     assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(202));
     wait_until(WAIT, || !reports(&phone).is_empty());
@@ -121,10 +108,8 @@ fn storing_in_the_mss_gives_the_servers_positive_delivery_report() {
 #[test]
 fn anonymous_sender_is_hidden_and_gets_no_report() {
     let cpm = Cpm::start(&["--open"]);
-    let bob = RawDevice::start(|_, _| 200);
-    assert_eq!(bob.register(&cpm, "bob", "bob-phone", 600), Some(200));
-    let phone = RawDevice::start(|_, _| 200);
-    assert_eq!(phone.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let bob = phone(&cpm, "bob");
+    let phone = phone(&cpm, "alice");
     let msg = cpim_message(
         cpm.udp,
         phone.port,
@@ -204,10 +189,8 @@ fn device_report(server: u16, bob: &RawDevice, original: &str, status: &str, n: 
 #[test]
 fn a_restart_does_not_forward_a_report_twice() {
     let mut cpm = Cpm::start(&["--open"]);
-    let bob = RawDevice::start(|_, _| 200);
-    assert_eq!(bob.register(&cpm, "bob", "bob-phone", 600), Some(200));
-    let phone = RawDevice::start(|_, _| 200);
-    assert_eq!(phone.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let bob = phone(&cpm, "bob");
+    let phone = phone(&cpm, "alice");
     let msg = cpim_message(cpm.udp, phone.port, "bob", "mrestart", "positive-delivery", "");
     assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(200));
     assert_eq!(
@@ -227,10 +210,8 @@ fn a_restart_does_not_forward_a_report_twice() {
 #[test]
 fn conversation_identities_and_reply_to_reach_the_recipient() {
     let cpm = Cpm::start(&["--open"]);
-    let bob = RawDevice::start(|_, _| 200);
-    assert_eq!(bob.register(&cpm, "bob", "bob-phone", 600), Some(200));
-    let alice = RawDevice::start(|_, _| 200);
-    assert_eq!(alice.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    let bob = phone(&cpm, "bob");
+    let alice = phone(&cpm, "alice");
     let msg = cpim_message(
         cpm.udp,
         alice.port,

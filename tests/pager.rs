@@ -18,12 +18,7 @@ fn settle() {
 fn fork_to_every_device(t: Transport) {
     let cpm = Cpm::start(&["--open"]);
     let mut devices: Vec<Device> = (0..3).map(|_| Device::start(t)).collect();
-    for (i, d) in devices.iter().enumerate() {
-        assert!(
-            register(&cpm, t, "bob", &d.contact(), i as u32 + 1, 600, 200),
-            "register device {i}"
-        );
-    }
+    register_each(&cpm, t, "bob", &devices);
     assert!(message(&cpm, t, "alice", "bob", 200), "first message");
     settle();
     // Device 3 unregisters: only the other two get the next message.

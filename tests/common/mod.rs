@@ -285,12 +285,7 @@ impl Device {
             let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
             wait_or_kill(c, Duration::from_secs(5));
         }
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("MESSAGE "))
-            .map(str::to_string)
-            .collect()
+        self.lines()
     }
 }
 
@@ -368,6 +363,27 @@ pub fn register(
 }
 
 /// Send one pager-mode CPM Message from `from` to `to`; true if answered `expect`.
+/// A device of `user` (instance `{user}-phone`) answering 200 to everything, registered for 600 s.
+pub fn phone(cpm: &Cpm, user: &str) -> RawDevice {
+    let dev = RawDevice::start(|_, _| 200);
+    assert_eq!(
+        dev.register(cpm, user, &format!("{user}-phone"), 600),
+        Some(200),
+        "register {user}"
+    );
+    dev
+}
+
+/// Register each of `devices` for `user` (CSeq 1, 2, ...; 600 s), asserting 200.
+pub fn register_each(cpm: &Cpm, t: Transport, user: &str, devices: &[Device]) {
+    for (i, d) in devices.iter().enumerate() {
+        assert!(
+            register(cpm, t, user, &d.contact(), i as u32 + 1, 600, 200),
+            "register {user}'s device {i}"
+        );
+    }
+}
+
 pub fn message(server: &Cpm, t: Transport, from: &str, to: &str, expect: u16) -> bool {
     sipp_call(
         server.port(t),
