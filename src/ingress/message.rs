@@ -114,8 +114,10 @@ fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> 
     if ruri.user.as_deref() == Some(notify::SERVICE_USER) && env.domains.is_local_host(&ruri.host, ruri.port) {
         return Ok(Route::DeferredService { sender });
     }
+    // One read of the shared policy for all checks of this request.
+    let policy = env.policy.get();
     // 002 §8.3.2.1.1 steps 1-2: barred originator, unsupported client release.
-    if let Err(refusal) = env.policy.get().originator.check(&sender, req.header("User-Agent")) {
+    if let Err(refusal) = policy.originator.check(&sender, req.header("User-Agent")) {
         return Err(Box::new(refuse_originator(r, &sender, refusal)));
     }
     if ruri.user.as_deref() == Some(super::group::URI_LIST_SERVICE) && env.domains.is_local_host(&ruri.host, ruri.port)
@@ -132,19 +134,17 @@ fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> 
     if env.groups.group_domain.as_deref() == Some(ruri.host.as_str()) {
         return Err(err(404, "Not Found (no such group)"));
     }
-    if req.body.len() > env.policy.get().max_message_size {
+    if req.body.len() > policy.max_message_size {
         return Err(err(413, "Request Entity Too Large"));
     }
     if !req.body.is_empty() {
         let ct = req.content_type().unwrap_or_default();
-        if !env
-            .policy
-            .get()
+        if !policy
             .accepted_content_types
             .iter()
             .any(|a| a.eq_ignore_ascii_case(&ct))
         {
-            let accept = env.policy.get().accepted_content_types.join(", ");
+            let accept = policy.accepted_content_types.join(", ");
             return Err(Box::new(r.builder(415).header("Accept", accept).build()));
         }
     }
