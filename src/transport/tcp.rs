@@ -57,10 +57,6 @@ impl Drop for Live {
 }
 
 impl TcpHub {
-    pub fn new(local: SocketAddr, sink: Sink, limits: &Limits, shed: Arc<ShedCounters>, to_tag: String) -> Arc<TcpHub> {
-        Self::with_tls(local, None, sink, limits, shed, to_tag)
-    }
-
     /// A hub whose connections are TLS when `tls` is set.
     pub fn with_tls(
         local: SocketAddr,
