@@ -74,6 +74,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    let purge_ms = cpm::memory::tune_allocator();
     let (sip, data, config, open, log, admin, admin_token, limits) = match Cli::parse().command {
         Command::Serve {
             sip,
@@ -106,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("--log")?)
         .with_writer(std::io::stderr)
         .init();
+    tracing::debug!(purge_ms, "mimalloc arena purge delay");
     let config = match config {
         Some(path) => Config::load(&path)?,
         None => Config::default(),
