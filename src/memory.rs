@@ -35,11 +35,11 @@ extern "C" {
 /// the relay's CPU (perf: `clear_page_erms`); with this, about 200. Idle
 /// memory still goes back.
 /// Run at the start of `main`; returns the arena purge delay in ms.
-pub fn tune_allocator() -> i64 {
+pub fn tune_allocator() -> std::ffi::c_long {
     // SAFETY: plain setters/getters of mimalloc's global option table.
     unsafe {
         mi_option_set(MI_OPTION_ARENA_PURGE_MULT, 10);
-        (mi_option_get(MI_OPTION_PURGE_DELAY) * mi_option_get(MI_OPTION_ARENA_PURGE_MULT)).into()
+        mi_option_get(MI_OPTION_PURGE_DELAY) * mi_option_get(MI_OPTION_ARENA_PURGE_MULT)
     }
 }
 
