@@ -4,7 +4,11 @@
 //! interwork them (004 §5.3.1.2.3).
 
 use std::fmt;
+
+use bytes::{BufMut, BytesMut};
 use thiserror::Error;
+
+use crate::decimal::decimal;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum UriError {
@@ -253,32 +257,64 @@ fn parse_ipv6(s: &str) -> Option<std::net::Ipv6Addr> {
     }
 }
 
-impl fmt::Display for SipUri {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:", self.scheme)?;
+impl SipUri {
+    /// The pieces of the wire form, in order; [`fmt::Display`], the
+    /// serializer and the length check of a Request-URI all use this, so they
+    /// cannot disagree.
+    fn for_each_part(&self, mut put: impl FnMut(&str)) {
+        put(&self.scheme);
+        put(":");
         if let Some(opaque) = &self.opaque {
-            return f.write_str(opaque);
+            put(opaque);
+            return;
         }
         if let Some(user) = &self.user {
-            f.write_str(user)?;
+            put(user);
             if let Some(password) = &self.password {
-                write!(f, ":{password}")?;
+                put(":");
+                put(password);
             }
             if !self.host.is_empty() {
-                f.write_str("@")?;
+                put("@");
             }
         }
-        f.write_str(&self.host)?;
+        put(&self.host);
         if let Some(port) = self.port {
-            write!(f, ":{port}")?;
+            put(":");
+            put(decimal(port.into(), &mut [0; 20]));
         }
         for (n, v) in &self.params {
-            match v {
-                Some(v) => write!(f, ";{n}={v}")?,
-                None => write!(f, ";{n}")?,
+            put(";");
+            put(n);
+            if let Some(v) = v {
+                put("=");
+                put(v);
             }
         }
-        Ok(())
+    }
+
+    /// `self.to_string().len()`, without building the string.
+    pub(crate) fn display_len(&self) -> usize {
+        let mut len = 0;
+        self.for_each_part(|s| len += s.len());
+        len
+    }
+
+    /// Append the wire form (as [`fmt::Display`] writes it).
+    pub(crate) fn write_to(&self, out: &mut BytesMut) {
+        self.for_each_part(|s| out.put_slice(s.as_bytes()));
+    }
+}
+
+impl fmt::Display for SipUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut result = Ok(());
+        self.for_each_part(|s| {
+            if result.is_ok() {
+                result = f.write_str(s);
+            }
+        });
+        result
     }
 }
 
@@ -396,6 +432,10 @@ mod tests {
         ] {
             let u = SipUri::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
             assert_eq!(SipUri::parse(&u.to_string()).unwrap(), u, "{s}");
+            let mut out = BytesMut::new();
+            u.write_to(&mut out);
+            assert_eq!(&out[..], u.to_string().as_bytes(), "{s}");
+            assert_eq!(u.display_len(), u.to_string().len(), "{s}");
         }
     }
 }
