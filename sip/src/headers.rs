@@ -244,7 +244,12 @@ pub(crate) fn canonical_static(name: &str) -> Option<&'static str> {
         20 => &["P-Preferred-Identity"],
         _ => &[],
     };
-    candidates.iter().copied().find(|k| k.eq_ignore_ascii_case(name))
+    // Most senders already write the canonical case: try a plain compare first.
+    candidates
+        .iter()
+        .copied()
+        .find(|k| *k == name)
+        .or_else(|| candidates.iter().copied().find(|k| k.eq_ignore_ascii_case(name)))
 }
 
 #[cfg(test)]

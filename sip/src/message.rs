@@ -342,7 +342,8 @@ fn is_token_char(b: u8) -> bool {
 /// Split the header block with rsip's tokenizer, then normalize names.
 fn parse_headers(block: &[u8]) -> Result<Headers, ParseError> {
     use rsip::headers::header::Tokenizer;
-    let mut headers: Vec<Header> = Vec::new();
+    // Typical requests have 8 to 16 header lines: allocate once.
+    let mut headers: Vec<Header> = Vec::with_capacity(16);
     let mut content_length = false;
     let mut rest = block;
     while !rest.is_empty() {

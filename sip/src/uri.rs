@@ -38,9 +38,8 @@ pub struct SipUri {
 impl SipUri {
     pub fn parse(text: &str) -> Result<SipUri, UriError> {
         let text = text.trim();
-        let (scheme, rest) = text
-            .split_once(':')
-            .ok_or_else(|| UriError::NoScheme(text.to_string()))?;
+        let colon = memchr::memchr(b':', text.as_bytes()).ok_or_else(|| UriError::NoScheme(text.to_string()))?;
+        let (scheme, rest) = (&text[..colon], &text[colon + 1..]);
         let scheme = scheme.to_ascii_lowercase();
         if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
             return Err(UriError::NoScheme(text.to_string()));
@@ -91,15 +90,21 @@ impl SipUri {
     fn parse_sip(scheme: String, text: &str) -> Result<SipUri, UriError> {
         let malformed = || UriError::Malformed(text.to_string());
         let rest = &text[scheme.len() + 1..];
-        if rest
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '"'))
-        {
+        // ASCII controls and whitespace are all <= SP or DEL; other chars
+        // need the Unicode tables only when there are any.
+        let bad_char = rest
+            .bytes()
+            .any(|b| b <= b' ' || b == 0x7f || matches!(b, b'<' | b'>' | b'"'))
+            || (!rest.is_ascii() && rest.chars().any(|c| c.is_control() || c.is_whitespace()));
+        if bad_char {
             return Err(malformed());
         }
-        let at = match rest.find('?') {
-            Some(q) if rest[q..].contains('@') && rest[..q].contains('@') => rest[..q].rfind('@'),
-            _ => rest.rfind('@'),
+        let bytes = rest.as_bytes();
+        let at = match memchr::memchr(b'?', bytes) {
+            Some(q) if memchr::memchr(b'@', &bytes[q..]).is_some() && memchr::memchr(b'@', &bytes[..q]).is_some() => {
+                memchr::memrchr(b'@', &bytes[..q])
+            }
+            _ => memchr::memrchr(b'@', bytes),
         };
         let (userinfo, hostpart) = match at {
             Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
@@ -108,27 +113,44 @@ impl SipUri {
         let (user, password) = match userinfo {
             None => (None, None),
             Some(ui) => {
-                let (u, p) = match ui.split_once(':') {
-                    Some((u, p)) => (u, Some(p)),
+                let (u, p) = match memchr::memchr(b':', ui.as_bytes()) {
+                    Some(i) => (&ui[..i], Some(&ui[i + 1..])),
                     None => (ui, None),
                 };
-                let ok = |s: &str, extra: &str| {
+                // Byte-wise: a non-ASCII char is all non-ASCII bytes.
+                let ok = |s: &str, user: bool| {
                     valid_escapes(s)
-                        && s.chars().all(|c| {
-                            !c.is_ascii()
-                                || c.is_ascii_alphanumeric()
-                                || "-_.!~*'()%&=+$,".contains(c)
-                                || extra.contains(c)
+                        && s.bytes().all(|b| {
+                            !b.is_ascii()
+                                || b.is_ascii_alphanumeric()
+                                || matches!(
+                                    b,
+                                    b'-' | b'_'
+                                        | b'.'
+                                        | b'!'
+                                        | b'~'
+                                        | b'*'
+                                        | b'\''
+                                        | b'('
+                                        | b')'
+                                        | b'%'
+                                        | b'&'
+                                        | b'='
+                                        | b'+'
+                                        | b'$'
+                                        | b','
+                                )
+                                || (user && matches!(b, b';' | b'?' | b'/' | b'#'))
                         })
                 };
-                if u.is_empty() || !ok(u, ";?/#") || !p.is_none_or(|p| ok(p, "")) {
+                if u.is_empty() || !ok(u, true) || !p.is_none_or(|p| ok(p, false)) {
                     return Err(malformed());
                 }
                 (Some(normalize_escapes(u)), p.map(str::to_string))
             }
         };
-        let hostpart = hostpart.split_once('?').map_or(hostpart, |(h, _)| h);
-        let (hostport, params) = match hostpart.find(';') {
+        let hostpart = memchr::memchr(b'?', hostpart.as_bytes()).map_or(hostpart, |q| &hostpart[..q]);
+        let (hostport, params) = match memchr::memchr(b';', hostpart.as_bytes()) {
             Some(i) => (&hostpart[..i], split_uri_params(&hostpart[i..]).1),
             None => (hostpart, Vec::new()),
         };
@@ -184,6 +206,9 @@ fn split_uri_params(rest: &str) -> (&str, Vec<(String, Option<String>)>) {
 /// `%` is always followed by two hex digits.
 fn valid_escapes(s: &str) -> bool {
     let b = s.as_bytes();
+    if memchr::memchr(b'%', b).is_none() {
+        return true;
+    }
     b.iter()
         .enumerate()
         .filter(|(_, c)| **c == b'%')
@@ -193,7 +218,7 @@ fn valid_escapes(s: &str) -> bool {
 /// Decode escaped unreserved characters (`%75` → `u`), upper-case the hex of
 /// the escapes that stay. Input has [`valid_escapes`].
 fn normalize_escapes(s: &str) -> String {
-    if !s.contains('%') {
+    if memchr::memchr(b'%', s.as_bytes()).is_none() {
         return s.to_string();
     }
     let mut out = String::with_capacity(s.len());
@@ -224,14 +249,16 @@ fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
         };
         (format!("[{}]", parse_ipv6(inner)?), port)
     } else {
-        let (host, port) = match s.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
+        let (host, port) = match memchr::memchr(b':', s.as_bytes()) {
+            Some(i) => (&s[..i], Some(&s[i + 1..])),
             None => (s, None),
         };
         let ok = !host.is_empty()
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
             && !host.starts_with(['.', '-'])
-            && !host.contains("..");
+            && !host.as_bytes().windows(2).any(|w| w == b"..");
         if !ok {
             return None;
         }
