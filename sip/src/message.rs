@@ -335,6 +335,20 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     })
 }
 
+/// `piece` as `&str`: sliced out of `whole_str` (the already validated
+/// `whole`) when it lies inside it, else checked on its own. Same result as
+/// `from_utf8(piece)`: a valid whole gives a valid piece exactly when the
+/// piece is cut at char boundaries, which `get` checks.
+fn utf8_within<'a>(whole: &[u8], whole_str: Option<&'a str>, piece: &'a [u8]) -> Result<&'a str, ParseError> {
+    let off = (piece.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    match whole_str {
+        Some(text) if !piece.is_empty() && off < whole.len() && piece.len() <= whole.len() - off => {
+            text.get(off..off + piece.len()).ok_or(ParseError::NotUtf8)
+        }
+        _ => std::str::from_utf8(piece).map_err(|_| ParseError::NotUtf8),
+    }
+}
+
 fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
@@ -345,6 +359,8 @@ fn parse_headers(block: &[u8]) -> Result<Headers, ParseError> {
     // Typical requests have 8 to 16 header lines: allocate once.
     let mut headers: Vec<Header> = Vec::with_capacity(16);
     let mut content_length = false;
+    // One UTF-8 check for the whole block instead of one per name and value.
+    let block_str = std::str::from_utf8(block).ok();
     let mut rest = block;
     while !rest.is_empty() {
         let line_len = find_crlf(rest).unwrap_or(rest.len());
@@ -366,8 +382,8 @@ fn parse_headers(block: &[u8]) -> Result<Headers, ParseError> {
             _ => &rest[..(line_len + 2).min(rest.len())],
         };
         let (_, tok) = Tokenizer::tokenize(line).map_err(|_| syntax("header line"))?;
-        let name = std::str::from_utf8(tok.name).map_err(|_| ParseError::NotUtf8)?;
-        let value = std::str::from_utf8(tok.value).map_err(|_| ParseError::NotUtf8)?;
+        let name = utf8_within(block, block_str, tok.name)?;
+        let value = utf8_within(block, block_str, tok.value)?;
         let (name, value) = (HeaderName::new(name), value.trim());
         if name.len() + 2 + value.len() > MAX_HEADER_LEN {
             return Err(ParseError::HeaderTooLong(MAX_HEADER_LEN));
@@ -542,6 +558,26 @@ l: 5\r\n\r\nhello";
                 "{buf:?}"
             );
         }
+    }
+
+    #[test]
+    fn utf8_within_matches_from_utf8() {
+        let whole = "ab€d".as_bytes();
+        let text = std::str::from_utf8(whole).ok();
+        for i in 0..=whole.len() {
+            for j in i..=whole.len() {
+                let piece = &whole[i..j];
+                assert_eq!(
+                    utf8_within(whole, text, piece).ok(),
+                    std::str::from_utf8(piece).ok(),
+                    "{i}..{j}"
+                );
+            }
+        }
+        let outside = b"x\xff".to_vec();
+        assert_eq!(utf8_within(whole, text, &outside), Err(ParseError::NotUtf8));
+        assert_eq!(utf8_within(whole, text, &outside[..1]), Ok("x"));
+        assert_eq!(utf8_within(b"\xff", None, b"ok"), Ok("ok"));
     }
 
     #[test]
