@@ -6,7 +6,8 @@
 
 use bytes::Bytes;
 use cpm_sip::cpim::Cpim;
-use cpm_sip::Message;
+use cpm_sip::params::parse_name_addr;
+use cpm_sip::{Message, SipUri, Via};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 
 const CPIM: &str = "From: <sip:u7@127.0.0.1>\r\n\
@@ -36,6 +37,19 @@ fn message() -> Bytes {
     ))
 }
 
+/// The 200 OK the UAS answers the MESSAGE with.
+fn ok_response() -> Bytes {
+    Bytes::from_static(
+        b"SIP/2.0 200 OK\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bK-1234-42-0;received=127.0.0.1;rport=5072\r\n\
+From: <sip:u7@127.0.0.1:5060>;tag=1234M42\r\n\
+To: <sip:u8@127.0.0.1:5060>;tag=9876\r\n\
+Call-ID: 42-1234@127.0.0.1\r\n\
+CSeq: 1 MESSAGE\r\n\
+Content-Length: 0\r\n\r\n",
+    )
+}
+
 fn sip(c: &mut Criterion) {
     let raw = message();
     let mut g = c.benchmark_group("sip");
@@ -53,6 +67,24 @@ fn sip(c: &mut Criterion) {
     });
     let parsed = Message::parse(raw.clone()).expect("bench message parses");
     g.bench_function("serialize_cpm_message", |b| b.iter(|| black_box(&parsed).to_bytes()));
+    let ok = ok_response();
+    g.bench_function("parse_200_ok", |b| {
+        b.iter(|| Message::parse(black_box(ok.clone())).expect("bench response parses"))
+    });
+    let parsed_ok = Message::parse(ok).expect("bench response parses");
+    g.bench_function("serialize_200_ok", |b| b.iter(|| black_box(&parsed_ok).to_bytes()));
+    g.finish();
+
+    let mut g = c.benchmark_group("sip_parts");
+    g.bench_function("via", |b| {
+        b.iter(|| Via::parse(black_box("SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bK-1234-42-0")).expect("via"))
+    });
+    g.bench_function("name_addr", |b| {
+        b.iter(|| parse_name_addr(black_box("<sip:u7@127.0.0.1:5060>;tag=1234M42")).expect("name-addr"))
+    });
+    g.bench_function("uri", |b| {
+        b.iter(|| SipUri::parse(black_box("sip:u8@127.0.0.1:5060")).expect("uri"))
+    });
     g.finish();
 }
 

@@ -388,8 +388,15 @@ fn is_ctl(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
+/// Trim SP/HTAB; byte-wise (both are ASCII, so the cuts are char boundaries).
 fn trim_ws(s: &str) -> &str {
-    s.trim_matches(|c| c == ' ' || c == '\t')
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| c != b' ' && c != b'\t').unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|&c| c != b' ' && c != b'\t')
+        .map_or(start, |e| e + 1);
+    &s[start..end]
 }
 
 fn sanitize(value: &str) -> String {
@@ -402,7 +409,11 @@ fn sanitize(value: &str) -> String {
 
 /// Read header lines from `data[*pos..]` up to and including the blank line.
 fn read_block(data: &[u8], pos: &mut usize, block: Block) -> Result<Vec<CpimHeader>, CpimError> {
-    let mut out: Vec<CpimHeader> = Vec::new();
+    // Enough for the usual message headers without regrowing.
+    let mut out: Vec<CpimHeader> = Vec::with_capacity(match block {
+        Block::Message => 8,
+        Block::Content => 2,
+    });
     let mut lines = 0;
     loop {
         let rest = &data[*pos..];
@@ -450,9 +461,10 @@ fn read_block(data: &[u8], pos: &mut usize, block: Block) -> Result<Vec<CpimHead
             }
             continue;
         }
-        let Some((name, value)) = text.split_once(':') else {
+        let Some(colon) = memchr::memchr(b':', text.as_bytes()) else {
             return Err(CpimError::Malformed(block, "no colon"));
         };
+        let (name, value) = (&text[..colon], &text[colon + 1..]);
         let name = trim_ws(name);
         if name.is_empty() {
             return Err(CpimError::Malformed(block, "empty name"));
@@ -861,6 +873,20 @@ mod tests {
         }
         // The mutations are small: most inputs still parse.
         assert!(accepted > 1_000, "{accepted}");
+    }
+
+    #[test]
+    fn trim_ws_is_sp_and_htab_only() {
+        for (raw, want) in [
+            ("", ""),
+            (" \t ", ""),
+            ("\ta b\t ", "a b"),
+            ("é ", "é"),
+            ("\u{a0}x\n", "\u{a0}x\n"),
+        ] {
+            assert_eq!(trim_ws(raw), want, "{raw:?}");
+            assert_eq!(trim_ws(raw), raw.trim_matches(|c| c == ' ' || c == '\t'), "{raw:?}");
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod caps;
 pub mod cpim;
+mod decimal;
 mod error;
 mod headers;
 pub mod imdn;
@@ -22,7 +23,7 @@ mod via;
 mod torture_tests;
 
 pub use error::ParseError;
-pub use headers::{canonical_name, Header, Headers};
+pub use headers::{canonical_name, Header, HeaderName, Headers};
 pub use message::{Message, StartLine, MAX_HEADERS, MAX_HEADER_LEN};
 pub use method::Method;
 pub use response::{reason_phrase, ResponseBuilder};

@@ -4,7 +4,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::headers::{canonical_name, Header, Headers};
+use crate::decimal::decimal;
+use crate::headers::{Header, HeaderName, Headers};
 use crate::params::{parse_name_addr, NameAddr};
 use crate::via::{split_list, Via};
 use crate::{Method, ParseError, SipUri};
@@ -38,7 +39,7 @@ impl Message {
         if buf.is_empty() {
             return Err(ParseError::Empty);
         }
-        let head_end = find(&buf, b"\r\n\r\n").ok_or_else(|| syntax("no end of headers"))?;
+        let head_end = find_blank_line(&buf).ok_or_else(|| syntax("no end of headers"))?;
         let body = buf.slice(head_end + 4..);
         let head = &buf[..head_end + 2]; // keeps the last header's CRLF
         let unfolded;
@@ -50,7 +51,7 @@ impl Message {
         } else {
             head
         };
-        let line_end = find(head, b"\r\n").ok_or_else(|| syntax("no start line"))?;
+        let line_end = find_crlf(head).ok_or_else(|| syntax("no start line"))?;
         let start_line = std::str::from_utf8(&head[..line_end]).map_err(|_| ParseError::NotUtf8)?;
         let start = parse_start_line(start_line)?;
         let headers = parse_headers(&head[line_end + 2..])?;
@@ -205,13 +206,29 @@ impl Message {
 
     /// Serialize; Content-Length is always written from the real body.
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(512 + self.body.len());
+        // Exact size: one allocation, no regrowth.
+        let start_len = match &self.start {
+            StartLine::Request { method, uri } => method.as_str().len() + uri.display_len() + " SIP/2.0\r\n".len() + 1,
+            StartLine::Response { reason, .. } => "SIP/2.0 200 \r\n".len() + reason.len(),
+        };
+        let headers_len: usize = self.headers.0.iter().map(|h| h.name.len() + h.value.len() + 4).sum();
+        let mut digits = [0; 20];
+        let body_len = decimal(self.body.len() as u64, &mut digits);
+        let tail_len = "Content-Length: \r\n\r\n".len() + body_len.len() + self.body.len();
+        let mut out = BytesMut::with_capacity(start_len + headers_len + tail_len);
         match &self.start {
             StartLine::Request { method, uri } => {
-                out.put_slice(format!("{method} {uri} SIP/2.0\r\n").as_bytes());
+                out.put_slice(method.as_str().as_bytes());
+                out.put_u8(b' ');
+                uri.write_to(&mut out);
+                out.put_slice(b" SIP/2.0\r\n");
             }
             StartLine::Response { code, reason } => {
-                out.put_slice(format!("SIP/2.0 {code} {reason}\r\n").as_bytes());
+                out.put_slice(b"SIP/2.0 ");
+                out.put_slice(decimal((*code).into(), &mut [0; 20]).as_bytes());
+                out.put_u8(b' ');
+                out.put_slice(reason.as_bytes());
+                out.put_slice(b"\r\n");
             }
         }
         for Header { name, value } in &self.headers.0 {
@@ -223,7 +240,9 @@ impl Message {
             out.put_slice(value.as_bytes());
             out.put_slice(b"\r\n");
         }
-        out.put_slice(format!("Content-Length: {}\r\n\r\n", self.body.len()).as_bytes());
+        out.put_slice(b"Content-Length: ");
+        out.put_slice(body_len.as_bytes());
+        out.put_slice(b"\r\n\r\n");
         out.put_slice(&self.body);
         out.freeze()
     }
@@ -238,9 +257,19 @@ fn syntax(what: &str) -> ParseError {
     ParseError::Syntax(what.to_string())
 }
 
-/// SIMD substring search: the parse path runs it once per header line.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(hay, needle)
+/// Offset of the first CRLF. Lines are short: `memchr` for the LF beats
+/// `memmem`, which builds a searcher per call.
+fn find_crlf(hay: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', hay)
+        .find(|&i| i > 0 && hay[i - 1] == b'\r')
+        .map(|i| i - 1)
+}
+
+/// Offset of the first CRLFCRLF (end of the header section).
+fn find_blank_line(hay: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', hay)
+        .find(|&i| i >= 3 && &hay[i - 3..=i] == b"\r\n\r\n")
+        .map(|i| i - 3)
 }
 
 /// Replace CRLF followed by whitespace (obsolete line folding) with a space.
@@ -297,13 +326,27 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     let uri = SipUri::parse(uri).map_err(|_| ParseError::Invalid("Request-URI"))?;
     // The serialized form may differ (canonical IPv6, decoded escapes); it
     // must fit the limit too.
-    if method.len() + uri.to_string().len() + " SIP/2.0".len() + 1 > MAX_HEADER_LEN {
+    if method.len() + uri.display_len() + " SIP/2.0".len() + 1 > MAX_HEADER_LEN {
         return Err(ParseError::HeaderTooLong(MAX_HEADER_LEN));
     }
     Ok(StartLine::Request {
         method: Method::parse(method),
         uri,
     })
+}
+
+/// `piece` as `&str`: sliced out of `whole_str` (the already validated
+/// `whole`) when it lies inside it, else checked on its own. Same result as
+/// `from_utf8(piece)`: a valid whole gives a valid piece exactly when the
+/// piece is cut at char boundaries, which `get` checks.
+fn utf8_within<'a>(whole: &[u8], whole_str: Option<&'a str>, piece: &'a [u8]) -> Result<&'a str, ParseError> {
+    let off = (piece.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    match whole_str {
+        Some(text) if !piece.is_empty() && off < whole.len() && piece.len() <= whole.len() - off => {
+            text.get(off..off + piece.len()).ok_or(ParseError::NotUtf8)
+        }
+        _ => std::str::from_utf8(piece).map_err(|_| ParseError::NotUtf8),
+    }
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -313,11 +356,14 @@ fn is_token_char(b: u8) -> bool {
 /// Split the header block with rsip's tokenizer, then normalize names.
 fn parse_headers(block: &[u8]) -> Result<Headers, ParseError> {
     use rsip::headers::header::Tokenizer;
-    let mut headers: Vec<Header> = Vec::new();
+    // Typical requests have 8 to 16 header lines: allocate once.
+    let mut headers: Vec<Header> = Vec::with_capacity(16);
     let mut content_length = false;
+    // One UTF-8 check for the whole block instead of one per name and value.
+    let block_str = std::str::from_utf8(block).ok();
     let mut rest = block;
     while !rest.is_empty() {
-        let line_len = find(rest, b"\r\n").unwrap_or(rest.len());
+        let line_len = find_crlf(rest).unwrap_or(rest.len());
         if line_len > MAX_HEADER_LEN {
             return Err(ParseError::HeaderTooLong(MAX_HEADER_LEN));
         }
@@ -336,9 +382,9 @@ fn parse_headers(block: &[u8]) -> Result<Headers, ParseError> {
             _ => &rest[..(line_len + 2).min(rest.len())],
         };
         let (_, tok) = Tokenizer::tokenize(line).map_err(|_| syntax("header line"))?;
-        let name = std::str::from_utf8(tok.name).map_err(|_| ParseError::NotUtf8)?;
-        let value = std::str::from_utf8(tok.value).map_err(|_| ParseError::NotUtf8)?;
-        let (name, value) = (canonical_name(name), value.trim());
+        let name = utf8_within(block, block_str, tok.name)?;
+        let value = utf8_within(block, block_str, tok.value)?;
+        let (name, value) = (HeaderName::new(name), value.trim());
         if name.len() + 2 + value.len() > MAX_HEADER_LEN {
             return Err(ParseError::HeaderTooLong(MAX_HEADER_LEN));
         }
@@ -491,6 +537,75 @@ l: 5\r\n\r\nhello";
         assert_eq!(m.via_count(), 2);
         m.pop_via();
         assert_eq!(m.top_via().unwrap().host, "b");
+    }
+
+    #[test]
+    fn line_searches_match_memmem() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for n in 0..3000 {
+            let buf: Vec<u8> = (0..n % 24)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    [b'\r', b'\n', b'a'][(x % 3) as usize]
+                })
+                .collect();
+            assert_eq!(find_crlf(&buf), memchr::memmem::find(&buf, b"\r\n"), "{buf:?}");
+            assert_eq!(
+                find_blank_line(&buf),
+                memchr::memmem::find(&buf, b"\r\n\r\n"),
+                "{buf:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn utf8_within_matches_from_utf8() {
+        let whole = "ab€d".as_bytes();
+        let text = std::str::from_utf8(whole).ok();
+        for i in 0..=whole.len() {
+            for j in i..=whole.len() {
+                let piece = &whole[i..j];
+                assert_eq!(
+                    utf8_within(whole, text, piece).ok(),
+                    std::str::from_utf8(piece).ok(),
+                    "{i}..{j}"
+                );
+            }
+        }
+        let outside = b"x\xff".to_vec();
+        assert_eq!(utf8_within(whole, text, &outside), Err(ParseError::NotUtf8));
+        assert_eq!(utf8_within(whole, text, &outside[..1]), Ok("x"));
+        assert_eq!(utf8_within(b"\xff", None, b"ok"), Ok("ok"));
+    }
+
+    #[test]
+    fn serializes_like_format() {
+        let m = Message::parse(Bytes::from(MSG)).unwrap();
+        let mut expect = String::from("MESSAGE sip:bob@example.com SIP/2.0\r\n");
+        for h in &m.headers.0 {
+            if h.name != "Content-Length" {
+                expect.push_str(&format!("{}: {}\r\n", h.name, h.value));
+            }
+        }
+        expect.push_str("Content-Length: 5\r\n\r\nhello");
+        assert_eq!(&m.to_bytes()[..], expect.as_bytes());
+        for code in [100, 200, 486, 699] {
+            let r = Message {
+                start: StartLine::Response {
+                    code,
+                    reason: "Why Not".into(),
+                },
+                headers: Headers::default(),
+                body: Bytes::from(vec![b'x'; 1234]),
+            };
+            let expect = format!(
+                "SIP/2.0 {code} Why Not\r\nContent-Length: 1234\r\n\r\n{}",
+                "x".repeat(1234)
+            );
+            assert_eq!(&r.to_bytes()[..], expect.as_bytes());
+        }
     }
 
     #[test]

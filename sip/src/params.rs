@@ -257,6 +257,17 @@ pub fn split_params(s: &str) -> Result<Vec<Param>, ParamError> {
 /// only right after a `\`. The lexer checks that such a `\` really is a
 /// quoted-pair inside a quoted string ([`Cursor::no_controls`] elsewhere).
 fn check_controls(s: &str) -> Result<(), ParamError> {
+    // ASCII fast path (every header value we relay): same rule on bytes.
+    if s.is_ascii() {
+        let mut prev = 0;
+        for b in s.bytes() {
+            if is_ctl_byte(b) && (prev != b'\\' || b == b'\r' || b == b'\n') {
+                return Err(ParamError::ControlChar);
+            }
+            prev = b;
+        }
+        return Ok(());
+    }
     let mut prev = '\0';
     for c in s.chars() {
         if is_ctl(c) && (prev != '\\' || c == '\r' || c == '\n') {
@@ -270,6 +281,11 @@ fn check_controls(s: &str) -> Result<(), ParamError> {
 /// A control character other than HTAB.
 fn is_ctl(c: char) -> bool {
     c.is_control() && c != '\t'
+}
+
+/// [`is_ctl`] for an ASCII byte.
+fn is_ctl_byte(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
 /// May `c` follow `\` in a quoted-pair? (RFC 3261: %x00-09 / %x0B-0C /
@@ -287,8 +303,15 @@ fn is_ws(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 
+/// Trim SP/HTAB; byte-wise (both are ASCII, so the cuts are char boundaries).
 fn trim_ws(s: &str) -> &str {
-    s.trim_matches(is_ws)
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| c != b' ' && c != b'\t').unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|&c| c != b' ' && c != b'\t')
+        .map_or(start, |e| e + 1);
+    &s[start..end]
 }
 
 struct Cursor<'a> {
@@ -307,7 +330,12 @@ impl<'a> Cursor<'a> {
     }
 
     fn peek(&self) -> Option<char> {
-        self.rest().chars().next()
+        // ASCII without UTF-8 decoding; `pos` is on a char boundary.
+        match self.s.as_bytes().get(self.pos) {
+            Some(&b) if b.is_ascii() => Some(b as char),
+            Some(_) => self.rest().chars().next(),
+            None => None,
+        }
     }
 
     fn bump(&mut self) -> Option<char> {
@@ -328,7 +356,12 @@ impl<'a> Cursor<'a> {
 
     /// Text consumed outside a quoted-pair must not hold control characters.
     fn no_controls(text: &str) -> Result<(), ParamError> {
-        if text.chars().any(is_ctl) {
+        let ctl = if text.is_ascii() {
+            text.bytes().any(is_ctl_byte)
+        } else {
+            text.chars().any(is_ctl)
+        };
+        if ctl {
             Err(ParamError::ControlChar)
         } else {
             Ok(())
@@ -389,7 +422,11 @@ impl<'a> Cursor<'a> {
         } else {
             let start = self.pos;
             let rest = self.rest();
-            let stop = rest.find(['<', ',', ';', '"']).unwrap_or(rest.len());
+            // ASCII delimiters: a byte search finds the same char boundary.
+            let stop = rest
+                .bytes()
+                .position(|b| matches!(b, b'<' | b',' | b';' | b'"'))
+                .unwrap_or(rest.len());
             let text = &rest[..stop];
             Self::no_controls(text)?;
             self.pos = start + stop;
@@ -960,5 +997,19 @@ mod tests {
         // The structured half must produce some successful parses, or the
         // roundtrip check above tested nothing.
         assert!(ok > 50, "only {ok} inputs parsed");
+    }
+
+    #[test]
+    fn trim_ws_is_sp_and_htab_only() {
+        for (raw, want) in [
+            ("", ""),
+            (" \t ", ""),
+            ("\ta b\t ", "a b"),
+            ("é ", "é"),
+            ("\u{a0}x\n", "\u{a0}x\n"),
+        ] {
+            assert_eq!(trim_ws(raw), want, "{raw:?}");
+            assert_eq!(trim_ws(raw), raw.trim_matches(|c| c == ' ' || c == '\t'), "{raw:?}");
+        }
     }
 }

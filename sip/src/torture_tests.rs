@@ -174,7 +174,7 @@ fn run(file: &str, data: &[u8]) -> Result<Message, ParseError> {
             .0
             .iter()
             .filter(|h| h.name != "Content-Length")
-            .map(|h| h.name.clone())
+            .map(|h| h.name.to_string())
             .collect()
     };
     assert_eq!(names(&again), names(&msg), "{file}: header names changed");

@@ -4,7 +4,11 @@
 //! interwork them (004 §5.3.1.2.3).
 
 use std::fmt;
+
+use bytes::{BufMut, BytesMut};
 use thiserror::Error;
+
+use crate::decimal::decimal;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum UriError {
@@ -34,9 +38,8 @@ pub struct SipUri {
 impl SipUri {
     pub fn parse(text: &str) -> Result<SipUri, UriError> {
         let text = text.trim();
-        let (scheme, rest) = text
-            .split_once(':')
-            .ok_or_else(|| UriError::NoScheme(text.to_string()))?;
+        let colon = memchr::memchr(b':', text.as_bytes()).ok_or_else(|| UriError::NoScheme(text.to_string()))?;
+        let (scheme, rest) = (&text[..colon], &text[colon + 1..]);
         let scheme = scheme.to_ascii_lowercase();
         if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
             return Err(UriError::NoScheme(text.to_string()));
@@ -87,15 +90,21 @@ impl SipUri {
     fn parse_sip(scheme: String, text: &str) -> Result<SipUri, UriError> {
         let malformed = || UriError::Malformed(text.to_string());
         let rest = &text[scheme.len() + 1..];
-        if rest
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '"'))
-        {
+        // ASCII controls and whitespace are all <= SP or DEL; other chars
+        // need the Unicode tables only when there are any.
+        let bad_char = rest
+            .bytes()
+            .any(|b| b <= b' ' || b == 0x7f || matches!(b, b'<' | b'>' | b'"'))
+            || (!rest.is_ascii() && rest.chars().any(|c| c.is_control() || c.is_whitespace()));
+        if bad_char {
             return Err(malformed());
         }
-        let at = match rest.find('?') {
-            Some(q) if rest[q..].contains('@') && rest[..q].contains('@') => rest[..q].rfind('@'),
-            _ => rest.rfind('@'),
+        let bytes = rest.as_bytes();
+        let at = match memchr::memchr(b'?', bytes) {
+            Some(q) if memchr::memchr(b'@', &bytes[q..]).is_some() && memchr::memchr(b'@', &bytes[..q]).is_some() => {
+                memchr::memrchr(b'@', &bytes[..q])
+            }
+            _ => memchr::memrchr(b'@', bytes),
         };
         let (userinfo, hostpart) = match at {
             Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
@@ -104,27 +113,44 @@ impl SipUri {
         let (user, password) = match userinfo {
             None => (None, None),
             Some(ui) => {
-                let (u, p) = match ui.split_once(':') {
-                    Some((u, p)) => (u, Some(p)),
+                let (u, p) = match memchr::memchr(b':', ui.as_bytes()) {
+                    Some(i) => (&ui[..i], Some(&ui[i + 1..])),
                     None => (ui, None),
                 };
-                let ok = |s: &str, extra: &str| {
+                // Byte-wise: a non-ASCII char is all non-ASCII bytes.
+                let ok = |s: &str, user: bool| {
                     valid_escapes(s)
-                        && s.chars().all(|c| {
-                            !c.is_ascii()
-                                || c.is_ascii_alphanumeric()
-                                || "-_.!~*'()%&=+$,".contains(c)
-                                || extra.contains(c)
+                        && s.bytes().all(|b| {
+                            !b.is_ascii()
+                                || b.is_ascii_alphanumeric()
+                                || matches!(
+                                    b,
+                                    b'-' | b'_'
+                                        | b'.'
+                                        | b'!'
+                                        | b'~'
+                                        | b'*'
+                                        | b'\''
+                                        | b'('
+                                        | b')'
+                                        | b'%'
+                                        | b'&'
+                                        | b'='
+                                        | b'+'
+                                        | b'$'
+                                        | b','
+                                )
+                                || (user && matches!(b, b';' | b'?' | b'/' | b'#'))
                         })
                 };
-                if u.is_empty() || !ok(u, ";?/#") || !p.is_none_or(|p| ok(p, "")) {
+                if u.is_empty() || !ok(u, true) || !p.is_none_or(|p| ok(p, false)) {
                     return Err(malformed());
                 }
                 (Some(normalize_escapes(u)), p.map(str::to_string))
             }
         };
-        let hostpart = hostpart.split_once('?').map_or(hostpart, |(h, _)| h);
-        let (hostport, params) = match hostpart.find(';') {
+        let hostpart = memchr::memchr(b'?', hostpart.as_bytes()).map_or(hostpart, |q| &hostpart[..q]);
+        let (hostport, params) = match memchr::memchr(b';', hostpart.as_bytes()) {
             Some(i) => (&hostpart[..i], split_uri_params(&hostpart[i..]).1),
             None => (hostpart, Vec::new()),
         };
@@ -180,6 +206,9 @@ fn split_uri_params(rest: &str) -> (&str, Vec<(String, Option<String>)>) {
 /// `%` is always followed by two hex digits.
 fn valid_escapes(s: &str) -> bool {
     let b = s.as_bytes();
+    if memchr::memchr(b'%', b).is_none() {
+        return true;
+    }
     b.iter()
         .enumerate()
         .filter(|(_, c)| **c == b'%')
@@ -189,7 +218,7 @@ fn valid_escapes(s: &str) -> bool {
 /// Decode escaped unreserved characters (`%75` → `u`), upper-case the hex of
 /// the escapes that stay. Input has [`valid_escapes`].
 fn normalize_escapes(s: &str) -> String {
-    if !s.contains('%') {
+    if memchr::memchr(b'%', s.as_bytes()).is_none() {
         return s.to_string();
     }
     let mut out = String::with_capacity(s.len());
@@ -220,14 +249,16 @@ fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
         };
         (format!("[{}]", parse_ipv6(inner)?), port)
     } else {
-        let (host, port) = match s.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
+        let (host, port) = match memchr::memchr(b':', s.as_bytes()) {
+            Some(i) => (&s[..i], Some(&s[i + 1..])),
             None => (s, None),
         };
         let ok = !host.is_empty()
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
             && !host.starts_with(['.', '-'])
-            && !host.contains("..");
+            && !host.as_bytes().windows(2).any(|w| w == b"..");
         if !ok {
             return None;
         }
@@ -253,32 +284,64 @@ fn parse_ipv6(s: &str) -> Option<std::net::Ipv6Addr> {
     }
 }
 
-impl fmt::Display for SipUri {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:", self.scheme)?;
+impl SipUri {
+    /// The pieces of the wire form, in order; [`fmt::Display`], the
+    /// serializer and the length check of a Request-URI all use this, so they
+    /// cannot disagree.
+    fn for_each_part(&self, mut put: impl FnMut(&str)) {
+        put(&self.scheme);
+        put(":");
         if let Some(opaque) = &self.opaque {
-            return f.write_str(opaque);
+            put(opaque);
+            return;
         }
         if let Some(user) = &self.user {
-            f.write_str(user)?;
+            put(user);
             if let Some(password) = &self.password {
-                write!(f, ":{password}")?;
+                put(":");
+                put(password);
             }
             if !self.host.is_empty() {
-                f.write_str("@")?;
+                put("@");
             }
         }
-        f.write_str(&self.host)?;
+        put(&self.host);
         if let Some(port) = self.port {
-            write!(f, ":{port}")?;
+            put(":");
+            put(decimal(port.into(), &mut [0; 20]));
         }
         for (n, v) in &self.params {
-            match v {
-                Some(v) => write!(f, ";{n}={v}")?,
-                None => write!(f, ";{n}")?,
+            put(";");
+            put(n);
+            if let Some(v) = v {
+                put("=");
+                put(v);
             }
         }
-        Ok(())
+    }
+
+    /// `self.to_string().len()`, without building the string.
+    pub(crate) fn display_len(&self) -> usize {
+        let mut len = 0;
+        self.for_each_part(|s| len += s.len());
+        len
+    }
+
+    /// Append the wire form (as [`fmt::Display`] writes it).
+    pub(crate) fn write_to(&self, out: &mut BytesMut) {
+        self.for_each_part(|s| out.put_slice(s.as_bytes()));
+    }
+}
+
+impl fmt::Display for SipUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut result = Ok(());
+        self.for_each_part(|s| {
+            if result.is_ok() {
+                result = f.write_str(s);
+            }
+        });
+        result
     }
 }
 
@@ -396,6 +459,10 @@ mod tests {
         ] {
             let u = SipUri::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
             assert_eq!(SipUri::parse(&u.to_string()).unwrap(), u, "{s}");
+            let mut out = BytesMut::new();
+            u.write_to(&mut out);
+            assert_eq!(&out[..], u.to_string().as_bytes(), "{s}");
+            assert_eq!(u.display_len(), u.to_string().len(), "{s}");
         }
     }
 }

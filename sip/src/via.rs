@@ -21,10 +21,19 @@ impl Via {
     pub fn parse(value: &str) -> Result<Via, ParseError> {
         let bad = || ParseError::Invalid("Via");
         // RFC 4475 allows LWS around the slashes of the sent-protocol.
-        let mut first = first_of_list(value).trim().replace(['\t'], " ");
-        while first.contains(" /") || first.contains("/ ") {
-            first = first.replace(" /", "/").replace("/ ", "/");
-        }
+        let first = first_of_list(value).trim();
+        // Copy only when there is something to squeeze (rare).
+        let squeezed;
+        let first = if first.bytes().any(|b| b == b'\t') || has_space_by_slash(first) {
+            let mut text = first.replace(['\t'], " ");
+            while text.contains(" /") || text.contains("/ ") {
+                text = text.replace(" /", "/").replace("/ ", "/");
+            }
+            squeezed = text;
+            squeezed.as_str()
+        } else {
+            first
+        };
         let (proto, rest) = first.split_once(' ').ok_or_else(bad)?;
         let mut parts = proto.split('/').map(str::trim);
         let (name, version, transport) = (parts.next(), parts.next(), parts.next());
@@ -33,7 +42,7 @@ impl Via {
         }
         let transport = transport.filter(|t| !t.is_empty()).ok_or_else(bad)?;
         let rest = rest.trim();
-        let (sent_by, params) = match rest.find(';') {
+        let (sent_by, params) = match memchr::memchr(b';', rest.as_bytes()) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
@@ -66,13 +75,19 @@ impl Via {
     }
 }
 
+/// Does `s` hold `" /"` or `"/ "`?
+fn has_space_by_slash(s: &str) -> bool {
+    s.as_bytes().windows(2).any(|w| w == b" /" || w == b"/ ")
+}
+
 /// First element of a comma-separated header line, ignoring commas in quotes.
+/// Byte-wise: `"` and `,` are ASCII, so the cut is a char boundary.
 fn first_of_list(value: &str) -> &str {
     let mut quoted = false;
-    for (i, c) in value.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => return &value[..i],
+    for (i, b) in value.bytes().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => return &value[..i],
             _ => {}
         }
     }
@@ -151,6 +166,19 @@ mod tests {
         ] {
             assert!(Via::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn squeezes_only_when_needed() {
+        assert!(has_space_by_slash("SIP /2.0"));
+        assert!(has_space_by_slash("SIP/ 2.0"));
+        assert!(!has_space_by_slash("SIP/2.0/UDP h"));
+        let tabbed = Via::parse("SIP/2.0/UDP\th;branch=z9hG4bKt").unwrap();
+        assert_eq!((tabbed.transport.as_str(), tabbed.host.as_str()), ("UDP", "h"));
+        assert_eq!(
+            Via::parse("SIP / 2.0 /\tUDP h").unwrap(),
+            Via::parse("SIP/2.0/UDP h").unwrap()
+        );
     }
 
     #[test]
