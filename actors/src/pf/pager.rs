@@ -57,7 +57,12 @@ impl Handler<DeliverPager> for ParticipatingFunction {
     fn handle(&mut self, msg: DeliverPager, _: &mut Context<Self>) -> Self::Result {
         self.touch();
         let call_id = msg.request.call_id().unwrap_or_default().to_string();
-        let types = content_types(&msg.request);
+        // Only a content-type rule reads the payload's types.
+        let types = if self.prefs.reject_content_types.is_empty() {
+            Vec::new()
+        } else {
+            content_types(&msg.request)
+        };
         if let Err(why) = self.prefs.check(msg.sender.as_str(), msg.anonymous, &types) {
             tracing::info!(aor = %self.aor, %call_id, ?why, "declined by preference");
             self.trace(&call_id, "declined", format!("{why:?} (preference rule)"));
