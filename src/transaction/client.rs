@@ -1,5 +1,6 @@
 //! Client transactions for requests the server originates (forks to devices).
 
+use std::fmt::Write;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,9 +70,16 @@ impl ClientTransactions {
             ));
         }
         let branch = self.branch();
-        let proto = target.transport.as_str().to_ascii_uppercase();
-        req.headers
-            .push_front("Via", format!("SIP/2.0/{proto} {sent_by};branch={branch};rport"));
+        let proto = match target.transport {
+            TransportKind::Udp => "UDP",
+            TransportKind::Tcp => "TCP",
+            TransportKind::Tls => "TLS",
+            TransportKind::Memory => "MEMORY",
+        };
+        // Sized once: format! would grow it several times.
+        let mut via = String::with_capacity(96);
+        let _ = write!(via, "SIP/2.0/{proto} {sent_by};branch={branch};rport");
+        req.headers.push_front("Via", via);
         let data = req.to_bytes();
         let (tx, mut rx) = mpsc::channel(4);
         self.map.insert(branch.clone(), tx);
@@ -108,15 +116,12 @@ impl ClientTransactions {
     /// Match a response to its transaction by the branch of its top Via
     /// (ours); stray responses are dropped (a proxy core does not forward them).
     pub fn on_response(&self, mut resp: Message) {
-        let branch = match resp.top_via() {
-            Ok(via) => via.branch().map(str::to_string),
-            Err(_) => None,
-        };
-        let Some(branch) = branch else {
+        let via = resp.top_via().ok();
+        let Some(branch) = via.as_ref().and_then(|v| v.branch()) else {
             tracing::debug!("response without a usable Via dropped");
             return;
         };
-        let Some(tx) = self.map.get(&branch).map(|t| t.clone()) else {
+        let Some(tx) = self.map.get(branch).map(|t| t.clone()) else {
             tracing::debug!(%branch, "stray response dropped (no transaction)");
             return;
         };

@@ -19,9 +19,9 @@ pub struct ServerKey(String);
 impl ServerKey {
     pub fn of(req: &Message, via: &Via) -> ServerKey {
         let method = match req.method() {
-            Some(Method::Ack) => "INVITE".to_string(),
-            Some(m) => m.to_string(),
-            None => String::new(),
+            Some(Method::Ack) => "INVITE",
+            Some(m) => m.as_str(),
+            None => "",
         };
         if via.has_rfc3261_branch() {
             let branch = via.branch().unwrap_or_default();
