@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use cpm_actors::originating::{anonymize, fill_conversation_ids};
 use cpm_actors::pf::notify;
+use cpm_actors::trace;
 use cpm_actors::{Aor, ClaimReport, DeferredActions, DeliverPager, DeliveryOutcome, NoteOrigin, Refusal, Tracer};
 use cpm_sip::cpim::Cpim;
 use cpm_sip::imdn;
@@ -304,7 +305,7 @@ async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>, anony
     let core = r.core.clone();
     let mut req = (*r.req).clone();
     let via_gruu = gruu.as_deref().map(|g| format!(" (gruu {g})")).unwrap_or_default();
-    let what = format!("{sender} -> {target}{via_gruu}");
+    let what = trace::detail(format_args!("{sender} -> {target}{via_gruu}"));
     core.env
         .tracer
         .record(req.call_id().unwrap_or_default(), "ingress", "authorized", what);
