@@ -17,6 +17,7 @@ pub struct ClientTransactions {
     map: DashMap<String, mpsc::Sender<Message>>,
     transports: Arc<Transports>,
     timers: Timers,
+    /// `z9hG4bK<seed>.`: what every branch of ours starts with.
     prefix: String,
     counter: AtomicU64,
     /// Transactions alive at once; beyond, new requests fail at once.
@@ -44,7 +45,7 @@ impl ClientTransactions {
             map: DashMap::new(),
             transports,
             timers,
-            prefix: format!("{seed:016x}"),
+            prefix: format!("{}{seed:016x}.", cpm_sip::BRANCH_COOKIE),
             counter: AtomicU64::new(0),
             cap: cap.max(1),
         }
@@ -52,7 +53,10 @@ impl ClientTransactions {
 
     fn branch(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}{}.{n:x}", cpm_sip::BRANCH_COOKIE, self.prefix)
+        let mut branch = String::with_capacity(self.prefix.len() + 16);
+        branch.push_str(&self.prefix);
+        let _ = write!(branch, "{n:x}");
+        branch
     }
 
     /// Send `req` in a new transaction and wait for its final response
