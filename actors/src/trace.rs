@@ -182,21 +182,6 @@ impl Tracer {
         ring.links.push_back((call_id.to_string(), message_id.to_string()));
     }
 
-    /// Link the request's Call-ID to the CPIM message it carries, and a
-    /// disposition notification to the message it reports on (the payload
-    /// is parsed by the caller, once per request).
-    pub fn link_cpim(&self, call_id: &str, cpim: &cpm_sip::cpim::Cpim) {
-        if self.capacity == 0 {
-            return;
-        }
-        if let Some(own) = cpim.imdn_message_id() {
-            self.link(call_id, own);
-        }
-        if let Some(report) = cpm_sip::imdn::report_of(cpim) {
-            self.link(call_id, &report.message_id);
-        }
-    }
-
     /// A final response went out: counts it and records the event.
     pub fn responded(&self, call_id: &str, method: &str, status: u16, elapsed: Duration) {
         // Keyed by method: a String is made only for the first of each.

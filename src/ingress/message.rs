@@ -242,23 +242,44 @@ pub(super) async fn claim_report(r: &Reply, sender: &Aor, report: &imdn::Imdn) -
 }
 
 /// The CPIM payload of a message/cpim MESSAGE, parsed once per request
-/// (and linked to the request in the message trace).
-pub(super) fn parse_cpim(req: &Message, tracer: &Tracer) -> Option<Cpim> {
+/// (and linked to the request in the message trace), with what more than
+/// one step reads from it read once.
+pub(super) struct Payload {
+    cpim: Cpim,
+    /// Its imdn.Message-ID.
+    message_id: Option<String>,
+    /// The disposition notification it is, if it is one.
+    pub report: Option<imdn::Imdn>,
+}
+
+pub(super) fn parse_cpim(req: &Message, tracer: &Tracer) -> Option<Payload> {
     if req.content_type().as_deref() != Some("message/cpim") {
         return None;
     }
     let cpim = Cpim::parse(&req.body).ok()?;
-    tracer.link_cpim(req.call_id().unwrap_or_default(), &cpim);
-    Some(cpim)
+    let payload = Payload {
+        message_id: cpim.imdn_message_id().map(str::to_string),
+        report: imdn::report_of(&cpim),
+        cpim,
+    };
+    let call_id = req.call_id().unwrap_or_default();
+    if let Some(id) = &payload.message_id {
+        tracer.link(call_id, id);
+    }
+    // A report is found by the id it reports on too.
+    if let Some(report) = &payload.report {
+        tracer.link(call_id, &report.message_id);
+    }
+    Some(payload)
 }
 
 /// The imdn.Message-ID of a message that asks for any disposition notification.
-pub(super) fn requested_reports(cpim: &Cpim) -> Option<String> {
-    let asked = cpim.disposition_request();
+pub(super) fn requested_reports(payload: &Payload) -> Option<String> {
+    let asked = payload.cpim.disposition_request();
     if !(asked.positive_delivery || asked.negative_delivery || asked.display) {
         return None;
     }
-    cpim.imdn_message_id().map(str::to_string)
+    payload.message_id.clone()
 }
 
 /// Tell the sender's PF which device sent `message_id` (its reports go
@@ -311,8 +332,8 @@ async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>, anony
         .record(req.call_id().unwrap_or_default(), "ingress", "authorized", what);
     let anonymous = privacy_requested(&req) || anonymous_from;
     let mut report_for = None;
-    let cpim = parse_cpim(&req, &core.env.tracer);
-    if let Some(report) = cpim.as_ref().and_then(imdn::report_of) {
+    let mut cpim = parse_cpim(&req, &core.env.tracer);
+    if let Some(report) = cpim.as_mut().and_then(|p| p.report.take()) {
         match claim_report(&r, &sender, &report).await {
             Ok(true) => report_for = Some(report.message_id),
             Ok(false) => return,
