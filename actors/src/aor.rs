@@ -31,9 +31,15 @@ impl Aor {
         }
     }
 
-    /// `sip:user@domain`; `sips:` users are the same users.
+    /// `sip:user@domain`; `sips:` users are the same users. Built without
+    /// format!: this runs for sender and target of every request.
     fn sip(user: &str, domain: &str) -> Aor {
-        Aor(format!("sip:{user}@{domain}"))
+        let mut s = String::with_capacity(5 + user.len() + domain.len());
+        s.push_str("sip:");
+        s.push_str(user);
+        s.push('@');
+        s.push_str(domain);
+        Aor(s)
     }
 
     /// `tel:` with the visual separators of RFC 3966 removed.

@@ -10,7 +10,6 @@ use crate::pf::Binding;
 use crate::{Aor, Outbound, OutboundError};
 
 pub struct ClientRegistration {
-    aor: Aor,
     pub(crate) binding: Binding,
     outbound: Arc<dyn Outbound>,
     pub(crate) delivered: u64,
@@ -19,12 +18,14 @@ pub struct ClientRegistration {
     pub(crate) pending: usize,
     pub(crate) started: std::time::Instant,
     pub(crate) last_activity: std::time::Instant,
+    /// `<aor>`: the P-Called-Party-ID of every fork (formatted once).
+    called_party: String,
 }
 
 impl ClientRegistration {
     pub fn new(aor: Aor, binding: Binding, outbound: Arc<dyn Outbound>) -> ClientRegistration {
         ClientRegistration {
-            aor,
+            called_party: format!("<{aor}>"),
             binding,
             outbound,
             delivered: 0,
@@ -36,23 +37,23 @@ impl ClientRegistration {
     }
 
     fn retarget(&self, original: &Message) -> Message {
-        retarget(original, &self.binding.uri, &self.aor)
+        retarget(original, &self.binding.uri, &self.called_party)
     }
 }
 
-/// The request as the device `contact` of `aor` receives it: Request-URI is
-/// the contact, the target CPM Address travels in P-Called-Party-ID (RFC
-/// 3455) and Max-Forwards is decremented (RFC 3261 §16.6). The sender's
-/// Route set ends here (it named this server as outbound proxy, §16.4), so it
-/// is removed: the device is sent to directly.
-fn retarget(original: &Message, contact: &cpm_sip::SipUri, aor: &Aor) -> Message {
+/// The request as the device `contact` receives it: Request-URI is the
+/// contact, the target CPM Address (`called_party`, `<aor>`) travels in
+/// P-Called-Party-ID (RFC 3455) and Max-Forwards is decremented (RFC 3261
+/// §16.6). The sender's Route set ends here (it named this server as outbound
+/// proxy, §16.4), so it is removed: the device is sent to directly.
+fn retarget(original: &Message, contact: &cpm_sip::SipUri, called_party: &str) -> Message {
     let mut req = original.clone();
     if let StartLine::Request { uri, .. } = &mut req.start {
         *uri = contact.clone();
     }
     let hops = original.max_forwards().unwrap_or(70).saturating_sub(1);
     req.headers.set("Max-Forwards", hops.to_string());
-    req.headers.set("P-Called-Party-ID", format!("<{aor}>"));
+    req.headers.set("P-Called-Party-ID", called_party);
     req.headers.remove_all("Route");
     req
 }
@@ -124,7 +125,7 @@ mod tests {
                    CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
         let req = Message::parse(bytes::Bytes::from(raw)).unwrap();
         let contact = cpm_sip::SipUri::parse("sip:bob-1@127.0.0.1:5080").unwrap();
-        let out = retarget(&req, &contact, &Aor::from_canonical("sip:bob@example.com"));
+        let out = retarget(&req, &contact, "<sip:bob@example.com>");
         assert_eq!(out.header("Route"), None);
         assert_eq!(out.request_uri(), Some(&contact));
         assert_eq!(out.header("Max-Forwards"), Some("69"));

@@ -294,6 +294,6 @@ impl ParticipatingFunction {
     pub(crate) fn trace(&self, call_id: &str, event: &str, detail: impl Into<String>) {
         self.env
             .tracer
-            .record(call_id, format_args!("pf:{}", self.aor), event, detail);
+            .record(call_id, self.trace_actor.as_str(), event, detail);
     }
 }

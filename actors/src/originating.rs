@@ -3,6 +3,7 @@
 //! them out, and anonymity (RFC 3323) applied.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use cpm_sip::cpim::{Cpim, DispositionRequest};
@@ -29,11 +30,9 @@ pub fn fill_conversation_ids(req: &mut Message, sender: &Aor, target: &Aor) {
         };
         let key = [a.as_str().as_bytes(), b"|", b.as_str().as_bytes()];
         let hash = |seed| key.iter().fold(seed, |h, part| fnv1a(part, h));
-        let id = format!(
-            "{:016x}{:016x}",
-            hash(0xcbf2_9ce4_8422_2325),
-            hash(0x6c62_272e_07bb_0142)
-        );
+        let mut id = String::with_capacity(32);
+        push_hex(&mut id, hash(0xcbf2_9ce4_8422_2325).into(), 16);
+        push_hex(&mut id, hash(0x6c62_272e_07bb_0142).into(), 16);
         req.headers.push("Conversation-ID", id);
     }
     if req.header("Contribution-ID").is_none() {
@@ -46,18 +45,29 @@ fn fnv1a(data: &[u8], seed: u64) -> u64 {
         .fold(seed, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// A process-unique, time-prefixed identifier.
+/// A process-unique, time-prefixed identifier: nanos, pid and a counter in hex.
 pub fn unique_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // The pid once: std::process::id() is a getpid system call each time.
+    static PID: OnceLock<u32> = OnceLock::new();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!(
-        "{nanos:x}{:x}{:x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let mut id = String::with_capacity(48);
+    push_hex(&mut id, nanos, 1);
+    push_hex(&mut id, (*PID.get_or_init(std::process::id)).into(), 1);
+    push_hex(&mut id, COUNTER.fetch_add(1, Ordering::Relaxed).into(), 1);
+    id
+}
+
+/// `v` in lower-case hex, zero-padded to `min_digits`: what `{:0N$x}`
+/// writes, without format!'s machinery (this runs for every message).
+fn push_hex(out: &mut String, v: u128, min_digits: u32) {
+    let digits = (128 - v.leading_zeros()).div_ceil(4).max(min_digits);
+    for i in (0..digits).rev() {
+        out.push(char::from(b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf]));
+    }
 }
 
 /// Remove every trace of the sender's identity the recipient could see, and
@@ -122,6 +132,18 @@ mod tests {
         fill_conversation_ids(&mut m3, &a, &b);
         assert_eq!(m3.header("Conversation-ID"), Some("mine"));
         assert_eq!(m3.header("Contribution-ID"), Some("c1"));
+    }
+
+    #[test]
+    fn hex_as_format_writes_it() {
+        for v in [0u128, 1, 0xf, 0x10, 0xdead_beef, u128::from(u64::MAX), u128::MAX] {
+            let mut s = String::new();
+            push_hex(&mut s, v, 1);
+            assert_eq!(s, format!("{v:x}"));
+            let mut s = String::new();
+            push_hex(&mut s, v, 16);
+            assert_eq!(s, format!("{v:016x}"));
+        }
     }
 
     #[test]

@@ -58,12 +58,25 @@ struct Histogram {
     sum_us: u64,
 }
 
+impl Histogram {
+    fn observe(&mut self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.buckets[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_us += elapsed.as_micros() as u64;
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     /// Event kind → count.
     events: BTreeMap<String, u64>,
-    /// (method, status) → count.
-    responses: BTreeMap<(String, u16), u64>,
+    /// method → status → count.
+    responses: BTreeMap<String, BTreeMap<u16, u64>>,
     /// method → latency from request received to final response sent.
     latency: BTreeMap<String, Histogram>,
 }
@@ -169,41 +182,27 @@ impl Tracer {
         ring.links.push_back((call_id.to_string(), message_id.to_string()));
     }
 
-    /// Link the request's Call-ID to the CPIM message it carries, and a
-    /// disposition notification to the message it reports on (the payload
-    /// is parsed by the caller, once per request).
-    pub fn link_cpim(&self, call_id: &str, cpim: &cpm_sip::cpim::Cpim) {
-        if self.capacity == 0 {
-            return;
-        }
-        if let Some(own) = cpim.imdn_message_id() {
-            self.link(call_id, own);
-        }
-        if let Some(report) = cpm_sip::imdn::report_of(cpim) {
-            self.link(call_id, &report.message_id);
-        }
-    }
-
     /// A final response went out: counts it and records the event.
     pub fn responded(&self, call_id: &str, method: &str, status: u16, elapsed: Duration) {
+        // Keyed by method: a String is made only for the first of each.
         if let Ok(mut c) = self.counters.lock() {
-            *c.responses.entry((method.to_string(), status)).or_default() += 1;
-            let h = c.latency.entry(method.to_string()).or_default();
-            let secs = elapsed.as_secs_f64();
-            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                if secs <= *bound {
-                    h.buckets[i] += 1;
+            match c.responses.get_mut(method) {
+                Some(by_status) => *by_status.entry(status).or_default() += 1,
+                None => {
+                    c.responses.insert(method.to_string(), BTreeMap::from([(status, 1)]));
                 }
             }
-            h.count += 1;
-            h.sum_us += elapsed.as_micros() as u64;
+            match c.latency.get_mut(method) {
+                Some(h) => h.observe(elapsed),
+                None => {
+                    let mut h = Histogram::default();
+                    h.observe(elapsed);
+                    c.latency.insert(method.to_string(), h);
+                }
+            }
         }
-        self.record(
-            call_id,
-            "ingress",
-            "responded",
-            format!("{status} to {method} after {} µs", elapsed.as_micros()),
-        );
+        let what = detail(format_args!("{status} to {method} after {} µs", elapsed.as_micros()));
+        self.record(call_id, "ingress", "responded", what);
     }
 
     /// Every recorded event of the request `call_id`, oldest first.
@@ -269,7 +268,11 @@ impl Tracer {
         };
         if let Ok(c) = self.counters.lock() {
             snap.events = c.events.iter().map(|(k, v)| (k.clone(), *v)).collect();
-            snap.responses = c.responses.iter().map(|((m, s), n)| (m.clone(), *s, *n)).collect();
+            snap.responses = c
+                .responses
+                .iter()
+                .flat_map(|(m, by_status)| by_status.iter().map(move |(s, n)| (m.clone(), *s, *n)))
+                .collect();
             snap.latency = c
                 .latency
                 .iter()
@@ -278,6 +281,15 @@ impl Tracer {
         }
         snap
     }
+}
+
+/// format! for trace details: sized once for a usual detail, where format!
+/// would grow the String several times while writing it.
+pub fn detail(args: std::fmt::Arguments) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(80);
+    let _ = s.write_fmt(args);
+    s
 }
 
 /// The Call-ID of a raw stored request (for events about stored messages).

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use cpm_actors::cf::urilist::{self, ListError};
 use cpm_actors::originating::fill_conversation_ids;
 use cpm_actors::{Aor, DeliverPager, GroupMessage, GroupOutcome, GroupReport};
-use cpm_sip::imdn;
 use cpm_sip::{SipUri, StartLine};
 
 use super::message::{claim_report, is_anonymous, parse_cpim, requested_reports};
@@ -20,8 +19,8 @@ pub const URI_LIST_SERVICE: &str = "uri-list";
 pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
     let core = r.core.clone();
     let mut req = (*r.req).clone();
-    let cpim = parse_cpim(&req, &core.env.tracer);
-    if let Some(report) = cpim.as_ref().and_then(imdn::report_of) {
+    let mut cpim = parse_cpim(&req, &core.env.tracer);
+    if let Some(report) = cpim.as_mut().and_then(|p| p.report.take()) {
         // A member's report on a group message comes back through the CF.
         match claim_report(&r, &sender, &report).await {
             Ok(true) => {}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use cpm_actors::originating::{anonymize, fill_conversation_ids};
 use cpm_actors::pf::notify;
+use cpm_actors::trace;
 use cpm_actors::{Aor, ClaimReport, DeferredActions, DeliverPager, DeliveryOutcome, NoteOrigin, Refusal, Tracer};
 use cpm_sip::cpim::Cpim;
 use cpm_sip::imdn;
@@ -31,7 +32,12 @@ pub fn handle(reply: Reply) {
             r.req = Arc::new(req);
         }
         match route {
-            Ok(Route::User { sender, target, gruu }) => deliver(r, sender, target, gruu).await,
+            Ok(Route::User {
+                sender,
+                target,
+                gruu,
+                anonymous_from,
+            }) => deliver(r, sender, target, gruu, anonymous_from).await,
             Ok(Route::DeferredService { sender }) => deferred_actions(r, sender).await,
             Ok(Route::Group { sender, group }) => super::group::to_group(r, sender, group).await,
             Ok(Route::AdHoc { sender }) => super::group::ad_hoc(r, sender).await,
@@ -46,6 +52,8 @@ enum Route {
         sender: Aor,
         target: Aor,
         gruu: Option<String>,
+        /// The From is an anonymous URI (checked here, where it is parsed).
+        anonymous_from: bool,
     },
     /// A device answering a deferred-message notification (docs/decisions.md).
     DeferredService { sender: Aor },
@@ -80,6 +88,7 @@ fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> 
     // identity, else (--open) the From.
     let from = req.from().map_err(|_| err(400, "Bad Request (From)"))?;
     let mut claimed = Some(SipUri::parse(&from.uri).map_err(|_| err(400, "Bad Request (From URI)"))?);
+    let anonymous_from = claimed.as_ref().is_some_and(is_anonymous_uri);
     if claimed.as_ref().is_some_and(|u| u.host == "anonymous.invalid") {
         // RFC 3323/3325: an anonymous From; the identity the client claims
         // travels in P-Preferred-Identity (optional once authenticated).
@@ -124,12 +133,13 @@ fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> 
     {
         return Ok(Route::AdHoc { sender });
     }
-    if let Some(group) = env
-        .domains
-        .local_aor(ruri)
-        .filter(|g| env.groups.get(g.as_str()).is_some())
-    {
-        return Ok(Route::Group { sender, group });
+    // The Request-URI's local AOR: a group's or a user's (looked up once).
+    let local_target = env.domains.local_aor(ruri);
+    if let Some(group) = local_target.as_ref().filter(|g| env.groups.get(g.as_str()).is_some()) {
+        return Ok(Route::Group {
+            sender,
+            group: group.clone(),
+        });
     }
     if env.groups.group_domain.as_deref() == Some(ruri.host.as_str()) {
         return Err(err(404, "Not Found (no such group)"));
@@ -149,15 +159,17 @@ fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> 
         }
     }
 
-    let target = env
-        .domains
-        .local_aor(ruri)
-        .ok_or_else(|| err(404, "Not Found (recipient domain not served here)"))?;
+    let target = local_target.ok_or_else(|| err(404, "Not Found (recipient domain not served here)"))?;
     if !env.users.is_known(&target) {
         return Err(err(404, "Not Found"));
     }
     let gruu = ruri.param("gr").flatten().map(str::to_string);
-    Ok(Route::User { sender, target, gruu })
+    Ok(Route::User {
+        sender,
+        target,
+        gruu,
+        anonymous_from,
+    })
 }
 
 /// The 403 of 002 §8.3.2.1.1: a Warning (RFC 3261 §20.43, code 399) for a
@@ -230,23 +242,44 @@ pub(super) async fn claim_report(r: &Reply, sender: &Aor, report: &imdn::Imdn) -
 }
 
 /// The CPIM payload of a message/cpim MESSAGE, parsed once per request
-/// (and linked to the request in the message trace).
-pub(super) fn parse_cpim(req: &Message, tracer: &Tracer) -> Option<Cpim> {
+/// (and linked to the request in the message trace), with what more than
+/// one step reads from it read once.
+pub(super) struct Payload {
+    cpim: Cpim,
+    /// Its imdn.Message-ID.
+    message_id: Option<String>,
+    /// The disposition notification it is, if it is one.
+    pub report: Option<imdn::Imdn>,
+}
+
+pub(super) fn parse_cpim(req: &Message, tracer: &Tracer) -> Option<Payload> {
     if req.content_type().as_deref() != Some("message/cpim") {
         return None;
     }
     let cpim = Cpim::parse(&req.body).ok()?;
-    tracer.link_cpim(req.call_id().unwrap_or_default(), &cpim);
-    Some(cpim)
+    let payload = Payload {
+        message_id: cpim.imdn_message_id().map(str::to_string),
+        report: imdn::report_of(&cpim),
+        cpim,
+    };
+    let call_id = req.call_id().unwrap_or_default();
+    if let Some(id) = &payload.message_id {
+        tracer.link(call_id, id);
+    }
+    // A report is found by the id it reports on too.
+    if let Some(report) = &payload.report {
+        tracer.link(call_id, &report.message_id);
+    }
+    Some(payload)
 }
 
 /// The imdn.Message-ID of a message that asks for any disposition notification.
-pub(super) fn requested_reports(cpim: &Cpim) -> Option<String> {
-    let asked = cpim.disposition_request();
+pub(super) fn requested_reports(payload: &Payload) -> Option<String> {
+    let asked = payload.cpim.disposition_request();
     if !(asked.positive_delivery || asked.negative_delivery || asked.display) {
         return None;
     }
-    cpim.imdn_message_id().map(str::to_string)
+    payload.message_id.clone()
 }
 
 /// Tell the sender's PF which device sent `message_id` (its reports go
@@ -267,31 +300,40 @@ pub(super) async fn note_origin(dir: &cpm_actors::Directory, sender: &Aor, messa
 
 /// RFC 3323: the sender asked for its identity to be withheld.
 pub(super) fn is_anonymous(req: &Message) -> bool {
-    let privacy = req
-        .headers
-        .all("Privacy")
-        .flat_map(|v| v.split(';'))
-        .any(|p| matches!(p.trim().to_ascii_lowercase().as_str(), "id" | "user" | "header"));
-    let from_anonymous = req
-        .from()
-        .ok()
-        .and_then(|f| SipUri::parse(&f.uri).ok())
-        .is_some_and(|u| u.host == "anonymous.invalid" || u.user.as_deref() == Some("anonymous"));
-    privacy || from_anonymous
+    privacy_requested(req)
+        || req
+            .from()
+            .ok()
+            .and_then(|f| SipUri::parse(&f.uri).ok())
+            .is_some_and(|u| is_anonymous_uri(&u))
 }
 
-async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>) {
+/// A Privacy header asking to withhold the identity (RFC 3323 §4.2).
+fn privacy_requested(req: &Message) -> bool {
+    req.headers
+        .all("Privacy")
+        .flat_map(|v| v.split(';'))
+        .any(|p| matches!(p.trim().to_ascii_lowercase().as_str(), "id" | "user" | "header"))
+}
+
+/// An anonymous From URI (RFC 3323 §4.1.1.3).
+fn is_anonymous_uri(uri: &SipUri) -> bool {
+    uri.host == "anonymous.invalid" || uri.user.as_deref() == Some("anonymous")
+}
+
+/// `anonymous_from`: what check() found in the From, which it parsed.
+async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>, anonymous_from: bool) {
     let core = r.core.clone();
     let mut req = (*r.req).clone();
     let via_gruu = gruu.as_deref().map(|g| format!(" (gruu {g})")).unwrap_or_default();
-    let what = format!("{sender} -> {target}{via_gruu}");
+    let what = trace::detail(format_args!("{sender} -> {target}{via_gruu}"));
     core.env
         .tracer
         .record(req.call_id().unwrap_or_default(), "ingress", "authorized", what);
-    let anonymous = is_anonymous(&req);
+    let anonymous = privacy_requested(&req) || anonymous_from;
     let mut report_for = None;
-    let cpim = parse_cpim(&req, &core.env.tracer);
-    if let Some(report) = cpim.as_ref().and_then(imdn::report_of) {
+    let mut cpim = parse_cpim(&req, &core.env.tracer);
+    if let Some(report) = cpim.as_mut().and_then(|p| p.report.take()) {
         match claim_report(&r, &sender, &report).await {
             Ok(true) => report_for = Some(report.message_id),
             Ok(false) => return,

@@ -4,7 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cpm_sip::{Message, ParseError, ResponseBuilder};
+use cpm_actors::trace;
+use cpm_sip::{Message, Method, ParseError, ResponseBuilder};
 
 use super::Core;
 use crate::transaction::ServerKey;
@@ -21,12 +22,11 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(core: Arc<Core>, req: Arc<Message>, source: Source, key: Option<ServerKey>) -> Reply {
-        let what = format!(
-            "{} from {} over {:?}",
-            req.method().map(|m| m.to_string()).unwrap_or_default(),
-            source.peer,
-            source.transport
-        );
+        let method = req.method().map_or("", Method::as_str);
+        let what = trace::detail(format_args!(
+            "{method} from {} over {:?}",
+            source.peer, source.transport
+        ));
         core.env
             .tracer
             .record(req.call_id().unwrap_or_default(), "ingress", "received", what);
@@ -47,11 +47,11 @@ impl Reply {
     /// Send a response and record it in the server transaction.
     pub async fn send(&self, resp: Message) {
         let status = resp.status().unwrap_or(500);
-        let method = self.req.method().map(|m| m.to_string()).unwrap_or_default();
+        let method = self.req.method().map_or("", Method::as_str);
         let tracer = &self.core.env.tracer;
         tracer.responded(
             self.req.call_id().unwrap_or_default(),
-            &method,
+            method,
             status,
             self.started.elapsed(),
         );

@@ -1,5 +1,6 @@
 //! Client transactions for requests the server originates (forks to devices).
 
+use std::fmt::Write;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub struct ClientTransactions {
     map: DashMap<String, mpsc::Sender<Message>>,
     transports: Arc<Transports>,
     timers: Timers,
+    /// `z9hG4bK<seed>.`: what every branch of ours starts with.
     prefix: String,
     counter: AtomicU64,
     /// Transactions alive at once; beyond, new requests fail at once.
@@ -43,7 +45,7 @@ impl ClientTransactions {
             map: DashMap::new(),
             transports,
             timers,
-            prefix: format!("{seed:016x}"),
+            prefix: format!("{}{seed:016x}.", cpm_sip::BRANCH_COOKIE),
             counter: AtomicU64::new(0),
             cap: cap.max(1),
         }
@@ -51,7 +53,10 @@ impl ClientTransactions {
 
     fn branch(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}{}.{n:x}", cpm_sip::BRANCH_COOKIE, self.prefix)
+        let mut branch = String::with_capacity(self.prefix.len() + 16);
+        branch.push_str(&self.prefix);
+        let _ = write!(branch, "{n:x}");
+        branch
     }
 
     /// Send `req` in a new transaction and wait for its final response
@@ -69,9 +74,16 @@ impl ClientTransactions {
             ));
         }
         let branch = self.branch();
-        let proto = target.transport.as_str().to_ascii_uppercase();
-        req.headers
-            .push_front("Via", format!("SIP/2.0/{proto} {sent_by};branch={branch};rport"));
+        let proto = match target.transport {
+            TransportKind::Udp => "UDP",
+            TransportKind::Tcp => "TCP",
+            TransportKind::Tls => "TLS",
+            TransportKind::Memory => "MEMORY",
+        };
+        // Sized once: format! would grow it several times.
+        let mut via = String::with_capacity(96);
+        let _ = write!(via, "SIP/2.0/{proto} {sent_by};branch={branch};rport");
+        req.headers.push_front("Via", via);
         let data = req.to_bytes();
         let (tx, mut rx) = mpsc::channel(4);
         self.map.insert(branch.clone(), tx);
@@ -108,15 +120,12 @@ impl ClientTransactions {
     /// Match a response to its transaction by the branch of its top Via
     /// (ours); stray responses are dropped (a proxy core does not forward them).
     pub fn on_response(&self, mut resp: Message) {
-        let branch = match resp.top_via() {
-            Ok(via) => via.branch().map(str::to_string),
-            Err(_) => None,
-        };
-        let Some(branch) = branch else {
+        let via = resp.top_via().ok();
+        let Some(branch) = via.as_ref().and_then(|v| v.branch()) else {
             tracing::debug!("response without a usable Via dropped");
             return;
         };
-        let Some(tx) = self.map.get(&branch).map(|t| t.clone()) else {
+        let Some(tx) = self.map.get(branch).map(|t| t.clone()) else {
             tracing::debug!(%branch, "stray response dropped (no transaction)");
             return;
         };

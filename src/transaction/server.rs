@@ -1,5 +1,6 @@
 //! Server transactions keyed per RFC 3261 §17.2.3.
 
+use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -19,13 +20,17 @@ pub struct ServerKey(String);
 impl ServerKey {
     pub fn of(req: &Message, via: &Via) -> ServerKey {
         let method = match req.method() {
-            Some(Method::Ack) => "INVITE".to_string(),
-            Some(m) => m.to_string(),
-            None => String::new(),
+            Some(Method::Ack) => "INVITE",
+            Some(m) => m.as_str(),
+            None => "",
         };
         if via.has_rfc3261_branch() {
             let branch = via.branch().unwrap_or_default();
-            return ServerKey(format!("{branch}|{}|{method}", via.sent_by()));
+            // `branch|sent-by|method`, sent-by written as Via::sent_by()
+            // does (default port 5060) without a String of its own.
+            let mut key = String::with_capacity(branch.len() + via.host.len() + method.len() + 8);
+            let _ = write!(key, "{branch}|{}:{}|{method}", via.host, via.port.unwrap_or(5060));
+            return ServerKey(key);
         }
         let cseq = req.cseq().map(|(n, _)| n).unwrap_or(0);
         let from_tag = req

@@ -56,6 +56,8 @@ pub struct ParticipatingFunction {
     pub(crate) reminder: Option<SpawnHandle>,
     /// When this activation started (inspector: age).
     pub(crate) started: Instant,
+    /// `pf:<aor>`, the actor name of its trace events (formatted once).
+    pub(crate) trace_actor: String,
 }
 
 impl ParticipatingFunction {
@@ -63,6 +65,7 @@ impl ParticipatingFunction {
         let env = dir.env().clone();
         let prefs = env.users.preferences(&aor);
         ParticipatingFunction {
+            trace_actor: format!("pf:{aor}"),
             aor,
             dir,
             env,

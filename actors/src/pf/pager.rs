@@ -12,6 +12,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::{routing, ParticipatingFunction};
 use crate::preferences::{Declined, Unavailable};
+use crate::trace::detail;
 use crate::{unix_now, Aor, OutboundError};
 
 #[derive(Message, Clone)]
@@ -57,7 +58,12 @@ impl Handler<DeliverPager> for ParticipatingFunction {
     fn handle(&mut self, msg: DeliverPager, _: &mut Context<Self>) -> Self::Result {
         self.touch();
         let call_id = msg.request.call_id().unwrap_or_default().to_string();
-        let types = content_types(&msg.request);
+        // Only a content-type rule reads the payload's types.
+        let types = if self.prefs.reject_content_types.is_empty() {
+            Vec::new()
+        } else {
+            content_types(&msg.request)
+        };
         if let Err(why) = self.prefs.check(msg.sender.as_str(), msg.anonymous, &types) {
             tracing::info!(aor = %self.aor, %call_id, ?why, "declined by preference");
             self.trace(&call_id, "declined", format!("{why:?} (preference rule)"));
@@ -78,7 +84,11 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             }
             match criteria.check(b, now) {
                 Ok(()) => {
-                    self.trace(&call_id, "device-chosen", format!("{key} ({})", b.record.contact));
+                    self.trace(
+                        &call_id,
+                        "device-chosen",
+                        detail(format_args!("{key} ({})", b.record.contact)),
+                    );
                     chosen.push(key.clone())
                 }
                 Err(skip) => {
@@ -102,7 +112,11 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             return self.unavailable(msg);
         }
         tracing::debug!(aor = %self.aor, %call_id, forks = n, "forking");
-        self.trace(&call_id, "forked", format!("{n} device(s): {}", chosen.join(", ")));
+        self.trace(
+            &call_id,
+            "forked",
+            detail(format_args!("{n} device(s): {}", chosen.join(", "))),
+        );
         self.in_flight += 1;
         let work = first_success(forks, self.env.policy.get().fork_timeout);
         Box::pin(work.into_actor(self).then(move |outcome, act, _| {
@@ -114,7 +128,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                     act.trace(
                         &call_id,
                         "delivered",
-                        format!("first 2xx: {:?} of {n} fork(s)", response.status()),
+                        detail(format_args!("first 2xx: {:?} of {n} fork(s)", response.status())),
                     );
                     let done = DeliveryOutcome::Delivered { response, forks: n };
                     Box::pin(fut::ready(done)) as ResponseActFuture<Self, DeliveryOutcome>
