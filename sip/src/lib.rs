@@ -16,6 +16,7 @@ mod message;
 mod method;
 pub mod params;
 mod response;
+mod text;
 mod uri;
 mod via;
 

@@ -7,6 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::decimal::decimal;
 use crate::headers::{Header, HeaderName, Headers};
 use crate::params::{parse_name_addr, NameAddr};
+use crate::text::trim;
 use crate::via::{split_list, Via};
 use crate::{Method, ParseError, SipUri};
 
@@ -39,22 +40,26 @@ impl Message {
         if buf.is_empty() {
             return Err(ParseError::Empty);
         }
-        let head_end = find_blank_line(&buf).ok_or_else(|| syntax("no end of headers"))?;
+        let scan = scan_head(&buf).ok_or_else(|| syntax("no end of headers"))?;
+        let head_end = scan.end;
         let body = buf.slice(head_end + 4..);
         let head = &buf[..head_end + 2]; // keeps the last header's CRLF
         let unfolded;
-        let folded = memchr::memchr_iter(b'\n', head)
-            .any(|i| i > 0 && head[i - 1] == b'\r' && matches!(head.get(i + 1), Some(b' ' | b'\t')));
-        let head: &[u8] = if folded {
+        let (head, crlfs): (&[u8], &[u32]) = if scan.folded {
             unfolded = unfold(head);
-            &unfolded
+            (&unfolded, &[])
         } else {
-            head
+            (head, scan.crlfs())
         };
-        let line_end = find_crlf(head).ok_or_else(|| syntax("no start line"))?;
+        let line_end = match crlfs.first() {
+            Some(&crlf) => crlf as usize,
+            None => find_crlf(head).ok_or_else(|| syntax("no start line"))?,
+        };
         let start_line = std::str::from_utf8(&head[..line_end]).map_err(|_| ParseError::NotUtf8)?;
         let start = parse_start_line(start_line)?;
-        let headers = parse_headers(&head[line_end + 2..])?;
+        // The header lines' CRLFs, as offsets into the block.
+        let header_crlfs = crlfs.get(1..).unwrap_or_default();
+        let headers = parse_headers(&head[line_end + 2..], header_crlfs, line_end + 2)?;
         let mut msg = Message { start, headers, body };
         msg.check_content_length()?;
         Ok(msg)
@@ -64,10 +69,7 @@ impl Message {
         let Some(value) = self.headers.get("Content-Length") else {
             return Ok(());
         };
-        let declared: usize = value
-            .trim()
-            .parse()
-            .map_err(|_| ParseError::Invalid("Content-Length"))?;
+        let declared: usize = trim(value).parse().map_err(|_| ParseError::Invalid("Content-Length"))?;
         let actual = self.body.len();
         if declared > actual {
             return Err(ParseError::ContentLength { declared, actual });
@@ -130,11 +132,7 @@ impl Message {
     }
 
     pub fn call_id(&self) -> Result<&str, ParseError> {
-        let v = self
-            .headers
-            .get("Call-ID")
-            .ok_or(ParseError::Missing("Call-ID"))?
-            .trim();
+        let v = trim(self.headers.get("Call-ID").ok_or(ParseError::Missing("Call-ID"))?);
         if v.is_empty() {
             return Err(ParseError::Invalid("Call-ID"));
         }
@@ -168,7 +166,7 @@ impl Message {
     pub fn max_forwards(&self) -> Result<u32, ParseError> {
         match self.headers.get("Max-Forwards") {
             None => Ok(70),
-            Some(v) => v.trim().parse().map_err(|_| ParseError::Invalid("Max-Forwards")),
+            Some(v) => trim(v).parse().map_err(|_| ParseError::Invalid("Max-Forwards")),
         }
     }
 
@@ -266,10 +264,58 @@ fn find_crlf(hay: &[u8]) -> Option<usize> {
 }
 
 /// Offset of the first CRLFCRLF (end of the header section).
+#[cfg(test)]
 fn find_blank_line(hay: &[u8]) -> Option<usize> {
-    memchr::memchr_iter(b'\n', hay)
-        .find(|&i| i >= 3 && &hay[i - 3..=i] == b"\r\n\r\n")
-        .map(|i| i - 3)
+    scan_head(hay).map(|s| s.end)
+}
+
+/// Most header-section CRLFs [`scan_head`] keeps; a longer head has its
+/// remaining lines searched one by one.
+const KEPT_CRLFS: usize = 32;
+
+/// What one pass over the header section's LFs finds.
+struct HeadScan {
+    /// Offset of the first CRLFCRLF.
+    end: usize,
+    /// Some CRLF is followed by SP/HTAB (obsolete line folding).
+    folded: bool,
+    /// Offsets of the first CRLFs up to and including the one at `end`.
+    crlfs: [u32; KEPT_CRLFS],
+    kept: usize,
+}
+
+impl HeadScan {
+    fn crlfs(&self) -> &[u32] {
+        &self.crlfs[..self.kept]
+    }
+}
+
+/// Find the end of the header section, and on the way whether a line is
+/// folded and where the lines end, so neither is searched for again.
+fn scan_head(buf: &[u8]) -> Option<HeadScan> {
+    let mut scan = HeadScan {
+        end: 0,
+        folded: false,
+        crlfs: [0; KEPT_CRLFS],
+        kept: 0,
+    };
+    for i in memchr::memchr_iter(b'\n', buf) {
+        if i == 0 || buf[i - 1] != b'\r' {
+            continue;
+        }
+        if i >= 3 && &buf[i - 3..i - 1] == b"\r\n" {
+            scan.end = i - 3;
+            return Some(scan);
+        }
+        scan.folded |= matches!(buf.get(i + 1), Some(b' ' | b'\t'));
+        if scan.kept < KEPT_CRLFS {
+            // Past u32 the offset is useless, but a message that size is
+            // refused long before (MAX_HEADERS lines of MAX_HEADER_LEN).
+            scan.crlfs[scan.kept] = u32::try_from(i - 1).unwrap_or(u32::MAX);
+            scan.kept += 1;
+        }
+    }
+    None
 }
 
 /// Replace CRLF followed by whitespace (obsolete line folding) with a space.
@@ -354,7 +400,9 @@ fn is_token_char(b: u8) -> bool {
 }
 
 /// Split the header block with rsip's tokenizer, then normalize names.
-fn parse_headers(block: &[u8]) -> Result<Headers, ParseError> {
+/// `crlfs` are the offsets of the block's first line ends (if known) counted
+/// from `base` bytes before the block; the lines past them are searched.
+fn parse_headers(block: &[u8], crlfs: &[u32], base: usize) -> Result<Headers, ParseError> {
     use rsip::headers::header::Tokenizer;
     // Typical requests have 8 to 16 header lines: allocate once.
     let mut headers: Vec<Header> = Vec::with_capacity(16);
@@ -362,8 +410,14 @@ fn parse_headers(block: &[u8]) -> Result<Headers, ParseError> {
     // One UTF-8 check for the whole block instead of one per name and value.
     let block_str = std::str::from_utf8(block).ok();
     let mut rest = block;
+    let mut known = crlfs.iter();
     while !rest.is_empty() {
-        let line_len = find_crlf(rest).unwrap_or(rest.len());
+        let offset = block.len() - rest.len() + base;
+        // Each line ends at the next CRLF, which the scan found in order.
+        let line_len = match known.next().and_then(|&crlf| (crlf as usize).checked_sub(offset)) {
+            Some(len) if len < rest.len() => len,
+            _ => find_crlf(rest).unwrap_or(rest.len()),
+        };
         if line_len > MAX_HEADER_LEN {
             return Err(ParseError::HeaderTooLong(MAX_HEADER_LEN));
         }
@@ -384,7 +438,7 @@ fn parse_headers(block: &[u8]) -> Result<Headers, ParseError> {
         let (_, tok) = Tokenizer::tokenize(line).map_err(|_| syntax("header line"))?;
         let name = utf8_within(block, block_str, tok.name)?;
         let value = utf8_within(block, block_str, tok.value)?;
-        let (name, value) = (HeaderName::new(name), value.trim());
+        let (name, value) = (HeaderName::new(name), trim(value));
         if name.len() + 2 + value.len() > MAX_HEADER_LEN {
             return Err(ParseError::HeaderTooLong(MAX_HEADER_LEN));
         }
@@ -558,6 +612,47 @@ l: 5\r\n\r\nhello";
                 "{buf:?}"
             );
         }
+    }
+
+    /// The CRLFs the head scan keeps are the ones a search line by line finds.
+    #[test]
+    fn head_scan_matches_line_search() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for n in 0..3000 {
+            let buf: Vec<u8> = (0..n % 64)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    [b'\r', b'\n', b'a', b' '][(x % 4) as usize]
+                })
+                .collect();
+            let Some(scan) = scan_head(&buf) else {
+                continue;
+            };
+            let head = &buf[..scan.end + 2];
+            let mut expect = Vec::new();
+            let mut at = 0;
+            while let Some(i) = find_crlf(&head[at..]) {
+                expect.push((at + i) as u32);
+                at += i + 2;
+            }
+            expect.truncate(KEPT_CRLFS);
+            assert_eq!(scan.crlfs(), &expect[..], "{buf:?}");
+            let folded = memchr::memchr_iter(b'\n', head)
+                .any(|i| i > 0 && head[i - 1] == b'\r' && matches!(head.get(i + 1), Some(b' ' | b'\t')));
+            assert_eq!(scan.folded, folded, "{buf:?}");
+        }
+    }
+
+    #[test]
+    fn more_lines_than_the_scan_keeps() {
+        let extra: String = (0..2 * KEPT_CRLFS).map(|i| format!("X-{i}: {i}\r\n")).collect();
+        let raw = MSG.replace("l: 5\r\n", &format!("{extra}l: 5\r\n"));
+        let m = Message::parse(Bytes::from(raw)).unwrap();
+        assert_eq!(m.headers.len(), 8 + 2 * KEPT_CRLFS);
+        assert_eq!(m.header("X-63"), Some("63"));
+        assert_eq!(&m.body[..], b"hello");
     }
 
     #[test]

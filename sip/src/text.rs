@@ -1,0 +1,67 @@
+//! Small string helpers for the parsers' hot paths: same results as the
+//! `str` methods they stand in for, without decoding chars.
+
+/// ASCII bytes that `char::is_whitespace` accepts (U+0009..U+000D, U+0020).
+fn is_ascii_white(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
+}
+
+/// Exactly `str::trim`. ASCII whitespace is cut byte-wise (the cuts are char
+/// boundaries); only when an end is left on a non-ASCII char, which may be
+/// Unicode whitespace, does `str::trim` decode it.
+pub(crate) fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    let mut start = 0;
+    let mut end = b.len();
+    while start < end && is_ascii_white(b[start]) {
+        start += 1;
+    }
+    while end > start && is_ascii_white(b[end - 1]) {
+        end -= 1;
+    }
+    let t = &s[start..end];
+    match t.as_bytes() {
+        [] => t,
+        [first, .., last] if first.is_ascii() && last.is_ascii() => t,
+        [only] if only.is_ascii() => t,
+        _ => t.trim(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_matches_str_trim() {
+        let samples = [
+            "",
+            " ",
+            "\t\r\n\x0b\x0c",
+            "a",
+            " a ",
+            "\u{a0}a\u{a0}",
+            " \u{2003}x\u{3000} ",
+            "é",
+            " é ",
+            "\u{85}",
+            "a\u{1c}",
+            "\x0bvalue\x0c",
+            " 日本 ",
+        ];
+        for s in samples {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
+        }
+        // Every short string over a mixed alphabet.
+        let alphabet = [" ", "\t", "a", "\u{a0}", "é", "\u{2028}", "\x0b", "\x1f"];
+        for n in 0..alphabet.len().pow(4) {
+            let mut s = String::new();
+            let mut k = n;
+            for _ in 0..4 {
+                s.push_str(alphabet[k % alphabet.len()]);
+                k /= alphabet.len();
+            }
+            assert_eq!(trim(&s), s.trim(), "{s:?}");
+        }
+    }
+}
