@@ -349,7 +349,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn skip_ws(&mut self) {
-        while self.peek().is_some_and(is_ws) {
+        while matches!(self.s.as_bytes().get(self.pos), Some(b' ' | b'\t')) {
             self.pos += 1;
         }
     }
@@ -398,7 +398,7 @@ impl<'a> Cursor<'a> {
     fn angle(&mut self) -> Result<&'a str, ParamError> {
         let start = self.pos + 1; // '<' is one byte
         let inner = &self.s[start..];
-        match inner.find('>') {
+        match crate::text::find_byte(b'>', inner.as_bytes()) {
             Some(i) => {
                 Self::no_controls(&inner[..i])?;
                 self.pos = start + i + 1;
@@ -485,8 +485,14 @@ impl<'a> Cursor<'a> {
     fn param(&mut self) -> Result<Param, ParamError> {
         self.skip_ws();
         let start = self.pos;
-        while self.peek().is_some_and(is_token_char) {
-            self.pos += 1; // token chars are ASCII
+        // Token chars are ASCII: a byte loop stops at the same boundary.
+        while self
+            .s
+            .as_bytes()
+            .get(self.pos)
+            .is_some_and(|&b| is_token_char(b as char))
+        {
+            self.pos += 1;
         }
         let name = &self.s[start..self.pos];
         if name.is_empty() {
@@ -521,21 +527,40 @@ impl<'a> Cursor<'a> {
                 // token / host (IPv6 references included); be lenient about
                 // other printable characters, they get quoted on output.
                 let start = self.pos;
-                while let Some(c) = self.peek() {
-                    if is_ws(c) || matches!(c, ';' | ',' | '"' | '<' | '>') {
-                        break;
-                    }
-                    if is_ctl(c) {
-                        return Err(ParamError::ControlChar);
-                    }
-                    self.pos += c.len_utf8();
-                }
+                self.value_chars()?;
                 if self.pos == start {
                     return Err(ParamError::BadParam(format!("{name}: missing value")));
                 }
                 Ok(self.s[start..self.pos].to_string())
             }
         }
+    }
+}
+
+impl Cursor<'_> {
+    /// Skip a bare parameter value: up to whitespace, `;`, `,`, `"`, `<` or
+    /// `>`; control characters are errors. ASCII byte by byte, other chars
+    /// decoded (C1 controls are control characters too).
+    fn value_chars(&mut self) -> Result<(), ParamError> {
+        let bytes = self.s.as_bytes();
+        while let Some(&b) = bytes.get(self.pos) {
+            if !b.is_ascii() {
+                let c = self.peek().ok_or(ParamError::UnexpectedEnd)?;
+                if is_ctl(c) {
+                    return Err(ParamError::ControlChar);
+                }
+                self.pos += c.len_utf8();
+                continue;
+            }
+            if matches!(b, b' ' | b'\t' | b';' | b',' | b'"' | b'<' | b'>') {
+                break;
+            }
+            if is_ctl_byte(b) {
+                return Err(ParamError::ControlChar);
+            }
+            self.pos += 1;
+        }
+        Ok(())
     }
 }
 
@@ -997,6 +1022,33 @@ mod tests {
         // The structured half must produce some successful parses, or the
         // roundtrip check above tested nothing.
         assert!(ok > 50, "only {ok} inputs parsed");
+    }
+
+    /// The byte-wise value scan against the char loop it replaced.
+    #[test]
+    fn value_chars_matches_char_loop() {
+        fn old(s: &str) -> Result<usize, ParamError> {
+            let mut c = Cursor::new(s);
+            while let Some(ch) = c.peek() {
+                if is_ws(ch) || matches!(ch, ';' | ',' | '"' | '<' | '>') {
+                    break;
+                }
+                if is_ctl(ch) {
+                    return Err(ParamError::ControlChar);
+                }
+                c.pos += ch.len_utf8();
+            }
+            Ok(c.pos)
+        }
+        const PIECES: &[&str] = &[
+            "a", "1", ";", " ", "\t", "\u{7}", "\u{85}", "é", "日", ">", "\"", "[::1]", "\u{7f}",
+        ];
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        for _ in 0..5000 {
+            let s: String = (0..rng.below(10)).map(|_| PIECES[rng.below(PIECES.len())]).collect();
+            let mut c = Cursor::new(&s);
+            assert_eq!(c.value_chars().map(|()| c.pos), old(&s), "{s:?}");
+        }
     }
 
     #[test]

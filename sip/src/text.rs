@@ -1,5 +1,6 @@
 //! Small string helpers for the parsers' hot paths: same results as the
-//! `str` methods they stand in for, without decoding chars.
+//! `str` methods they stand in for, without decoding chars or calling into
+//! `memchr` for the few bytes a header field holds.
 
 /// ASCII bytes that `char::is_whitespace` accepts (U+0009..U+000D, U+0020).
 fn is_ascii_white(b: u8) -> bool {
@@ -26,6 +27,26 @@ pub(crate) fn trim(s: &str) -> &str {
         [only] if only.is_ascii() => t,
         _ => t.trim(),
     }
+}
+
+/// Does `s` hold a char that `char::is_whitespace` accepts?
+pub(crate) fn has_whitespace(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(is_ascii_white)
+    } else {
+        s.contains(char::is_whitespace)
+    }
+}
+
+/// Offset of the first `needle` in `hay`: a plain loop, cheaper than
+/// `memchr`'s dispatch for the handful of bytes of a URI part or parameter.
+pub(crate) fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+/// Offset of the last `needle` in `hay` (see [`find_byte`]).
+pub(crate) fn rfind_byte(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().rposition(|&b| b == needle)
 }
 
 #[cfg(test)]
@@ -62,6 +83,21 @@ mod tests {
                 k /= alphabet.len();
             }
             assert_eq!(trim(&s), s.trim(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn has_whitespace_matches_chars() {
+        for s in ["", "a", "a b", "a\x0bb", "\u{a0}", "é", "é\u{2028}", "ab\x1f"] {
+            assert_eq!(has_whitespace(s), s.contains(char::is_whitespace), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn byte_search_matches_memchr() {
+        for hay in [&b""[..], b"a", b";", b"a;b;c", b";;", b"xyz"] {
+            assert_eq!(find_byte(b';', hay), memchr::memchr(b';', hay));
+            assert_eq!(rfind_byte(b';', hay), memchr::memrchr(b';', hay));
         }
     }
 }

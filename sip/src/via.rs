@@ -2,6 +2,7 @@
 //! responses routed by its sent-by, `received` and `rport` (RFC 3581).
 
 use crate::params::{split_params, Param};
+use crate::text::{find_byte, has_whitespace, rfind_byte, trim};
 use crate::ParseError;
 
 /// RFC 3261 branch prefix that marks a globally unique branch.
@@ -21,7 +22,7 @@ impl Via {
     pub fn parse(value: &str) -> Result<Via, ParseError> {
         let bad = || ParseError::Invalid("Via");
         // RFC 4475 allows LWS around the slashes of the sent-protocol.
-        let first = first_of_list(value).trim();
+        let first = trim(first_of_list(value));
         // Copy only when there is something to squeeze (rare).
         let squeezed;
         let first = if first.bytes().any(|b| b == b'\t') || has_space_by_slash(first) {
@@ -34,19 +35,15 @@ impl Via {
         } else {
             first
         };
-        let (proto, rest) = first.split_once(' ').ok_or_else(bad)?;
-        let mut parts = proto.split('/').map(str::trim);
-        let (name, version, transport) = (parts.next(), parts.next(), parts.next());
-        if !name.is_some_and(|n| n.eq_ignore_ascii_case("SIP")) || version != Some("2.0") || parts.next().is_some() {
-            return Err(bad());
-        }
-        let transport = transport.filter(|t| !t.is_empty()).ok_or_else(bad)?;
-        let rest = rest.trim();
-        let (sent_by, params) = match memchr::memchr(b';', rest.as_bytes()) {
+        let space = find_byte(b' ', first.as_bytes()).ok_or_else(bad)?;
+        let (proto, rest) = (&first[..space], &first[space + 1..]);
+        let transport = sent_protocol_transport(proto).ok_or_else(bad)?;
+        let rest = trim(rest);
+        let (sent_by, params) = match find_byte(b';', rest.as_bytes()) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        let (host, port) = split_host_port(sent_by.trim()).ok_or_else(bad)?;
+        let (host, port) = split_host_port(trim(sent_by)).ok_or_else(bad)?;
         let params = split_params(params).map_err(|_| bad())?;
         Ok(Via {
             transport: transport.to_ascii_uppercase(),
@@ -73,6 +70,24 @@ impl Via {
     pub fn sent_by(&self) -> String {
         format!("{}:{}", self.host, self.port.unwrap_or(5060))
     }
+}
+
+/// The transport of a sent-protocol `SIP/2.0/UDP` (name any case, LWS
+/// around the slashes already squeezed to nothing but other whitespace
+/// trimmed); `None` unless it has exactly three parts, `SIP`, `2.0` and a
+/// non-empty transport.
+fn sent_protocol_transport(proto: &str) -> Option<&str> {
+    let b = proto.as_bytes();
+    let first = find_byte(b'/', b)?;
+    let second = first + 1 + find_byte(b'/', &b[first + 1..])?;
+    let name = trim(&proto[..first]);
+    let version = trim(&proto[first + 1..second]);
+    let transport = trim(&proto[second + 1..]);
+    let valid = name.eq_ignore_ascii_case("SIP")
+        && version == "2.0"
+        && !transport.is_empty()
+        && find_byte(b'/', transport.as_bytes()).is_none();
+    valid.then_some(transport)
 }
 
 /// Does `s` hold `" /"` or `"/ "`?
@@ -113,21 +128,21 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
         return None;
     }
     if let Some(after) = s.strip_prefix('[') {
-        let end = after.find(']')?;
+        let end = find_byte(b']', after.as_bytes())?;
         let host = format!("[{}]", &after[..end]);
         let tail = &after[end + 1..];
         let port = match tail.strip_prefix(':') {
-            Some(p) => Some(p.trim().parse().ok()?),
-            None if tail.trim().is_empty() => None,
+            Some(p) => Some(trim(p).parse().ok()?),
+            None if trim(tail).is_empty() => None,
             None => return None,
         };
         return Some((host, port));
     }
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) => (h.trim(), Some(p.trim().parse().ok()?)),
+    let (host, port) = match rfind_byte(b':', s.as_bytes()) {
+        Some(i) => (trim(&s[..i]), Some(trim(&s[i + 1..]).parse().ok()?)),
         None => (s, None),
     };
-    if host.is_empty() || host.contains(char::is_whitespace) {
+    if host.is_empty() || has_whitespace(host) {
         return None;
     }
     Some((host.to_ascii_lowercase(), port))
@@ -179,6 +194,37 @@ mod tests {
             Via::parse("SIP / 2.0 /\tUDP h").unwrap(),
             Via::parse("SIP/2.0/UDP h").unwrap()
         );
+    }
+
+    /// The byte-wise sent-protocol split against the `str::split` it replaced.
+    #[test]
+    fn sent_protocol_matches_split() {
+        fn old(proto: &str) -> Option<&str> {
+            let mut parts = proto.split('/').map(str::trim);
+            let (name, version, transport) = (parts.next(), parts.next(), parts.next());
+            if !name.is_some_and(|n| n.eq_ignore_ascii_case("SIP")) || version != Some("2.0") || parts.next().is_some()
+            {
+                return None;
+            }
+            transport.filter(|t| !t.is_empty())
+        }
+        for proto in [
+            "SIP/2.0/UDP",
+            "sip/2.0/tcp",
+            "SIP/2.0/",
+            "SIP/2.0",
+            "SIP",
+            "",
+            "/",
+            "//",
+            "SIP/2.0/UDP/X",
+            "SIP/2.1/UDP",
+            "SIP\x0b/2.0/\u{a0}UDP\u{a0}",
+            "HTTP/2.0/UDP",
+            "SIP/2.0/é",
+        ] {
+            assert_eq!(sent_protocol_transport(proto), old(proto), "{proto:?}");
+        }
     }
 
     #[test]
