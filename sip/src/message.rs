@@ -184,10 +184,8 @@ impl Message {
     /// Returns the top Via, parsed once here for the transaction layer.
     pub fn validate_request(&self) -> Result<Via, ParseError> {
         let via = self.top_via()?;
-        for name in ["From", "To", "Call-ID", "CSeq", "Max-Forwards"] {
-            if self.headers.all(name).nth(1).is_some() {
-                return Err(ParseError::Invalid(name));
-            }
+        if let Some(name) = self.repeated_singleton() {
+            return Err(ParseError::Invalid(name));
         }
         self.from()?;
         self.to()?;
@@ -200,6 +198,19 @@ impl Message {
             }
         }
         Ok(via)
+    }
+
+    /// The first of From, To, Call-ID, CSeq, Max-Forwards (in that order)
+    /// that appears more than once; one pass over the headers for all five.
+    fn repeated_singleton(&self) -> Option<&'static str> {
+        const ONCE: [&str; 5] = ["From", "To", "Call-ID", "CSeq", "Max-Forwards"];
+        let mut count = [0u8; 5];
+        for h in &self.headers.0 {
+            if let Some(k) = ONCE.iter().position(|n| h.name.eq_ignore_ascii_case(n)) {
+                count[k] = count[k].saturating_add(1);
+            }
+        }
+        ONCE.iter().zip(count).find(|(_, n)| *n > 1).map(|(name, _)| *name)
     }
 
     /// Serialize; Content-Length is always written from the real body.
@@ -551,6 +562,16 @@ l: 5\r\n\r\nhello";
             let m = Message::parse(Bytes::from(raw)).unwrap();
             assert_eq!(m.validate_request(), Err(ParseError::Invalid(name)));
         }
+    }
+
+    /// Two repeated singletons: the one first in From, To, Call-ID, CSeq,
+    /// Max-Forwards order is reported, wherever it sits.
+    #[test]
+    fn repeated_singleton_order() {
+        let raw = MSG.replace("l: 5\r\n", "Max-Forwards: 5\r\nt: <sip:x@example.com>\r\nl: 5\r\n");
+        let m = Message::parse(Bytes::from(raw)).unwrap();
+        assert_eq!(m.validate_request(), Err(ParseError::Invalid("To")));
+        assert_eq!(Message::parse(Bytes::from(MSG)).unwrap().repeated_singleton(), None);
     }
 
     #[test]
