@@ -244,11 +244,13 @@ pub(crate) fn canonical_static(name: &str) -> Option<&'static str> {
         20 => &["P-Preferred-Identity"],
         _ => &[],
     };
-    // Most senders already write the canonical case: try a plain compare first.
+    // Most senders already write the canonical case: try a plain compare
+    // first (the first byte rules out most candidates without a memcmp).
+    let first = *name.as_bytes().first()?;
     candidates
         .iter()
         .copied()
-        .find(|k| *k == name)
+        .find(|k| k.as_bytes().first() == Some(&first) && *k == name)
         .or_else(|| candidates.iter().copied().find(|k| k.eq_ignore_ascii_case(name)))
 }
 

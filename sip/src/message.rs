@@ -59,14 +59,15 @@ impl Message {
         let start = parse_start_line(start_line)?;
         // The header lines' CRLFs, as offsets into the block.
         let header_crlfs = crlfs.get(1..).unwrap_or_default();
-        let headers = parse_headers(&head[line_end + 2..], header_crlfs, line_end + 2)?;
+        let (headers, content_length) = parse_headers(&head[line_end + 2..], header_crlfs, line_end + 2)?;
         let mut msg = Message { start, headers, body };
-        msg.check_content_length()?;
+        msg.check_content_length(content_length)?;
         Ok(msg)
     }
 
-    fn check_content_length(&mut self) -> Result<(), ParseError> {
-        let Some(value) = self.headers.get("Content-Length") else {
+    /// `at`: the index of the (only) Content-Length header, if any.
+    fn check_content_length(&mut self, at: Option<usize>) -> Result<(), ParseError> {
+        let Some(value) = at.and_then(|i| self.headers.0.get(i)).map(|h| h.value.as_str()) else {
             return Ok(());
         };
         let declared: usize = trim(value).parse().map_err(|_| ParseError::Invalid("Content-Length"))?;
@@ -413,11 +414,12 @@ fn is_token_char(b: u8) -> bool {
 /// Split the header block with rsip's tokenizer, then normalize names.
 /// `crlfs` are the offsets of the block's first line ends (if known) counted
 /// from `base` bytes before the block; the lines past them are searched.
-fn parse_headers(block: &[u8], crlfs: &[u32], base: usize) -> Result<Headers, ParseError> {
+/// Also returns the index of the Content-Length header.
+fn parse_headers(block: &[u8], crlfs: &[u32], base: usize) -> Result<(Headers, Option<usize>), ParseError> {
     use rsip::headers::header::Tokenizer;
     // Typical requests have 8 to 16 header lines: allocate once.
     let mut headers: Vec<Header> = Vec::with_capacity(16);
-    let mut content_length = false;
+    let mut content_length = None;
     // One UTF-8 check for the whole block instead of one per name and value.
     let block_str = std::str::from_utf8(block).ok();
     let mut rest = block;
@@ -456,11 +458,11 @@ fn parse_headers(block: &[u8], crlfs: &[u32], base: usize) -> Result<Headers, Pa
         if name == "Content-Length" {
             // RFC 4475 §3.3.9 (mcl01): two Content-Length values, no way to
             // know which one frames the body.
-            if content_length {
+            if content_length.is_some() {
                 return Err(ParseError::Invalid("Content-Length"));
             }
-            content_length = true;
-        } else if headers.len() - usize::from(content_length) >= MAX_HEADERS {
+            content_length = Some(headers.len());
+        } else if headers.len() - usize::from(content_length.is_some()) >= MAX_HEADERS {
             return Err(ParseError::TooManyHeaders(MAX_HEADERS));
         }
         headers.push(Header {
@@ -469,7 +471,7 @@ fn parse_headers(block: &[u8], crlfs: &[u32], base: usize) -> Result<Headers, Pa
         });
         rest = &rest[(line_len + 2).min(rest.len())..];
     }
-    Ok(Headers(headers))
+    Ok((Headers(headers), content_length))
 }
 
 #[cfg(test)]

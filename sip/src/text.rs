@@ -11,6 +11,12 @@ fn is_ascii_white(b: u8) -> bool {
 /// boundaries); only when an end is left on a non-ASCII char, which may be
 /// Unicode whitespace, does `str::trim` decode it.
 pub(crate) fn trim(s: &str) -> &str {
+    // Most header fields have nothing to trim: two byte tests.
+    match s.as_bytes() {
+        [] => return s,
+        [first, .., last] | [first @ last] if is_ascii_kept(*first) && is_ascii_kept(*last) => return s,
+        _ => {}
+    }
     let b = s.as_bytes();
     let mut start = 0;
     let mut end = b.len();
@@ -23,10 +29,14 @@ pub(crate) fn trim(s: &str) -> &str {
     let t = &s[start..end];
     match t.as_bytes() {
         [] => t,
-        [first, .., last] if first.is_ascii() && last.is_ascii() => t,
-        [only] if only.is_ascii() => t,
+        [first, .., last] | [first @ last] if first.is_ascii() && last.is_ascii() => t,
         _ => t.trim(),
     }
+}
+
+/// An ASCII byte `trim` keeps.
+fn is_ascii_kept(b: u8) -> bool {
+    b.is_ascii() && !is_ascii_white(b)
 }
 
 /// Does `s` hold a char that `char::is_whitespace` accepts?
