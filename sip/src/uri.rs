@@ -9,6 +9,7 @@ use bytes::{BufMut, BytesMut};
 use thiserror::Error;
 
 use crate::decimal::decimal;
+use crate::text::{find_byte, rfind_byte, trim};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum UriError {
@@ -37,8 +38,8 @@ pub struct SipUri {
 
 impl SipUri {
     pub fn parse(text: &str) -> Result<SipUri, UriError> {
-        let text = text.trim();
-        let colon = memchr::memchr(b':', text.as_bytes()).ok_or_else(|| UriError::NoScheme(text.to_string()))?;
+        let text = trim(text);
+        let colon = find_byte(b':', text.as_bytes()).ok_or_else(|| UriError::NoScheme(text.to_string()))?;
         let (scheme, rest) = (&text[..colon], &text[colon + 1..]);
         let scheme = scheme.to_ascii_lowercase();
         if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
@@ -100,11 +101,11 @@ impl SipUri {
             return Err(malformed());
         }
         let bytes = rest.as_bytes();
-        let at = match memchr::memchr(b'?', bytes) {
-            Some(q) if memchr::memchr(b'@', &bytes[q..]).is_some() && memchr::memchr(b'@', &bytes[..q]).is_some() => {
-                memchr::memrchr(b'@', &bytes[..q])
+        let at = match find_byte(b'?', bytes) {
+            Some(q) if find_byte(b'@', &bytes[q..]).is_some() && find_byte(b'@', &bytes[..q]).is_some() => {
+                rfind_byte(b'@', &bytes[..q])
             }
-            _ => memchr::memrchr(b'@', bytes),
+            _ => rfind_byte(b'@', bytes),
         };
         let (userinfo, hostpart) = match at {
             Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
@@ -113,7 +114,7 @@ impl SipUri {
         let (user, password) = match userinfo {
             None => (None, None),
             Some(ui) => {
-                let (u, p) = match memchr::memchr(b':', ui.as_bytes()) {
+                let (u, p) = match find_byte(b':', ui.as_bytes()) {
                     Some(i) => (&ui[..i], Some(&ui[i + 1..])),
                     None => (ui, None),
                 };
@@ -149,8 +150,8 @@ impl SipUri {
                 (Some(normalize_escapes(u)), p.map(str::to_string))
             }
         };
-        let hostpart = memchr::memchr(b'?', hostpart.as_bytes()).map_or(hostpart, |q| &hostpart[..q]);
-        let (hostport, params) = match memchr::memchr(b';', hostpart.as_bytes()) {
+        let hostpart = find_byte(b'?', hostpart.as_bytes()).map_or(hostpart, |q| &hostpart[..q]);
+        let (hostport, params) = match find_byte(b';', hostpart.as_bytes()) {
             Some(i) => (&hostpart[..i], split_uri_params(&hostpart[i..]).1),
             None => (hostpart, Vec::new()),
         };
@@ -206,7 +207,7 @@ fn split_uri_params(rest: &str) -> (&str, Vec<(String, Option<String>)>) {
 /// `%` is always followed by two hex digits.
 fn valid_escapes(s: &str) -> bool {
     let b = s.as_bytes();
-    if memchr::memchr(b'%', b).is_none() {
+    if find_byte(b'%', b).is_none() {
         return true;
     }
     b.iter()
@@ -218,7 +219,7 @@ fn valid_escapes(s: &str) -> bool {
 /// Decode escaped unreserved characters (`%75` → `u`), upper-case the hex of
 /// the escapes that stay. Input has [`valid_escapes`].
 fn normalize_escapes(s: &str) -> String {
-    if memchr::memchr(b'%', s.as_bytes()).is_none() {
+    if find_byte(b'%', s.as_bytes()).is_none() {
         return s.to_string();
     }
     let mut out = String::with_capacity(s.len());
@@ -249,7 +250,7 @@ fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
         };
         (format!("[{}]", parse_ipv6(inner)?), port)
     } else {
-        let (host, port) = match memchr::memchr(b':', s.as_bytes()) {
+        let (host, port) = match find_byte(b':', s.as_bytes()) {
             Some(i) => (&s[..i], Some(&s[i + 1..])),
             None => (s, None),
         };
