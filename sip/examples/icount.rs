@@ -4,7 +4,9 @@
 //!     cargo build --release -p cpm-sip --example icount
 //!     valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/icount parse 10001
 //!
-//! Paths: parse, parse_ok, validate, to_bytes, via, name_addr, uri, cpim.
+//! Paths: parse, parse_ok, validate, to_bytes, via, name_addr, uri, cpim,
+//! cpim_read (imdn.Message-ID and Disposition-Notification of a parsed CPIM),
+//! clone (Message::clone, once per relayed request).
 
 use std::hint::black_box;
 
@@ -55,6 +57,7 @@ fn main() {
     let raw = message();
     let ok = Bytes::from_static(OK);
     let parsed = Message::parse(raw.clone()).expect("parses");
+    let cpim = Cpim::parse(CPIM.as_bytes()).expect("parses");
     for _ in 0..n {
         match what.as_str() {
             "parse" => drop(black_box(Message::parse(black_box(raw.clone())))),
@@ -69,6 +72,11 @@ fn main() {
             )))),
             "uri" => drop(black_box(SipUri::parse(black_box("sip:u8@127.0.0.1:5060")))),
             "cpim" => drop(black_box(Cpim::parse(black_box(CPIM.as_bytes())))),
+            "cpim_read" => drop(black_box((
+                black_box(&cpim).imdn_message_id().map(str::len),
+                black_box(&cpim).disposition_request(),
+            ))),
+            "clone" => drop(black_box(black_box(&parsed).clone())),
             other => panic!("unknown path {other}"),
         }
     }

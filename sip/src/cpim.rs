@@ -38,6 +38,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
+use crate::text::find_byte;
+
 /// The IMDN namespace of CPIM headers (RFC 5438 §7.1).
 pub const IMDN_NS: &str = "urn:ietf:params:imdn";
 /// Media type of a CPIM body.
@@ -175,7 +177,7 @@ impl Cpim {
     /// The first message header `name` of namespace `ns_uri`, through the
     /// prefix an `NS` header declared for it (strict: see the module docs).
     pub fn ns_header(&self, ns_uri: &str, name: &str) -> Option<&str> {
-        let i = *self.ns_matches(ns_uri, name).first()?;
+        let i = self.ns_match_iter(ns_uri, name).next()?;
         Some(&self.headers[i].value)
     }
 
@@ -235,7 +237,7 @@ impl Cpim {
     /// other values such as `processing` are ignored).
     pub fn disposition_request(&self) -> DispositionRequest {
         let mut r = DispositionRequest::default();
-        for i in self.ns_matches(IMDN_NS, DISPOSITION_NOTIFICATION) {
+        for i in self.ns_match_iter(IMDN_NS, DISPOSITION_NOTIFICATION) {
             for token in self.headers[i].value.split(',') {
                 let token = token.trim_matches(|c| c == ' ' || c == '\t');
                 if token.eq_ignore_ascii_case("positive-delivery") {
@@ -303,27 +305,38 @@ impl Cpim {
 
     /// Indices of the message headers that resolve to `name` in `ns_uri`.
     fn ns_matches(&self, ns_uri: &str, name: &str) -> Vec<usize> {
-        let mut decls: Vec<(&str, &str)> = Vec::new();
-        let mut out = Vec::new();
-        for (i, h) in self.headers.iter().enumerate() {
-            if h.name.eq_ignore_ascii_case("NS") {
-                if let Some((Some(prefix), uri)) = parse_ns(&h.value) {
-                    decls.push((prefix, uri));
-                }
-                continue;
-            }
-            let Some((prefix, local)) = h.name.split_once('.') else {
-                continue;
-            };
+        self.ns_match_iter(ns_uri, name).collect()
+    }
+
+    /// [`Cpim::ns_matches`] without collecting: the lookups stop at the
+    /// first match and allocate nothing.
+    fn ns_match_iter<'s>(&'s self, ns_uri: &'s str, name: &'s str) -> impl Iterator<Item = usize> + 's {
+        self.headers.iter().enumerate().filter_map(move |(i, h)| {
+            let dot = find_byte(b'.', h.name.as_bytes())?;
+            let (prefix, local) = (&h.name[..dot], &h.name[dot + 1..]);
             if !local.eq_ignore_ascii_case(name) {
-                continue;
+                return None;
             }
-            let declared = decls.iter().rev().find(|(p, _)| p.eq_ignore_ascii_case(prefix));
-            if declared.is_some_and(|(_, uri)| uri.eq_ignore_ascii_case(ns_uri)) {
-                out.push(i);
-            }
-        }
-        out
+            let uri = self.declared_before(i, prefix)?;
+            uri.eq_ignore_ascii_case(ns_uri).then_some(i)
+        })
+    }
+
+    /// The URI of the latest `NS` declaration of `prefix` among the headers
+    /// before index `before`. Searched backwards from the header itself: only
+    /// headers whose local name matches ask, and blocks are short
+    /// ([`MAX_HEADER_LINES`]).
+    fn declared_before(&self, before: usize, prefix: &str) -> Option<&str> {
+        self.headers[..before]
+            .iter()
+            .rev()
+            .filter(|h| h.name.eq_ignore_ascii_case("NS"))
+            .filter_map(|h| match parse_ns(&h.value) {
+                Some((Some(p), uri)) => Some((p, uri)),
+                _ => None,
+            })
+            .find(|(p, _)| p.eq_ignore_ascii_case(prefix))
+            .map(|(_, uri)| uri)
     }
 
     /// A prefix bound to `ns_uri` at the end of the header block, declaring
@@ -514,6 +527,65 @@ mod tests {
         Content-Type: text/plain; charset=utf-8\r\n\
         \r\n\
         Ça va ? 👋";
+
+    /// The allocation-free namespace lookup against the collecting one it
+    /// replaced, over random header lists.
+    #[test]
+    fn ns_lookup_matches_old_resolution() {
+        fn old(c: &Cpim, ns_uri: &str, name: &str) -> Vec<usize> {
+            let mut decls: Vec<(&str, &str)> = Vec::new();
+            let mut out = Vec::new();
+            for (i, h) in c.headers.iter().enumerate() {
+                if h.name.eq_ignore_ascii_case("NS") {
+                    if let Some((Some(prefix), uri)) = parse_ns(&h.value) {
+                        decls.push((prefix, uri));
+                    }
+                    continue;
+                }
+                let Some((prefix, local)) = h.name.split_once('.') else {
+                    continue;
+                };
+                if !local.eq_ignore_ascii_case(name) {
+                    continue;
+                }
+                let declared = decls.iter().rev().find(|(p, _)| p.eq_ignore_ascii_case(prefix));
+                if declared.is_some_and(|(_, uri)| uri.eq_ignore_ascii_case(ns_uri)) {
+                    out.push(i);
+                }
+            }
+            out
+        }
+        const NAMES: &[&str] = &[
+            "NS",
+            "ns",
+            "imdn.Message-ID",
+            "IMDN.message-id",
+            "x.Message-ID",
+            "a.b.Message-ID",
+            "From",
+        ];
+        const VALUES: &[&str] = &[
+            "imdn <urn:ietf:params:imdn>",
+            "x <URN:IETF:PARAMS:IMDN>",
+            "imdn <urn:other>",
+            "<urn:ietf:params:imdn>",
+            "m1",
+        ];
+        let mut rng = XorShift(0x0123_4567_89ab_cdef);
+        for _ in 0..3000 {
+            let headers = (0..rng.below(8))
+                .map(|_| CpimHeader::new(NAMES[rng.below(NAMES.len())], VALUES[rng.below(VALUES.len())]))
+                .collect();
+            let c = Cpim {
+                headers,
+                content_headers: Vec::new(),
+                body: Bytes::new(),
+            };
+            let want = old(&c, IMDN_NS, "Message-ID");
+            assert_eq!(c.ns_matches(IMDN_NS, "Message-ID"), want, "{:?}", c.headers);
+            assert_eq!(c.imdn_message_id(), want.first().map(|&i| c.headers[i].value.as_str()));
+        }
+    }
 
     #[test]
     fn parses_rfc5438_message() {
