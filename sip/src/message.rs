@@ -6,7 +6,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::decimal::decimal;
 use crate::headers::{Header, HeaderName, Headers};
-use crate::params::{parse_name_addr, NameAddr};
+use crate::params::{check_name_addr, parse_name_addr, NameAddr};
 use crate::text::trim;
 use crate::via::{split_list, Via};
 use crate::{Method, ParseError, SipUri};
@@ -188,8 +188,9 @@ impl Message {
         if let Some(name) = self.repeated_singleton() {
             return Err(ParseError::Invalid(name));
         }
-        self.from()?;
-        self.to()?;
+        // Only whether they parse: no NameAddr built.
+        check_name_addr_header(self.headers.get("From"), "From")?;
+        check_name_addr_header(self.headers.get("To"), "To")?;
         self.call_id()?;
         let (_, cseq_method) = self.cseq()?;
         self.max_forwards()?;
@@ -261,6 +262,12 @@ impl Message {
 fn name_addr(v: Option<&str>, which: &'static str) -> Result<NameAddr, ParseError> {
     let v = v.ok_or(ParseError::Missing(which))?;
     parse_name_addr(v).map_err(|_| ParseError::Invalid(which))
+}
+
+/// [`name_addr`] without building the entry.
+fn check_name_addr_header(v: Option<&str>, which: &'static str) -> Result<(), ParseError> {
+    let v = v.ok_or(ParseError::Missing(which))?;
+    check_name_addr(v).map_err(|_| ParseError::Invalid(which))
 }
 
 fn syntax(what: &str) -> ParseError {

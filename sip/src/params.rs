@@ -27,6 +27,7 @@
 //! §3.1.1.2); CR and LF never pass. The parser never panics and always
 //! slices at character boundaries.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Maximum number of entries in a comma-separated list.
@@ -177,13 +178,27 @@ pub enum ParamError {
 
 /// Parse exactly one entry (From, To, P-Asserted-Identity element...).
 pub fn parse_name_addr(value: &str) -> Result<NameAddr, ParamError> {
+    one_entry(value, |c| c.entry())
+}
+
+/// `parse_name_addr(value).map(drop)`, without building the entry: nothing
+/// is copied or allocated (a request's From and To are checked this way).
+pub(crate) fn check_name_addr(value: &str) -> Result<(), ParamError> {
+    one_entry(value, |c| c.entry_parts(&mut Discard(0)).map(drop))
+}
+
+/// The one entry of `value`, read by `entry`; nothing but SP/HTAB may follow.
+fn one_entry<'a, T>(
+    value: &'a str,
+    entry: impl FnOnce(&mut Cursor<'a>) -> Result<T, ParamError>,
+) -> Result<T, ParamError> {
     check_controls(value)?;
     let mut c = Cursor::new(value);
     c.skip_ws();
     if c.at_end() {
         return Err(ParamError::Empty);
     }
-    let entry = c.entry()?;
+    let entry = entry(&mut c)?;
     c.skip_ws();
     match c.peek() {
         None => Ok(entry),
@@ -239,7 +254,8 @@ pub fn split_params(s: &str) -> Result<Vec<Param>, ParamError> {
         return Ok(out);
     }
     if c.peek() != Some(';') {
-        out.push(c.param()?);
+        let (name, value) = c.param()?;
+        out.put(name, value);
     }
     c.params(&mut out)?;
     c.skip_ws();
@@ -252,6 +268,38 @@ pub fn split_params(s: &str) -> Result<Vec<Param>, ParamError> {
 
 // ---------------------------------------------------------------------------
 // Lexing
+
+/// Where the lexer puts the header parameters it reads.
+trait ParamSink<'a> {
+    fn count(&self) -> usize;
+    fn put(&mut self, name: &'a str, value: Option<Cow<'a, str>>);
+}
+
+impl<'a> ParamSink<'a> for Vec<Param> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn put(&mut self, name: &'a str, value: Option<Cow<'a, str>>) {
+        self.push(Param {
+            name: name.to_string(),
+            value: value.map(Cow::into_owned),
+        });
+    }
+}
+
+/// Counts the parameters and keeps nothing (validation only).
+struct Discard(usize);
+
+impl<'a> ParamSink<'a> for Discard {
+    fn count(&self) -> usize {
+        self.0
+    }
+
+    fn put(&mut self, _: &'a str, _: Option<Cow<'a, str>>) {
+        self.0 += 1;
+    }
+}
 
 /// Cheap pre-check: CR and LF never, other control characters (HTAB aside)
 /// only right after a `\`. The lexer checks that such a `\` really is a
@@ -375,21 +423,32 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// At `"`: read a quoted-string, return its unescaped content.
-    fn quoted(&mut self) -> Result<String, ParamError> {
+    /// At `"`: read a quoted-string, return its unescaped content: borrowed
+    /// unless it has a quoted-pair to resolve.
+    fn quoted(&mut self) -> Result<Cow<'a, str>, ParamError> {
         self.bump();
-        let mut out = String::new();
+        let (s, start) = (self.s, self.pos);
+        // Only once a `\` is seen is the content copied.
+        let mut owned: Option<String> = None;
         loop {
+            let at = self.pos;
             match self.bump() {
                 None => return Err(ParamError::UnterminatedQuote),
-                Some('"') => return Ok(out),
-                Some('\\') => match self.bump() {
-                    None => return Err(ParamError::UnterminatedQuote),
-                    Some(c) if is_quotable(c) => out.push(c),
-                    Some(_) => return Err(ParamError::ControlChar),
-                },
+                Some('"') => return Ok(owned.map_or(Cow::Borrowed(&s[start..at]), Cow::Owned)),
+                Some('\\') => {
+                    let out = owned.get_or_insert_with(|| s[start..at].to_string());
+                    match self.bump() {
+                        None => return Err(ParamError::UnterminatedQuote),
+                        Some(c) if is_quotable(c) => out.push(c),
+                        Some(_) => return Err(ParamError::ControlChar),
+                    }
+                }
                 Some(c) if is_ctl(c) => return Err(ParamError::ControlChar),
-                Some(c) => out.push(c),
+                Some(c) => {
+                    if let Some(out) = &mut owned {
+                        out.push(c);
+                    }
+                }
             }
         }
     }
@@ -411,6 +470,19 @@ impl<'a> Cursor<'a> {
     /// One list entry: display-name, URI and header parameters. Stops before
     /// the `,` or end that follows it.
     fn entry(&mut self) -> Result<NameAddr, ParamError> {
+        let mut params = Vec::new();
+        let (display, uri) = self.entry_parts(&mut params)?;
+        Ok(NameAddr {
+            display: display.map(Cow::into_owned),
+            uri: uri.to_string(),
+            params,
+        })
+    }
+
+    /// [`Cursor::entry`] as borrowed display-name and URI, the parameters
+    /// put into `params`.
+    #[allow(clippy::type_complexity)]
+    fn entry_parts(&mut self, params: &mut impl ParamSink<'a>) -> Result<(Option<Cow<'a, str>>, &'a str), ParamError> {
         self.skip_ws();
         let (display, uri) = if self.peek() == Some('"') {
             let display = self.quoted()?;
@@ -433,7 +505,7 @@ impl<'a> Cursor<'a> {
             match self.peek() {
                 Some('<') => {
                     let display = trim_ws(text);
-                    let display = (!display.is_empty()).then(|| display.to_string());
+                    let display = (!display.is_empty()).then_some(Cow::Borrowed(display));
                     (display, trim_ws(self.angle()?))
                 }
                 // Tokens followed by a quoted string: not a display-name form.
@@ -455,34 +527,29 @@ impl<'a> Cursor<'a> {
         if uri.is_empty() {
             return Err(ParamError::EmptyUri);
         }
-        let mut params = Vec::new();
-        self.params(&mut params)?;
-        Ok(NameAddr {
-            display,
-            uri: uri.to_string(),
-            params,
-        })
+        self.params(params)?;
+        Ok((display, uri))
     }
 
     /// Zero or more `;param` (whitespace tolerated). Stops before whatever
     /// is not a `;`.
-    fn params(&mut self, out: &mut Vec<Param>) -> Result<(), ParamError> {
+    fn params(&mut self, out: &mut impl ParamSink<'a>) -> Result<(), ParamError> {
         loop {
             self.skip_ws();
             if self.peek() != Some(';') {
                 return Ok(());
             }
             self.bump();
-            let p = self.param()?;
-            if out.len() >= MAX_PARAMS {
+            let (name, value) = self.param()?;
+            if out.count() >= MAX_PARAMS {
                 return Err(ParamError::TooManyParams);
             }
-            out.push(p);
+            out.put(name, value);
         }
     }
 
     /// `name` or `name=value` (leading whitespace skipped).
-    fn param(&mut self) -> Result<Param, ParamError> {
+    fn param(&mut self) -> Result<(&'a str, Option<Cow<'a, str>>), ParamError> {
         self.skip_ws();
         let start = self.pos;
         // Token chars are ASCII: a byte loop stops at the same boundary.
@@ -509,19 +576,16 @@ impl<'a> Cursor<'a> {
         } else {
             None
         };
-        Ok(Param {
-            name: name.to_string(),
-            value,
-        })
+        Ok((name, value))
     }
 
-    fn param_value(&mut self, name: &str) -> Result<String, ParamError> {
+    fn param_value(&mut self, name: &str) -> Result<Cow<'a, str>, ParamError> {
         match self.peek() {
             Some('"') => self.quoted(),
             Some('<') => {
                 let start = self.pos;
                 self.angle()?;
-                Ok(self.s[start..self.pos].to_string())
+                Ok(Cow::Borrowed(&self.s[start..self.pos]))
             }
             _ => {
                 // token / host (IPv6 references included); be lenient about
@@ -531,7 +595,7 @@ impl<'a> Cursor<'a> {
                 if self.pos == start {
                     return Err(ParamError::BadParam(format!("{name}: missing value")));
                 }
-                Ok(self.s[start..self.pos].to_string())
+                Ok(Cow::Borrowed(&self.s[start..self.pos]))
             }
         }
     }
@@ -1012,7 +1076,7 @@ mod tests {
                 }
             }
             let s = String::from_utf8_lossy(&bytes);
-            let _ = parse_name_addr(&s);
+            assert_eq!(check_name_addr(&s), parse_name_addr(&s).map(drop), "{s:?}");
             let _ = split_params(&s);
             if let Ok(list) = parse_list(&s) {
                 ok += 1;
