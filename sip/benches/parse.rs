@@ -66,6 +66,10 @@ fn sip(c: &mut Criterion) {
         })
     });
     let parsed = Message::parse(raw.clone()).expect("bench message parses");
+    g.bench_function("validate_cpm_message", |b| {
+        b.iter(|| black_box(&parsed).validate_request().expect("bench message is valid"))
+    });
+    g.bench_function("clone_cpm_message", |b| b.iter(|| black_box(&parsed).clone()));
     g.bench_function("serialize_cpm_message", |b| b.iter(|| black_box(&parsed).to_bytes()));
     let ok = ok_response();
     g.bench_function("parse_200_ok", |b| {
