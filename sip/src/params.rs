@@ -481,7 +481,6 @@ impl<'a> Cursor<'a> {
 
     /// [`Cursor::entry`] as borrowed display-name and URI, the parameters
     /// put into `params`.
-    #[allow(clippy::type_complexity)]
     fn entry_parts(&mut self, params: &mut impl ParamSink<'a>) -> Result<(Option<Cow<'a, str>>, &'a str), ParamError> {
         self.skip_ws();
         let (display, uri) = if self.peek() == Some('"') {
