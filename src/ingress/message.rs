@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use cpm_actors::originating::{anonymize, fill_conversation_ids};
 use cpm_actors::pf::notify;
-use cpm_actors::trace;
 use cpm_actors::{Aor, ClaimReport, DeferredActions, DeliverPager, DeliveryOutcome, NoteOrigin, Refusal, Tracer};
 use cpm_sip::cpim::Cpim;
 use cpm_sip::imdn;
@@ -323,8 +322,11 @@ fn is_anonymous_uri(uri: &SipUri) -> bool {
 /// `anonymous_from`: what check() found in the From, which it parsed.
 async fn deliver(mut r: Reply, sender: Aor, target: Aor, gruu: Option<String>, anonymous_from: bool) {
     let core = r.core.clone();
-    let via_gruu = gruu.as_deref().map(|g| format!(" (gruu {g})")).unwrap_or_default();
-    let what = trace::detail(format_args!("{sender} -> {target}{via_gruu}"));
+    // `<sender> -> <target>[ (gruu <gruu>)]`, without the formatter.
+    let mut what = [sender.as_str(), " -> ", target.as_str()].concat();
+    if let Some(g) = &gruu {
+        what.extend([" (gruu ", g, ")"]);
+    }
     core.env
         .tracer
         .record(r.req.call_id().unwrap_or_default(), "ingress", "authorized", what);
