@@ -67,6 +67,9 @@ pub struct LocalDomains {
     primary: String,
     domains: HashSet<String>,
     addresses: HashSet<String>,
+    /// The `host:port` ones of `addresses`, split and the port parsed once
+    /// (is_local_host runs for sender and target of every request).
+    host_ports: Vec<(String, u16)>,
 }
 
 impl LocalDomains {
@@ -92,10 +95,18 @@ impl LocalDomains {
                     .map(|a| a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h).to_string())
             })
             .unwrap_or_else(|| "localhost".to_string());
+        let host_ports = addrs
+            .iter()
+            .filter_map(|a| {
+                let (h, p) = a.rsplit_once(':')?;
+                Some((h.to_string(), p.parse().ok()?))
+            })
+            .collect();
         LocalDomains {
             primary,
             domains,
             addresses: addrs,
+            host_ports,
         }
     }
 
@@ -118,10 +129,7 @@ impl LocalDomains {
             return true;
         }
         match port {
-            Some(p) => self.addresses.iter().any(|a| {
-                a.rsplit_once(':')
-                    .is_some_and(|(h, ap)| h == host && ap.parse() == Ok(p))
-            }),
+            Some(p) => self.host_ports.iter().any(|(h, ap)| h == host && *ap == p),
             None => self.addresses.contains(host),
         }
     }

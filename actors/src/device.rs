@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use cpm_sip::{Message, StartLine};
+use cpm_sip::{Header, Headers, Message, StartLine};
 
 use crate::pf::Binding;
 use crate::{Aor, Outbound, OutboundError};
@@ -47,15 +47,49 @@ impl ClientRegistration {
 /// §16.6). The sender's Route set ends here (it named this server as outbound
 /// proxy, §16.4), so it is removed: the device is sent to directly.
 fn retarget(original: &Message, contact: &cpm_sip::SipUri, called_party: &str) -> Message {
-    let mut req = original.clone();
-    if let StartLine::Request { uri, .. } = &mut req.start {
-        *uri = contact.clone();
-    }
+    // Built header by header, not cloned and then edited: the Route set and
+    // the Request-URI are not copied only to be dropped. As Headers::set
+    // would: the first Max-Forwards and P-Called-Party-ID get the new value
+    // (in place), or the header is appended.
     let hops = original.max_forwards().unwrap_or(70).saturating_sub(1);
-    req.headers.set("Max-Forwards", hops.to_string());
-    req.headers.set("P-Called-Party-ID", called_party);
-    req.headers.remove_all("Route");
-    req
+    let (mut hops_set, mut called_set) = (false, false);
+    let mut headers = Vec::with_capacity(original.headers.len() + 2);
+    for h in &original.headers.0 {
+        let value = if h.name.eq_ignore_ascii_case("Route") {
+            continue;
+        } else if !hops_set && h.name.eq_ignore_ascii_case("Max-Forwards") {
+            hops_set = true;
+            hops.to_string()
+        } else if !called_set && h.name.eq_ignore_ascii_case("P-Called-Party-ID") {
+            called_set = true;
+            called_party.to_string()
+        } else {
+            h.value.clone()
+        };
+        headers.push(Header {
+            name: h.name.clone(),
+            value,
+        });
+    }
+    let mut headers = Headers(headers);
+    if !hops_set {
+        headers.push("Max-Forwards", hops.to_string());
+    }
+    if !called_set {
+        headers.push("P-Called-Party-ID", called_party);
+    }
+    let start = match &original.start {
+        StartLine::Request { method, .. } => StartLine::Request {
+            method: method.clone(),
+            uri: contact.clone(),
+        },
+        other => other.clone(),
+    };
+    Message {
+        start,
+        headers,
+        body: original.body.clone(),
+    }
 }
 
 impl Actor for ClientRegistration {
@@ -130,5 +164,43 @@ mod tests {
         assert_eq!(out.request_uri(), Some(&contact));
         assert_eq!(out.header("Max-Forwards"), Some("69"));
         assert_eq!(out.header("P-Called-Party-ID"), Some("<sip:bob@example.com>"));
+        assert_eq!(out, edited(&req, &contact, "<sip:bob@example.com>"));
+    }
+
+    /// What retarget did before it built the copy header by header.
+    fn edited(original: &Message, contact: &cpm_sip::SipUri, called_party: &str) -> Message {
+        let mut req = original.clone();
+        if let StartLine::Request { uri, .. } = &mut req.start {
+            *uri = contact.clone();
+        }
+        let hops = original.max_forwards().unwrap_or(70).saturating_sub(1);
+        req.headers.set("Max-Forwards", hops.to_string());
+        req.headers.set("P-Called-Party-ID", called_party);
+        req.headers.remove_all("Route");
+        req
+    }
+
+    #[test]
+    fn retarget_is_the_edited_copy() {
+        let contact = cpm_sip::SipUri::parse("sip:bob-1@127.0.0.1:5080").unwrap();
+        for extra in [
+            "",
+            "Max-Forwards: 3\r\nRoute: <sip:a;lr>\r\nRoute: <sip:b;lr>\r\n",
+            "P-Called-Party-ID: <sip:x@y>\r\nMax-Forwards: 0\r\nP-Called-Party-ID: <sip:z@y>\r\nMax-Forwards: 9\r\n",
+            "route: <sip:c;lr>\r\nmax-forwards: 12\r\n",
+        ] {
+            let raw = format!(
+                "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n{extra}\
+                 From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: c\r\n\
+                 CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+            );
+            let req = Message::parse(bytes::Bytes::from(raw)).unwrap();
+            let out = retarget(&req, &contact, "<sip:bob@example.com>");
+            assert_eq!(out, edited(&req, &contact, "<sip:bob@example.com>"), "{extra}");
+            assert_eq!(
+                out.to_bytes(),
+                edited(&req, &contact, "<sip:bob@example.com>").to_bytes()
+            );
+        }
     }
 }

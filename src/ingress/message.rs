@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use cpm_actors::originating::{anonymize, fill_conversation_ids};
 use cpm_actors::pf::notify;
-use cpm_actors::trace;
 use cpm_actors::{Aor, ClaimReport, DeferredActions, DeliverPager, DeliveryOutcome, NoteOrigin, Refusal, Tracer};
 use cpm_sip::cpim::Cpim;
 use cpm_sip::imdn;
@@ -26,10 +25,9 @@ pub fn handle(reply: Reply) {
         };
         let route = check(&r, authenticated.as_ref());
         if let (Ok(_), Some(sender)) = (&route, &authenticated) {
-            // What goes on carries the asserted sender, not the credentials.
-            let mut req = (*r.req).clone();
-            assert_identity(&mut req, sender);
-            r.req = Arc::new(req);
+            // What goes on carries the asserted sender, not the credentials
+            // (changed in place: the responses copy none of those headers).
+            assert_identity(Arc::make_mut(&mut r.req), sender);
         }
         match route {
             Ok(Route::User {
@@ -322,45 +320,58 @@ fn is_anonymous_uri(uri: &SipUri) -> bool {
 }
 
 /// `anonymous_from`: what check() found in the From, which it parsed.
-async fn deliver(r: Reply, sender: Aor, target: Aor, gruu: Option<String>, anonymous_from: bool) {
+async fn deliver(mut r: Reply, sender: Aor, target: Aor, gruu: Option<String>, anonymous_from: bool) {
     let core = r.core.clone();
-    let mut req = (*r.req).clone();
-    let via_gruu = gruu.as_deref().map(|g| format!(" (gruu {g})")).unwrap_or_default();
-    let what = trace::detail(format_args!("{sender} -> {target}{via_gruu}"));
+    // `<sender> -> <target>[ (gruu <gruu>)]`, without the formatter.
+    let mut what = [sender.as_str(), " -> ", target.as_str()].concat();
+    if let Some(g) = &gruu {
+        what.extend([" (gruu ", g, ")"]);
+    }
     core.env
         .tracer
-        .record(req.call_id().unwrap_or_default(), "ingress", "authorized", what);
-    let anonymous = privacy_requested(&req) || anonymous_from;
+        .record(r.req.call_id().unwrap_or_default(), "ingress", "authorized", what);
+    let anonymous = privacy_requested(&r.req) || anonymous_from;
     let mut report_for = None;
-    let mut cpim = parse_cpim(&req, &core.env.tracer);
-    if let Some(report) = cpim.as_mut().and_then(|p| p.report.take()) {
+    let mut cpim = parse_cpim(&r.req, &core.env.tracer);
+    let request = if let Some(report) = cpim.as_mut().and_then(|p| p.report.take()) {
         match claim_report(&r, &sender, &report).await {
             Ok(true) => report_for = Some(report.message_id),
             Ok(false) => return,
             Err(resp) => return r.send(*resp).await,
         }
+        r.req.clone() // goes on unchanged
     } else {
-        if anonymous {
-            if !core.env.policy.get().allow_anonymous {
-                // 002 §8.3.2.1.1 step 3: 403, with a Warning.
-                let resp = r
-                    .builder(403)
-                    .reason("Forbidden (anonymity not allowed)")
-                    .header("Warning", warning(&r, "Anonymity is not allowed"))
-                    .build();
-                return r.send(resp).await;
-            }
-            anonymize(&mut req);
+        if anonymous && !core.env.policy.get().allow_anonymous {
+            // 002 §8.3.2.1.1 step 3: 403, with a Warning.
+            let resp = r
+                .builder(403)
+                .reason("Forbidden (anonymity not allowed)")
+                .header("Warning", warning(&r, "Anonymity is not allowed"))
+                .build();
+            return r.send(resp).await;
         }
-        fill_conversation_ids(&mut req, &sender, &target);
+        let request = if anonymous {
+            // Our responses echo the original From: the anonymized request is a copy.
+            let mut req = (*r.req).clone();
+            anonymize(&mut req);
+            fill_conversation_ids(&mut req, &sender, &target);
+            Arc::new(req)
+        } else {
+            // Changed in place, not copied: responses copy only Via, From,
+            // To, Call-ID and CSeq, which fill_conversation_ids leaves alone.
+            // The Reply holds the only reference (make_mut copies otherwise).
+            fill_conversation_ids(Arc::make_mut(&mut r.req), &sender, &target);
+            r.req.clone()
+        };
         // Anonymous senders get no reports (their requests were removed).
         if let Some(id) = cpim.as_ref().filter(|_| !anonymous).and_then(requested_reports) {
             // Reports on this message go back to the device that sent it.
             note_origin(&core.dir, &sender, id, r.source.peer).await;
         }
-    }
+        request
+    };
     let msg = DeliverPager {
-        request: Arc::new(req),
+        request,
         anonymous,
         sender_source: (sender == target).then_some(r.source.peer),
         sender,

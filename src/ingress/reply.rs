@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cpm_actors::trace;
+use cpm_actors::{trace, TransportKind};
 use cpm_sip::{Message, Method, ParseError, ResponseBuilder};
 
 use super::Core;
@@ -22,11 +22,15 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(core: Arc<Core>, req: Arc<Message>, source: Source, key: Option<ServerKey>) -> Reply {
+        // `<method> from <peer> over <transport:?>`, written without the
+        // formatter (trace::push_addr).
         let method = req.method().map_or("", Method::as_str);
-        let what = trace::detail(format_args!(
-            "{method} from {} over {:?}",
-            source.peer, source.transport
-        ));
+        let mut what = String::with_capacity(80);
+        what.push_str(method);
+        what.push_str(" from ");
+        trace::push_addr(&mut what, source.peer);
+        what.push_str(" over ");
+        what.push_str(transport_debug(source.transport));
         core.env
             .tracer
             .record(req.call_id().unwrap_or_default(), "ingress", "received", what);
@@ -99,6 +103,16 @@ impl Reply {
     }
 }
 
+/// What `{:?}` writes for a transport (tested against it).
+fn transport_debug(kind: TransportKind) -> &'static str {
+    match kind {
+        TransportKind::Udp => "Udp",
+        TransportKind::Tcp => "Tcp",
+        TransportKind::Tls => "Tls",
+        TransportKind::Memory => "Memory",
+    }
+}
+
 /// Build a 400 from the raw lines of a message rsip could not parse, if it
 /// has what a response needs (RFC 3261 §8.2.6.2).
 pub fn salvage_400(data: &[u8], e: &ParseError, to_tag: &str) -> Option<Bytes> {
@@ -147,6 +161,18 @@ pub fn salvage_400(data: &[u8], e: &ParseError, to_tag: &str) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_names_are_their_debug_text() {
+        for kind in [
+            TransportKind::Udp,
+            TransportKind::Tcp,
+            TransportKind::Tls,
+            TransportKind::Memory,
+        ] {
+            assert_eq!(transport_debug(kind), format!("{kind:?}"));
+        }
+    }
 
     #[test]
     fn salvages_a_400_from_broken_request() {

@@ -19,6 +19,9 @@ pub struct ClientTransactions {
     timers: Timers,
     /// `z9hG4bK<seed>.`: what every branch of ours starts with.
     prefix: String,
+    /// `SIP/2.0/<proto> <sent-by>;branch=<prefix>` for each transport we
+    /// listen on, written once: the listeners' addresses do not change.
+    via_heads: [Option<String>; 4],
     counter: AtomicU64,
     /// Transactions alive at once; beyond, new requests fail at once.
     cap: usize,
@@ -34,6 +37,23 @@ impl Drop for Entry<'_> {
     }
 }
 
+const KINDS: [TransportKind; 4] = [
+    TransportKind::Udp,
+    TransportKind::Tcp,
+    TransportKind::Tls,
+    TransportKind::Memory,
+];
+
+/// Where `kind` is in [`KINDS`].
+fn slot(kind: TransportKind) -> usize {
+    match kind {
+        TransportKind::Udp => 0,
+        TransportKind::Tcp => 1,
+        TransportKind::Tls => 2,
+        TransportKind::Memory => 3,
+    }
+}
+
 impl ClientTransactions {
     pub fn new(transports: Arc<Transports>, timers: Timers) -> ClientTransactions {
         ClientTransactions::with_cap(transports, timers, crate::limits::Limits::CLIENT_TX)
@@ -41,30 +61,44 @@ impl ClientTransactions {
 
     pub fn with_cap(transports: Arc<Transports>, timers: Timers, cap: usize) -> ClientTransactions {
         let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let prefix = format!("{}{seed:016x}.", cpm_sip::BRANCH_COOKIE);
+        let via_heads = KINDS.map(|kind| {
+            let proto = match kind {
+                TransportKind::Udp => "UDP",
+                TransportKind::Tcp => "TCP",
+                TransportKind::Tls => "TLS",
+                TransportKind::Memory => "MEMORY",
+            };
+            let sent_by = transports.sent_by(kind)?;
+            Some(format!("SIP/2.0/{proto} {sent_by};branch={prefix}"))
+        });
         ClientTransactions {
             map: DashMap::new(),
             transports,
             timers,
-            prefix: format!("{}{seed:016x}.", cpm_sip::BRANCH_COOKIE),
+            via_heads,
+            prefix,
             counter: AtomicU64::new(0),
             cap: cap.max(1),
         }
     }
 
-    fn branch(&self) -> String {
+    /// A new branch and the Via that carries it: `<via head><n>;rport`.
+    fn branch_and_via(&self, via_head: &str) -> (String, String) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut branch = String::with_capacity(self.prefix.len() + 16);
-        branch.push_str(&self.prefix);
-        let _ = write!(branch, "{n:x}");
-        branch
+        let mut via = String::with_capacity(via_head.len() + 16 + ";rport".len());
+        via.push_str(via_head);
+        let _ = write!(via, "{n:x}");
+        let branch = via[via_head.len() - self.prefix.len()..].to_string();
+        via.push_str(";rport");
+        (branch, via)
     }
 
     /// Send `req` in a new transaction and wait for its final response
     /// (with our Via already removed).
     pub async fn request(&self, mut req: Message, target: Target) -> Result<Message, OutboundError> {
-        let sent_by = self
-            .transports
-            .sent_by(target.transport)
+        let via_head = self.via_heads[slot(target.transport)]
+            .as_deref()
             .ok_or_else(|| OutboundError::Transport(target.addr, format!("no {} listener", target.transport)))?;
         if self.map.len() >= self.cap {
             tracing::warn!(cap = self.cap, "client transaction table full; request not sent");
@@ -73,16 +107,7 @@ impl ClientTransactions {
                 "overloaded: too many client transactions".into(),
             ));
         }
-        let branch = self.branch();
-        let proto = match target.transport {
-            TransportKind::Udp => "UDP",
-            TransportKind::Tcp => "TCP",
-            TransportKind::Tls => "TLS",
-            TransportKind::Memory => "MEMORY",
-        };
-        // Sized once: format! would grow it several times.
-        let mut via = String::with_capacity(96);
-        let _ = write!(via, "SIP/2.0/{proto} {sent_by};branch={branch};rport");
+        let (branch, via) = self.branch_and_via(via_head);
         req.headers.push_front("Via", via);
         let data = req.to_bytes();
         let (tx, mut rx) = mpsc::channel(4);

@@ -17,6 +17,9 @@ pub struct Binding {
     pub caps: Capabilities,
     /// None when the contact names neither an IP nor a usable source.
     pub target: Option<Target>,
+    /// `record.source` read once, so that a message's source is compared
+    /// without formatting it (see [`Binding::is_from`]).
+    source: Option<SocketAddr>,
 }
 
 impl Binding {
@@ -28,12 +31,33 @@ impl Binding {
             .map(|na| Capabilities::from_params(&na.params))
             .unwrap_or_default();
         let target = resolve_target(&uri, &record);
+        // Only a source stored as SocketAddr writes it (as the registrar
+        // does) is kept: is_from then agrees with comparing the texts.
+        let source = record
+            .source
+            .parse::<SocketAddr>()
+            .ok()
+            .filter(|s| s.to_string() == record.source);
         Some(Binding {
             record,
             uri,
             caps,
             target,
+            source,
         })
+    }
+
+    /// Registered from `addr`: the same as `addr.to_string() == record.source`,
+    /// without the formatting. The text has no IPv6 flow info, so it is
+    /// left out of the comparison.
+    pub fn is_from(&self, addr: SocketAddr) -> bool {
+        match (self.source, addr) {
+            (Some(SocketAddr::V6(s)), SocketAddr::V6(a)) => {
+                s.ip() == a.ip() && s.port() == a.port() && s.scope_id() == a.scope_id()
+            }
+            (Some(s), a) => s == a,
+            (None, _) => false,
+        }
     }
 
     pub fn is_live(&self, now: u64) -> bool {
@@ -130,6 +154,27 @@ mod tests {
             .target
             .unwrap();
         assert_eq!(t.transport, TransportKind::Tls);
+    }
+
+    #[test]
+    fn is_from_agrees_with_the_stored_text() {
+        let b = Binding::from_record(test_record("k", "<sip:b@1.2.3.4>", 10)).unwrap();
+        assert!(b.is_from("127.0.0.1:5999".parse().unwrap()));
+        assert!(!b.is_from("127.0.0.1:5998".parse().unwrap()));
+        assert!(!b.is_from("[::ffff:127.0.0.1]:5999".parse().unwrap()));
+        let mut rec = test_record("k", "<sip:b@1.2.3.4>", 10);
+        rec.source = "[fe80::1%2]:5060".into();
+        let b = Binding::from_record(rec).unwrap();
+        let with_flow = SocketAddr::V6(std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 5060, 7, 2));
+        assert_eq!(with_flow.to_string(), b.record.source);
+        assert!(b.is_from(with_flow));
+        assert!(!b.is_from("[fe80::1%3]:5060".parse().unwrap()));
+        // Not as a SocketAddr writes it: never equal to a formatted address.
+        let mut rec = test_record("k", "<sip:b@1.2.3.4>", 10);
+        rec.source = "[::FFFF:7f00:1]:5999".into();
+        assert!(!Binding::from_record(rec)
+            .unwrap()
+            .is_from("[::ffff:127.0.0.1]:5999".parse().unwrap()));
     }
 
     #[test]

@@ -527,11 +527,10 @@ impl Handler<DeferredActions> for ParticipatingFunction {
         self.touch();
         let mut results = Vec::with_capacity(msg.request.actions.len());
         let mut failed = false;
-        let source = msg.source.to_string();
         let requester = self
             .bindings
             .values()
-            .find(|b| b.record.source == source)
+            .find(|b| b.is_from(msg.source))
             .map(|b| b.record.key.clone())
             .or_else(|| self.eligible_keys().into_iter().next());
         for (seq, action) in msg.request.actions {

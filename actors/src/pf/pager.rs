@@ -12,7 +12,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::{routing, ParticipatingFunction};
 use crate::preferences::{Declined, Unavailable};
-use crate::trace::detail;
+use crate::trace::push_dec;
 use crate::{unix_now, Aor, OutboundError};
 
 #[derive(Message, Clone)]
@@ -87,7 +87,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                     self.trace(
                         &call_id,
                         "device-chosen",
-                        detail(format_args!("{key} ({})", b.record.contact)),
+                        [key.as_str(), " (", b.record.contact.as_str(), ")"].concat(),
                     );
                     chosen.push(key.clone())
                 }
@@ -112,11 +112,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             return self.unavailable(msg);
         }
         tracing::debug!(aor = %self.aor, %call_id, forks = n, "forking");
-        self.trace(
-            &call_id,
-            "forked",
-            detail(format_args!("{n} device(s): {}", chosen.join(", "))),
-        );
+        self.trace(&call_id, "forked", forked_detail(n, &chosen));
         self.in_flight += 1;
         let work = first_success(forks, self.env.policy.get().fork_timeout);
         Box::pin(work.into_actor(self).then(move |outcome, act, _| {
@@ -125,11 +121,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             match outcome {
                 Some(response) => {
                     tracing::debug!(aor = %act.aor, %call_id, forks = n, "delivered");
-                    act.trace(
-                        &call_id,
-                        "delivered",
-                        detail(format_args!("first 2xx: {:?} of {n} fork(s)", response.status())),
-                    );
+                    act.trace(&call_id, "delivered", delivered_detail(response.status(), n));
                     let done = DeliveryOutcome::Delivered { response, forks: n };
                     Box::pin(fut::ready(done)) as ResponseActFuture<Self, DeliveryOutcome>
                 }
@@ -181,6 +173,39 @@ impl ParticipatingFunction {
             }
         }
     }
+}
+
+/// `<n> device(s): <key>, <key>...`, written without the formatter (and
+/// without the Vec of a join).
+fn forked_detail(n: usize, chosen: &[String]) -> String {
+    let mut out = String::with_capacity(16 + chosen.iter().map(|k| k.len() + 2).sum::<usize>());
+    push_dec(&mut out, n as u64);
+    out.push_str(" device(s): ");
+    for (i, key) in chosen.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(key);
+    }
+    out
+}
+
+/// `first 2xx: <status:?> of <n> fork(s)`, written without the formatter.
+fn delivered_detail(status: Option<u16>, n: usize) -> String {
+    let mut out = String::with_capacity(40);
+    out.push_str("first 2xx: ");
+    match status {
+        Some(s) => {
+            out.push_str("Some(");
+            push_dec(&mut out, s.into());
+            out.push(')');
+        }
+        None => out.push_str("None"),
+    }
+    out.push_str(" of ");
+    push_dec(&mut out, n as u64);
+    out.push_str(" fork(s)");
+    out
 }
 
 /// The media types a rule may refuse: the MESSAGE's own, and the CPIM
@@ -243,6 +268,19 @@ where
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn details_are_what_format_wrote() {
+        let keys = vec!["a".to_string(), "b c".to_string()];
+        assert_eq!(forked_detail(2, &keys), format!("{} device(s): {}", 2, keys.join(", ")));
+        assert_eq!(forked_detail(0, &[]), "0 device(s): ");
+        for status in [Some(200), Some(202), None] {
+            assert_eq!(
+                delivered_detail(status, 3),
+                format!("first 2xx: {status:?} of 3 fork(s)")
+            );
+        }
+    }
 
     #[test]
     fn cpim_payload_headers() {

@@ -73,11 +73,10 @@ impl Handler<NoteOrigin> for ParticipatingFunction {
 
     fn handle(&mut self, msg: NoteOrigin, _: &mut Context<Self>) {
         self.touch();
-        let source = msg.source.to_string();
         let Some(key) = self
             .bindings
             .values()
-            .find(|b| b.record.source == source)
+            .find(|b| b.is_from(msg.source))
             .map(|b| b.record.key.clone())
         else {
             return; // not sent from a registered device: reports go to all devices

@@ -75,7 +75,7 @@ impl Criteria {
         if b.caps.rejected_by(&self.reject) {
             return Err(Skip::RejectContact);
         }
-        if self.sender_source.is_some() && self.sender_source.map(|s| s.to_string()) == Some(b.record.source.clone()) {
+        if self.sender_source.is_some_and(|s| b.is_from(s)) {
             return Err(Skip::Sender);
         }
         match b.target {
