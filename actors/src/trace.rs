@@ -293,29 +293,10 @@ impl Tracer {
     }
 }
 
-/// format! for trace details: sized once for a usual detail, where format!
-/// would grow the String several times while writing it.
-pub fn detail(args: std::fmt::Arguments) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(80);
-    let _ = s.write_fmt(args);
-    s
-}
-
 /// Append `n` in decimal, as Display writes it, without the formatter
 /// (trace details are written for every event).
-pub fn push_dec(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    digits[i..].iter().for_each(|d| out.push(char::from(*d)));
+pub fn push_dec(out: &mut String, n: u64) {
+    out.push_str(cpm_sip::decimal(n, &mut [0u8; 20]));
 }
 
 /// Append `addr` as its Display writes it (`a.b.c.d:port`, `[v6]:port`),

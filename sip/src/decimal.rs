@@ -2,7 +2,7 @@
 //! Content-Length, status code or port per message.
 
 /// `n` in decimal, written right-aligned into `buf`; returns the digits.
-pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
     let mut i = buf.len();
     loop {
         i -= 1;

@@ -9,6 +9,7 @@
 pub mod caps;
 pub mod cpim;
 mod decimal;
+pub use decimal::decimal;
 mod error;
 mod headers;
 pub mod imdn;
