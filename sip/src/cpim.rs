@@ -35,6 +35,7 @@
 //! prefix) is kept but not used for resolution: unprefixed headers are always
 //! the CPIM core headers.
 
+use crate::text::trim_ws;
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
@@ -399,17 +400,6 @@ fn is_tchar(b: u8) -> bool {
 
 fn is_ctl(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
-}
-
-/// Trim SP/HTAB; byte-wise (both are ASCII, so the cuts are char boundaries).
-fn trim_ws(s: &str) -> &str {
-    let b = s.as_bytes();
-    let start = b.iter().position(|&c| c != b' ' && c != b'\t').unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|&c| c != b' ' && c != b'\t')
-        .map_or(start, |e| e + 1);
-    &s[start..end]
 }
 
 fn sanitize(value: &str) -> String {
@@ -945,20 +935,6 @@ mod tests {
         }
         // The mutations are small: most inputs still parse.
         assert!(accepted > 1_000, "{accepted}");
-    }
-
-    #[test]
-    fn trim_ws_is_sp_and_htab_only() {
-        for (raw, want) in [
-            ("", ""),
-            (" \t ", ""),
-            ("\ta b\t ", "a b"),
-            ("é ", "é"),
-            ("\u{a0}x\n", "\u{a0}x\n"),
-        ] {
-            assert_eq!(trim_ws(raw), want, "{raw:?}");
-            assert_eq!(trim_ws(raw), raw.trim_matches(|c| c == ' ' || c == '\t'), "{raw:?}");
-        }
     }
 }
 

@@ -27,6 +27,7 @@
 //! §3.1.1.2); CR and LF never pass. The parser never panics and always
 //! slices at character boundaries.
 
+use crate::text::trim_ws;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -349,17 +350,6 @@ fn is_token_char(c: char) -> bool {
 
 fn is_ws(c: char) -> bool {
     c == ' ' || c == '\t'
-}
-
-/// Trim SP/HTAB; byte-wise (both are ASCII, so the cuts are char boundaries).
-fn trim_ws(s: &str) -> &str {
-    let b = s.as_bytes();
-    let start = b.iter().position(|&c| c != b' ' && c != b'\t').unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|&c| c != b' ' && c != b'\t')
-        .map_or(start, |e| e + 1);
-    &s[start..end]
 }
 
 struct Cursor<'a> {
@@ -1111,20 +1101,6 @@ mod tests {
             let s: String = (0..rng.below(10)).map(|_| PIECES[rng.below(PIECES.len())]).collect();
             let mut c = Cursor::new(&s);
             assert_eq!(c.value_chars().map(|()| c.pos), old(&s), "{s:?}");
-        }
-    }
-
-    #[test]
-    fn trim_ws_is_sp_and_htab_only() {
-        for (raw, want) in [
-            ("", ""),
-            (" \t ", ""),
-            ("\ta b\t ", "a b"),
-            ("é ", "é"),
-            ("\u{a0}x\n", "\u{a0}x\n"),
-        ] {
-            assert_eq!(trim_ws(raw), want, "{raw:?}");
-            assert_eq!(trim_ws(raw), raw.trim_matches(|c| c == ' ' || c == '\t'), "{raw:?}");
         }
     }
 }

@@ -34,6 +34,17 @@ pub(crate) fn trim(s: &str) -> &str {
     }
 }
 
+/// Trim SP/HTAB; byte-wise (both are ASCII, so the cuts are char boundaries).
+pub(crate) fn trim_ws(s: &str) -> &str {
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| c != b' ' && c != b'\t').unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|&c| c != b' ' && c != b'\t')
+        .map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
 /// An ASCII byte `trim` keeps.
 fn is_ascii_kept(b: u8) -> bool {
     b.is_ascii() && !is_ascii_white(b)
@@ -62,6 +73,20 @@ pub(crate) fn rfind_byte(needle: u8, hay: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trim_ws_is_sp_and_htab_only() {
+        for (raw, want) in [
+            ("", ""),
+            (" \t ", ""),
+            ("\ta b\t ", "a b"),
+            ("é ", "é"),
+            ("\u{a0}x\n", "\u{a0}x\n"),
+        ] {
+            assert_eq!(trim_ws(raw), want, "{raw:?}");
+            assert_eq!(trim_ws(raw), raw.trim_matches(|c| c == ' ' || c == '\t'), "{raw:?}");
+        }
+    }
 
     #[test]
     fn trim_matches_str_trim() {
