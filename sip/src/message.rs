@@ -623,18 +623,23 @@ l: 5\r\n\r\nhello";
         assert_eq!(m.top_via().unwrap().host, "b");
     }
 
+    /// `len` bytes drawn from `alphabet` with a xorshift generator (state `x`).
+    fn random_bytes(x: &mut u64, len: usize, alphabet: &[u8]) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                alphabet[(*x % alphabet.len() as u64) as usize]
+            })
+            .collect()
+    }
+
     #[test]
     fn line_searches_match_memmem() {
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         for n in 0..3000 {
-            let buf: Vec<u8> = (0..n % 24)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    [b'\r', b'\n', b'a'][(x % 3) as usize]
-                })
-                .collect();
+            let buf = random_bytes(&mut x, n % 24, b"\r\na");
             assert_eq!(find_crlf(&buf), memchr::memmem::find(&buf, b"\r\n"), "{buf:?}");
             assert_eq!(
                 find_blank_line(&buf),
@@ -649,14 +654,7 @@ l: 5\r\n\r\nhello";
     fn head_scan_matches_line_search() {
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         for n in 0..3000 {
-            let buf: Vec<u8> = (0..n % 64)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    [b'\r', b'\n', b'a', b' '][(x % 4) as usize]
-                })
-                .collect();
+            let buf = random_bytes(&mut x, n % 64, b"\r\na ");
             let Some(scan) = scan_head(&buf) else {
                 continue;
             };
