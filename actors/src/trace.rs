@@ -12,7 +12,6 @@
 //! requests by method and status, and a latency histogram per method.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -43,12 +42,71 @@ pub struct TraceEvent {
     pub detail: String,
 }
 
+/// One event as the ring keeps it: its four strings packed into one buffer
+/// that is reused when the slot is recycled, so a full ring records without
+/// allocating (a relayed message records about seven events; four Strings
+/// each, allocated here and freed cold when pushed out, were a measurable
+/// part of its cost).
+struct Slot {
+    seq: u64,
+    at_ms: u64,
+    /// call_id ++ actor ++ event ++ detail.
+    text: String,
+    call_end: usize,
+    actor_end: usize,
+    event_end: usize,
+}
+
+impl Slot {
+    fn call_id(&self) -> &str {
+        &self.text[..self.call_end]
+    }
+
+    fn actor(&self) -> &str {
+        &self.text[self.call_end..self.actor_end]
+    }
+
+    fn to_event(&self) -> TraceEvent {
+        TraceEvent {
+            seq: self.seq,
+            at_ms: self.at_ms,
+            call_id: self.call_id().to_string(),
+            actor: self.actor().to_string(),
+            event: self.text[self.actor_end..self.event_end].to_string(),
+            detail: self.text[self.event_end..].to_string(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Ring {
-    events: VecDeque<TraceEvent>,
-    /// Call-ID ↔ imdn.Message-ID links, bounded like the events.
+    events: VecDeque<Slot>,
+    /// Call-ID ↔ imdn.Message-ID links, bounded like the events (the
+    /// Strings of a link pushed out are reused for the next one).
     links: VecDeque<(String, String)>,
     next: u64,
+}
+
+impl Ring {
+    /// A slot to fill: the oldest one once the ring holds `capacity`
+    /// (its buffer emptied, its capacity kept), else a new one.
+    fn take_slot(&mut self, capacity: usize, dropped: &AtomicU64) -> Slot {
+        if self.events.len() >= capacity {
+            if let Some(mut old) = self.events.pop_front() {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                old.text.clear();
+                return old;
+            }
+        }
+        Slot {
+            seq: 0,
+            at_ms: 0,
+            text: String::with_capacity(128),
+            call_end: 0,
+            actor_end: 0,
+            event_end: 0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -130,7 +188,13 @@ impl Tracer {
     }
 
     /// Record one hop or decision of the request `call_id`.
-    pub fn record(&self, call_id: &str, actor: impl Display, event: &str, detail: impl Into<String>) {
+    pub fn record(&self, call_id: &str, actor: &str, event: &str, detail: impl AsRef<str>) {
+        self.record_with(call_id, actor, event, |out| out.push_str(detail.as_ref()));
+    }
+
+    /// As [`Tracer::record`], with the detail written by `detail` straight
+    /// into the event's buffer (no String of its own on the hot path).
+    pub fn record_with(&self, call_id: &str, actor: &str, event: &str, detail: impl FnOnce(&mut String)) {
         if let Ok(mut c) = self.counters.lock() {
             match c.events.get_mut(event) {
                 Some(n) => *n += 1,
@@ -143,20 +207,18 @@ impl Tracer {
             return;
         }
         let Ok(mut ring) = self.ring.lock() else { return };
+        let mut slot = ring.take_slot(self.capacity, &self.dropped);
         ring.next += 1;
-        let ev = TraceEvent {
-            seq: ring.next,
-            at_ms: now_ms(),
-            call_id: call_id.to_string(),
-            actor: actor.to_string(),
-            event: event.to_string(),
-            detail: detail.into(),
-        };
-        if ring.events.len() >= self.capacity {
-            ring.events.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        ring.events.push_back(ev);
+        slot.seq = ring.next;
+        slot.at_ms = now_ms();
+        slot.text.push_str(call_id);
+        slot.call_end = slot.text.len();
+        slot.text.push_str(actor);
+        slot.actor_end = slot.text.len();
+        slot.text.push_str(event);
+        slot.event_end = slot.text.len();
+        detail(&mut slot.text);
+        ring.events.push_back(slot);
     }
 
     /// The request `call_id` carries the CPIM message `message_id`.
@@ -176,10 +238,15 @@ impl Tracer {
         {
             return;
         }
-        if ring.links.len() >= self.capacity {
-            ring.links.pop_front();
-        }
-        ring.links.push_back((call_id.to_string(), message_id.to_string()));
+        let (mut c, mut m) = match ring.links.len() >= self.capacity {
+            true => ring.links.pop_front().unwrap_or_default(),
+            false => Default::default(),
+        };
+        c.clear();
+        c.push_str(call_id);
+        m.clear();
+        m.push_str(message_id);
+        ring.links.push_back((c, m));
     }
 
     /// A final response went out: counts it and records the event.
@@ -202,23 +269,27 @@ impl Tracer {
             }
         }
         // `<status> to <method> after <µs> µs`, without the formatter.
-        let mut what = String::with_capacity(48);
-        push_dec(&mut what, status.into());
-        what.push_str(" to ");
-        what.push_str(method);
-        what.push_str(" after ");
-        match u64::try_from(elapsed.as_micros()) {
-            Ok(us) => push_dec(&mut what, us),
-            Err(_) => what.push_str(&elapsed.as_micros().to_string()),
-        }
-        what.push_str(" µs");
-        self.record(call_id, "ingress", "responded", what);
+        self.record_with(call_id, "ingress", "responded", |what| {
+            push_dec(what, status.into());
+            what.push_str(" to ");
+            what.push_str(method);
+            what.push_str(" after ");
+            match u64::try_from(elapsed.as_micros()) {
+                Ok(us) => push_dec(what, us),
+                Err(_) => what.push_str(&elapsed.as_micros().to_string()),
+            }
+            what.push_str(" µs");
+        });
     }
 
     /// Every recorded event of the request `call_id`, oldest first.
     pub fn by_call_id(&self, call_id: &str) -> Vec<TraceEvent> {
         let Ok(ring) = self.ring.lock() else { return Vec::new() };
-        ring.events.iter().filter(|e| e.call_id == call_id).cloned().collect()
+        ring.events
+            .iter()
+            .filter(|e| e.call_id() == call_id)
+            .map(Slot::to_event)
+            .collect()
     }
 
     /// Every recorded event of the requests that carried `message_id`
@@ -233,8 +304,8 @@ impl Tracer {
             .collect();
         ring.events
             .iter()
-            .filter(|e| calls.contains(e.call_id.as_str()))
-            .cloned()
+            .filter(|e| calls.contains(e.call_id()))
+            .map(Slot::to_event)
             .collect()
     }
 
@@ -252,7 +323,7 @@ impl Tracer {
     pub fn recent(&self, limit: usize) -> Vec<TraceEvent> {
         let Ok(ring) = self.ring.lock() else { return Vec::new() };
         let skip = ring.events.len().saturating_sub(limit);
-        ring.events.iter().skip(skip).cloned().collect()
+        ring.events.iter().skip(skip).map(Slot::to_event).collect()
     }
 
     /// The most recent events whose actor is `actor`, oldest first.
@@ -262,9 +333,9 @@ impl Tracer {
             .events
             .iter()
             .rev()
-            .filter(|e| e.actor == actor)
+            .filter(|e| e.actor() == actor)
             .take(limit)
-            .cloned()
+            .map(Slot::to_event)
             .collect();
         out.reverse();
         out
@@ -380,6 +451,32 @@ mod tests {
         let c = t.counters();
         assert_eq!(c.trace_dropped, 1);
         assert!(c.events.contains(&("received".to_string(), 3)));
+    }
+
+    #[test]
+    fn recycled_slots_carry_only_their_own_event() {
+        // Slots (and link Strings) are reused once the ring is full: a long
+        // old event must leave nothing behind in a short new one.
+        let t = Tracer::new(2);
+        t.record("a-long-call-id", "pf:sip:someone@example.com", "device-skipped", "x".repeat(300));
+        t.record("b", "ingress", "received", "y");
+        t.link("a-long-call-id", "m-long-message-id");
+        t.link("b", "m2");
+        t.record_with("c", "pf:c", "forked", |out| out.push_str("1 device(s): k"));
+        t.link("c", "m3");
+        let recent = t.recent(10);
+        assert_eq!(recent.len(), 2);
+        let c = &recent[1];
+        assert_eq!(
+            (c.call_id.as_str(), c.actor.as_str(), c.event.as_str(), c.detail.as_str()),
+            ("c", "pf:c", "forked", "1 device(s): k")
+        );
+        assert!(c.seq > recent[0].seq);
+        assert_eq!(t.by_call_id("a-long-call-id"), vec![]);
+        assert_eq!(t.message_ids("c"), vec!["m3".to_string()]);
+        assert!(t.message_ids("a-long-call-id").is_empty());
+        assert_eq!(t.recent_for_actor("pf:c", 5).len(), 1);
+        assert_eq!(t.counters().trace_dropped, 1);
     }
 
     #[test]

@@ -323,13 +323,13 @@ fn is_anonymous_uri(uri: &SipUri) -> bool {
 async fn deliver(mut r: Reply, sender: Aor, target: Aor, gruu: Option<String>, anonymous_from: bool) {
     let core = r.core.clone();
     // `<sender> -> <target>[ (gruu <gruu>)]`, without the formatter.
-    let mut what = [sender.as_str(), " -> ", target.as_str()].concat();
-    if let Some(g) = &gruu {
-        what.extend([" (gruu ", g, ")"]);
-    }
-    core.env
-        .tracer
-        .record(r.req.call_id().unwrap_or_default(), "ingress", "authorized", what);
+    let call_id = r.req.call_id().unwrap_or_default();
+    core.env.tracer.record_with(call_id, "ingress", "authorized", |what| {
+        what.extend([sender.as_str(), " -> ", target.as_str()]);
+        if let Some(g) = &gruu {
+            what.extend([" (gruu ", g, ")"]);
+        }
+    });
     let anonymous = privacy_requested(&r.req) || anonymous_from;
     let mut report_for = None;
     let mut cpim = parse_cpim(&r.req, &core.env.tracer);

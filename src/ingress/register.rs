@@ -40,7 +40,7 @@ pub fn handle(reply: Reply) {
         r.core
             .env
             .tracer
-            .record(call_id, format_args!("pf:{aor}"), "registrar", what);
+            .record(call_id, &format!("pf:{aor}"), "registrar", what);
         let resp = match result {
             Ok(Ok(outcome)) => {
                 let mut b = r.builder(200);

@@ -25,15 +25,14 @@ impl Reply {
         // `<method> from <peer> over <transport:?>`, written without the
         // formatter (trace::push_addr).
         let method = req.method().map_or("", Method::as_str);
-        let mut what = String::with_capacity(80);
-        what.push_str(method);
-        what.push_str(" from ");
-        trace::push_addr(&mut what, source.peer);
-        what.push_str(" over ");
-        what.push_str(transport_debug(source.transport));
-        core.env
-            .tracer
-            .record(req.call_id().unwrap_or_default(), "ingress", "received", what);
+        let call_id = req.call_id().unwrap_or_default();
+        core.env.tracer.record_with(call_id, "ingress", "received", |what| {
+            what.push_str(method);
+            what.push_str(" from ");
+            trace::push_addr(what, source.peer);
+            what.push_str(" over ");
+            what.push_str(transport_debug(source.transport));
+        });
         let started = std::time::Instant::now();
         Reply {
             core,

@@ -84,11 +84,9 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             }
             match criteria.check(b, now) {
                 Ok(()) => {
-                    self.trace(
-                        &call_id,
-                        "device-chosen",
-                        [key.as_str(), " (", b.record.contact.as_str(), ")"].concat(),
-                    );
+                    self.trace_with(&call_id, "device-chosen", |out| {
+                        out.extend([key.as_str(), " (", b.record.contact.as_str(), ")"])
+                    });
                     chosen.push(key.clone())
                 }
                 Err(skip) => {
@@ -112,7 +110,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             return self.unavailable(msg);
         }
         tracing::debug!(aor = %self.aor, %call_id, forks = n, "forking");
-        self.trace(&call_id, "forked", forked_detail(n, &chosen));
+        self.trace_with(&call_id, "forked", |out| forked_detail(out, n, &chosen));
         self.in_flight += 1;
         let work = first_success(forks, self.env.policy.get().fork_timeout);
         Box::pin(work.into_actor(self).then(move |outcome, act, _| {
@@ -121,7 +119,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             match outcome {
                 Some(response) => {
                     tracing::debug!(aor = %act.aor, %call_id, forks = n, "delivered");
-                    act.trace(&call_id, "delivered", delivered_detail(response.status(), n));
+                    act.trace_with(&call_id, "delivered", |out| delivered_detail(out, response.status(), n));
                     let done = DeliveryOutcome::Delivered { response, forks: n };
                     Box::pin(fut::ready(done)) as ResponseActFuture<Self, DeliveryOutcome>
                 }
@@ -177,9 +175,8 @@ impl ParticipatingFunction {
 
 /// `<n> device(s): <key>, <key>...`, written without the formatter (and
 /// without the Vec of a join).
-fn forked_detail(n: usize, chosen: &[String]) -> String {
-    let mut out = String::with_capacity(16 + chosen.iter().map(|k| k.len() + 2).sum::<usize>());
-    push_dec(&mut out, n as u64);
+fn forked_detail(out: &mut String, n: usize, chosen: &[String]) {
+    push_dec(out, n as u64);
     out.push_str(" device(s): ");
     for (i, key) in chosen.iter().enumerate() {
         if i > 0 {
@@ -187,25 +184,22 @@ fn forked_detail(n: usize, chosen: &[String]) -> String {
         }
         out.push_str(key);
     }
-    out
 }
 
 /// `first 2xx: <status:?> of <n> fork(s)`, written without the formatter.
-fn delivered_detail(status: Option<u16>, n: usize) -> String {
-    let mut out = String::with_capacity(40);
+fn delivered_detail(out: &mut String, status: Option<u16>, n: usize) {
     out.push_str("first 2xx: ");
     match status {
         Some(s) => {
             out.push_str("Some(");
-            push_dec(&mut out, s.into());
+            push_dec(out, s.into());
             out.push(')');
         }
         None => out.push_str("None"),
     }
     out.push_str(" of ");
-    push_dec(&mut out, n as u64);
+    push_dec(out, n as u64);
     out.push_str(" fork(s)");
-    out
 }
 
 /// The media types a rule may refuse: the MESSAGE's own, and the CPIM
@@ -272,11 +266,19 @@ mod tests {
     #[test]
     fn details_are_what_format_wrote() {
         let keys = vec!["a".to_string(), "b c".to_string()];
-        assert_eq!(forked_detail(2, &keys), format!("{} device(s): {}", 2, keys.join(", ")));
-        assert_eq!(forked_detail(0, &[]), "0 device(s): ");
+        let written = |f: &dyn Fn(&mut String)| {
+            let mut out = String::new();
+            f(&mut out);
+            out
+        };
+        assert_eq!(
+            written(&|o| forked_detail(o, 2, &keys)),
+            format!("{} device(s): {}", 2, keys.join(", "))
+        );
+        assert_eq!(written(&|o| forked_detail(o, 0, &[])), "0 device(s): ");
         for status in [Some(200), Some(202), None] {
             assert_eq!(
-                delivered_detail(status, 3),
+                written(&|o| delivered_detail(o, status, 3)),
                 format!("first 2xx: {status:?} of 3 fork(s)")
             );
         }
