@@ -291,3 +291,94 @@ fn message_to_oneself_skips_the_sending_device() {
         "the other device got it; the sending phone got only the 200"
     );
 }
+
+/// A device that answers 100 Trying at once and 200 OK only 3 s later: the
+/// provisional keeps the fork's client transaction alive and slows Timer E
+/// to T2 (one retransmission at T1, the next not before 4.5 s), a response
+/// carrying a branch that is not ours is dropped, and the late 200 is what
+/// the sender gets.
+#[test]
+fn provisional_then_late_final_reaches_the_sender() {
+    let cpm = Cpm::start(&["--open"]);
+    let dev = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = dev.local_addr().expect("addr").port();
+    let reg = format!(
+        "REGISTER sip:127.0.0.1:{s} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKprov-reg\r\n\
+         From: <sip:bob@127.0.0.1>;tag=r\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: prov-reg\r\nCSeq: 1 REGISTER\r\n\
+         Contact: <sip:bob@127.0.0.1:{port}>;+g.oma.sip-im\r\nExpires: 300\r\nContent-Length: 0\r\n\r\n",
+        s = cpm.udp
+    );
+    let answer = udp_exchange(&dev, cpm.udp, reg.as_bytes(), Duration::from_secs(5)).expect("REGISTER answered");
+    assert_eq!(status_of(&answer), Some(200), "{answer}");
+    dev.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout"); // udp_exchange set its own
+
+    let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sender
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let sport = sender.local_addr().expect("addr").port();
+    let msg = format!(
+        "MESSAGE sip:bob@127.0.0.1:{s} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{sport};branch=z9hG4bKprov-msg\r\n\
+         From: <sip:alice@127.0.0.1>;tag=a\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: prov-msg\r\nCSeq: 1 MESSAGE\r\n\
+         Max-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+        s = cpm.udp
+    );
+    sender.send_to(msg.as_bytes(), ("127.0.0.1", cpm.udp)).expect("send");
+
+    let mut buf = vec![0u8; 65_535];
+    let recv = |sock: &UdpSocket, buf: &mut Vec<u8>| -> Option<(String, std::net::SocketAddr)> {
+        let (n, from) = sock.recv_from(buf).ok()?;
+        Some((String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+    };
+    let start = std::time::Instant::now();
+    let (mut copies, mut first, mut finals_early) = (0, None, 0);
+    while start.elapsed() < Duration::from_secs(3) {
+        if let Some((text, from)) = recv(&dev, &mut buf).filter(|(t, _)| t.starts_with("MESSAGE ")) {
+            copies += 1;
+            if first.is_none() {
+                dev.send_to(response_to(&text, 100).as_bytes(), from).expect("100");
+                // Same response, but the top Via's branch is not one of the server's.
+                let forged = response_to(&text, 200).replacen(";branch=z9hG4bK", ";branch=z9hG4bKforged", 1);
+                dev.send_to(forged.as_bytes(), from).expect("forged");
+                first = Some((text, from));
+            }
+        }
+        if recv(&sender, &mut buf).is_some_and(|(t, _)| status_of(&t).is_some_and(|c| c >= 200)) {
+            finals_early += 1;
+        }
+    }
+    let (text, from) = first.expect("the device got the MESSAGE");
+    assert_eq!(
+        finals_early,
+        0,
+        "the forged 200 must not reach the sender\n{}",
+        cpm.log()
+    );
+    assert_eq!(
+        copies,
+        2,
+        "the original and one retransmission at T1, then T2 after the 100\n{}",
+        cpm.log()
+    );
+    dev.send_to(response_to(&text, 200).as_bytes(), from).expect("200");
+    let got = wait_for_final(&sender, &mut buf);
+    assert_eq!(
+        got.as_deref().and_then(status_of),
+        Some(200),
+        "late 200 forwarded\n{}",
+        cpm.log()
+    );
+}
+
+fn wait_for_final(sock: &UdpSocket, buf: &mut [u8]) -> Option<String> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok((n, _)) = sock.recv_from(buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if status_of(&text).is_some_and(|c| c >= 200) {
+                return Some(text);
+            }
+        }
+    }
+    None
+}

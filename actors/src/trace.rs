@@ -458,7 +458,12 @@ mod tests {
         // Slots (and link Strings) are reused once the ring is full: a long
         // old event must leave nothing behind in a short new one.
         let t = Tracer::new(2);
-        t.record("a-long-call-id", "pf:sip:someone@example.com", "device-skipped", "x".repeat(300));
+        t.record(
+            "a-long-call-id",
+            "pf:sip:someone@example.com",
+            "device-skipped",
+            "x".repeat(300),
+        );
         t.record("b", "ingress", "received", "y");
         t.link("a-long-call-id", "m-long-message-id");
         t.link("b", "m2");
@@ -468,7 +473,12 @@ mod tests {
         assert_eq!(recent.len(), 2);
         let c = &recent[1];
         assert_eq!(
-            (c.call_id.as_str(), c.actor.as_str(), c.event.as_str(), c.detail.as_str()),
+            (
+                c.call_id.as_str(),
+                c.actor.as_str(),
+                c.event.as_str(),
+                c.detail.as_str()
+            ),
             ("c", "pf:c", "forked", "1 device(s): k")
         );
         assert!(c.seq > recent[0].seq);

@@ -8,13 +8,17 @@ use std::sync::Arc;
 use cpm_actors::{OutboundError, Target, TransportKind};
 use cpm_sip::Message;
 use dashmap::DashMap;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
 use super::Timers;
 use crate::transport::Transports;
 
 pub struct ClientTransactions {
-    map: DashMap<String, mpsc::Sender<Message>>,
+    /// Live transactions by the counter in their branch: the sender of the
+    /// final response, and whether a provisional one came (Timer E then
+    /// backs off to T2). A counter key and a oneshot cost one allocation per
+    /// request; a String branch key and an mpsc channel cost four.
+    map: DashMap<u64, (oneshot::Sender<Message>, bool), CounterHash>,
     transports: Arc<Transports>,
     timers: Timers,
     /// `z9hG4bK<seed>.`: what every branch of ours starts with.
@@ -27,14 +31,56 @@ pub struct ClientTransactions {
     cap: usize,
 }
 
+type Pending = (oneshot::Sender<Message>, bool);
+
 /// Removes the transaction entry however the request future ends (even
 /// when it is dropped), so the table cannot leak.
-struct Entry<'a>(&'a DashMap<String, mpsc::Sender<Message>>, String);
+struct Entry<'a>(&'a DashMap<u64, Pending, CounterHash>, u64);
 
 impl Drop for Entry<'_> {
     fn drop(&mut self) {
         self.0.remove(&self.1);
     }
+}
+
+/// Hashes the table's keys, our own counters (never chosen by a peer, so
+/// there is nothing to flood): a multiply spreads consecutive ones over
+/// the shards, where SipHash cost more than the rest of the lookup.
+#[derive(Clone, Default)]
+struct CounterHash;
+
+impl BuildHasher for CounterHash {
+    type Hasher = CounterHasher;
+    fn build_hasher(&self) -> CounterHasher {
+        CounterHasher(0)
+    }
+}
+
+struct CounterHasher(u64);
+
+impl Hasher for CounterHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// The counter of one of our branches (`<prefix><lowercase hex>`, as
+/// `branch_and_via` writes it), or None for anybody else's.
+fn counter_of(branch: &str, prefix: &str) -> Option<u64> {
+    let hex = branch.strip_prefix(prefix)?;
+    let canonical = !hex.is_empty()
+        && hex.len() <= 16
+        && (hex == "0" || !hex.starts_with('0'))
+        && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    canonical.then(|| u64::from_str_radix(hex, 16).ok()).flatten()
 }
 
 const KINDS: [TransportKind; 4] = [
@@ -73,7 +119,7 @@ impl ClientTransactions {
             Some(format!("SIP/2.0/{proto} {sent_by};branch={prefix}"))
         });
         ClientTransactions {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(CounterHash),
             transports,
             timers,
             via_heads,
@@ -83,15 +129,15 @@ impl ClientTransactions {
         }
     }
 
-    /// A new branch and the Via that carries it: `<via head><n>;rport`.
-    fn branch_and_via(&self, via_head: &str) -> (String, String) {
+    /// A new transaction counter and the Via that carries its branch:
+    /// `<via head><n in hex>;rport`.
+    fn counter_and_via(&self, via_head: &str) -> (u64, String) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut via = String::with_capacity(via_head.len() + 16 + ";rport".len());
         via.push_str(via_head);
         let _ = write!(via, "{n:x}");
-        let branch = via[via_head.len() - self.prefix.len()..].to_string();
         via.push_str(";rport");
-        (branch, via)
+        (n, via)
     }
 
     /// Send `req` in a new transaction and wait for its final response
@@ -107,12 +153,12 @@ impl ClientTransactions {
                 "overloaded: too many client transactions".into(),
             ));
         }
-        let (branch, via) = self.branch_and_via(via_head);
+        let (n, via) = self.counter_and_via(via_head);
         req.headers.push_front("Via", via);
         let data = req.to_bytes();
-        let (tx, mut rx) = mpsc::channel(4);
-        self.map.insert(branch.clone(), tx);
-        let _entry = Entry(&self.map, branch);
+        let (tx, mut rx) = oneshot::channel();
+        self.map.insert(n, (tx, false));
+        let _entry = Entry(&self.map, n);
 
         let transport_err = |e: crate::transport::TransportError| OutboundError::Transport(target.addr, e.to_string());
         self.transports
@@ -124,17 +170,13 @@ impl ClientTransactions {
         tokio::pin!(timer_f);
         let reliable = target.transport != TransportKind::Udp;
         let mut interval = self.timers.t1;
-        let mut proceeding = false;
         loop {
             let timer_e = tokio::time::sleep(interval);
             tokio::select! {
-                resp = rx.recv() => match resp {
-                    Some(resp) if resp.status().unwrap_or(0) >= 200 => return Ok(resp),
-                    Some(_) => proceeding = true,
-                    None => return Err(OutboundError::Shutdown),
-                },
+                resp = &mut rx => return resp.map_err(|_| OutboundError::Shutdown),
                 _ = timer_e, if !reliable => {
                     self.transports.send(target, data.clone()).await.map_err(transport_err)?;
+                    let proceeding = self.map.get(&n).is_some_and(|e| e.1);
                     interval = if proceeding { self.timers.t2 } else { (interval * 2).min(self.timers.t2) };
                 }
                 _ = &mut timer_f => return Err(OutboundError::Timeout(target.addr)),
@@ -143,20 +185,30 @@ impl ClientTransactions {
     }
 
     /// Match a response to its transaction by the branch of its top Via
-    /// (ours); stray responses are dropped (a proxy core does not forward them).
+    /// (ours); stray responses are dropped (a proxy core does not forward
+    /// them), and so are retransmitted finals, whose transaction is gone.
     pub fn on_response(&self, mut resp: Message) {
         let via = resp.top_via().ok();
         let Some(branch) = via.as_ref().and_then(|v| v.branch()) else {
             tracing::debug!("response without a usable Via dropped");
             return;
         };
-        let Some(tx) = self.map.get(branch).map(|t| t.clone()) else {
+        let Some(n) = counter_of(branch, &self.prefix).filter(|n| self.map.contains_key(n)) else {
             tracing::debug!(%branch, "stray response dropped (no transaction)");
             return;
         };
+        if resp.status().unwrap_or(0) < 200 {
+            if let Some(mut pending) = self.map.get_mut(&n) {
+                pending.1 = true; // proceeding
+            }
+            return;
+        }
+        let Some((_, (tx, _))) = self.map.remove(&n) else {
+            return;
+        };
         resp.pop_via();
-        // A full queue means the transaction already has its final response.
-        let _ = tx.try_send(resp);
+        // Err: the request future is gone (dropped): nobody to tell.
+        let _ = tx.send(resp);
     }
 
     pub fn len(&self) -> usize {
@@ -165,5 +217,42 @@ impl ClientTransactions {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::Hash;
+
+    #[test]
+    fn only_our_canonical_branches_have_a_counter() {
+        let prefix = "z9hG4bK00ff.";
+        for n in [0u64, 1, 0x1f, u64::MAX] {
+            assert_eq!(counter_of(&format!("{prefix}{n:x}"), prefix), Some(n));
+        }
+        for other in [
+            "z9hG4bK00ff.",   // no counter
+            "z9hG4bK00ff.01", // a leading zero: not what we write
+            "z9hG4bK00ff.+1f",
+            "z9hG4bK00ff.1F",
+            "z9hG4bK00ff.1g",
+            "z9hG4bK00ff.10000000000000000", // 17 digits
+            "z9hG4bK00fe.1f",                // another seed
+            "z9hG4bKabc",
+        ] {
+            assert_eq!(counter_of(other, prefix), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn counter_hash_spreads_consecutive_keys() {
+        let shard = |n: u64| {
+            let mut h = CounterHash.build_hasher();
+            n.hash(&mut h);
+            (h.finish() << 7) >> 61 // dashmap 6 picks a shard from these bits (8 shards here)
+        };
+        let shards: std::collections::HashSet<u64> = (0..64).map(shard).collect();
+        assert!(shards.len() >= 6, "{shards:?}");
     }
 }
