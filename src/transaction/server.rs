@@ -1,7 +1,8 @@
 //! Server transactions keyed per RFC 3261 §17.2.3.
 
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,8 +15,11 @@ use super::Timers;
 
 /// Branch + sent-by + method (ACK matches its INVITE) for RFC 3261 branches;
 /// the RFC 2543 fallback uses Call-ID, CSeq, From tag and the top Via.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ServerKey(String);
+/// Kept as a 128-bit keyed digest of those parts rather than their text: no
+/// String per request (and none per table entry), and with the keys random
+/// per process a peer cannot make two transactions collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerKey(u128);
 
 impl ServerKey {
     pub fn of(req: &Message, via: &Via) -> ServerKey {
@@ -24,26 +28,73 @@ impl ServerKey {
             Some(m) => m.as_str(),
             None => "",
         };
+        let port = via.port.unwrap_or(5060).to_le_bytes(); // sent-by's default port
         if via.has_rfc3261_branch() {
             let branch = via.branch().unwrap_or_default();
-            // `branch|sent-by|method`, sent-by written as Via::sent_by()
-            // does (default port 5060) without a String of its own.
-            let mut key = String::with_capacity(branch.len() + via.host.len() + method.len() + 8);
-            let _ = write!(key, "{branch}|{}:{}|{method}", via.host, via.port.unwrap_or(5060));
-            return ServerKey(key);
+            return ServerKey::digest(&[
+                b"3261",
+                branch.as_bytes(),
+                via.host.as_bytes(),
+                &port,
+                method.as_bytes(),
+            ]);
         }
-        let cseq = req.cseq().map(|(n, _)| n).unwrap_or(0);
-        let from_tag = req
-            .from()
-            .ok()
-            .and_then(|f| f.tag().map(str::to_string))
-            .unwrap_or_default();
-        ServerKey(format!(
-            "2543|{}|{cseq}|{method}|{from_tag}|{}|{}",
-            req.call_id().unwrap_or_default(),
-            via.sent_by(),
-            via.branch().unwrap_or_default()
-        ))
+        let cseq = req.cseq().map(|(n, _)| n).unwrap_or(0).to_le_bytes();
+        let from = req.from().ok();
+        let from_tag = from.as_ref().and_then(|f| f.tag()).unwrap_or_default();
+        ServerKey::digest(&[
+            b"2543",
+            req.call_id().unwrap_or_default().as_bytes(),
+            &cseq,
+            method.as_bytes(),
+            from_tag.as_bytes(),
+            via.host.as_bytes(),
+            &port,
+            via.branch().unwrap_or_default().as_bytes(),
+        ])
+    }
+
+    /// Two keyed SipHashes of the parts, each part length-prefixed so that
+    /// no two different lists of parts feed the same bytes.
+    fn digest(parts: &[&[u8]]) -> ServerKey {
+        static KEYS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
+        let (a, b) = KEYS.get_or_init(|| (RandomState::new(), RandomState::new()));
+        let (mut ha, mut hb) = (a.build_hasher(), b.build_hasher());
+        for part in parts {
+            for h in [&mut ha, &mut hb] {
+                h.write_usize(part.len());
+                h.write(part);
+            }
+        }
+        ServerKey(u128::from(ha.finish()) << 64 | u128::from(hb.finish()))
+    }
+}
+
+/// The table's hasher: its keys are already keyed digests, so their low
+/// bits are the hash (SipHash over them again would cost for nothing).
+#[derive(Clone, Default)]
+struct DigestHash;
+
+impl BuildHasher for DigestHash {
+    type Hasher = DigestHasher;
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(0)
+    }
+}
+
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 ^= n as u64; // the low half: one of the two SipHashes
     }
 }
 
@@ -69,7 +120,7 @@ pub enum ServerLookup {
 }
 
 pub struct ServerTransactions {
-    map: DashMap<ServerKey, (State, Instant)>,
+    map: DashMap<ServerKey, (State, Instant), DigestHash>,
     cap: usize,
     /// When the table was last relieved of old completed transactions.
     relieved: Mutex<Option<Instant>>,
@@ -94,7 +145,7 @@ impl ServerTransactions {
     /// A table of at most (about) `cap` transactions.
     pub fn with_cap(cap: usize) -> ServerTransactions {
         ServerTransactions {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(DigestHash),
             cap: cap.max(1),
             relieved: Mutex::new(None),
         }
@@ -109,7 +160,7 @@ impl ServerTransactions {
         if self.map.len() >= self.cap && !self.map.contains_key(key) && !self.relieve() {
             return ServerLookup::Full;
         }
-        match self.map.entry(key.clone()) {
+        match self.map.entry(*key) {
             Entry::Vacant(v) => {
                 v.insert((State::Trying, Instant::now()));
                 ServerLookup::New
@@ -200,6 +251,46 @@ mod tests {
         Message::parse(Bytes::from(raw)).unwrap()
     }
 
+    fn key_of(raw: &str) -> ServerKey {
+        let m = Message::parse(Bytes::from(raw.to_string())).unwrap();
+        ServerKey::of(&m, &m.top_via().unwrap())
+    }
+
+    #[test]
+    fn keys_match_what_rfc3261_matches_and_nothing_else() {
+        let raw = |method: &str, via: &str, call_id: &str, tag: &str| {
+            format!("{method} sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP {via}\r\nFrom: <sip:a@x>;tag={tag}\r\nTo: <sip:b@x>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n\r\n")
+        };
+        let base = key_of(&raw("MESSAGE", "h:5070;branch=z9hG4bKa", "c", "1"));
+        // The same transaction: same branch, sent-by and method; Call-ID and
+        // tags do not take part for an RFC 3261 branch; 5060 is the default port.
+        assert_eq!(base, key_of(&raw("MESSAGE", "h:5070;branch=z9hG4bKa", "other", "2")));
+        assert_eq!(
+            key_of(&raw("MESSAGE", "h;branch=z9hG4bKa", "c", "1")),
+            key_of(&raw("MESSAGE", "h:5060;branch=z9hG4bKa", "c", "1"))
+        );
+        assert_eq!(
+            key_of(&raw("ACK", "h:5070;branch=z9hG4bKa", "c", "1")),
+            key_of(&raw("INVITE", "h:5070;branch=z9hG4bKa", "c", "1"))
+        );
+        for other in [
+            raw("MESSAGE", "h:5070;branch=z9hG4bKb", "c", "1"),
+            raw("MESSAGE", "g:5070;branch=z9hG4bKa", "c", "1"),
+            raw("MESSAGE", "h:5071;branch=z9hG4bKa", "c", "1"),
+            raw("OPTIONS", "h:5070;branch=z9hG4bKa", "c", "1"),
+        ] {
+            assert_ne!(base, key_of(&other), "{other}");
+        }
+        // RFC 2543 (no magic cookie): Call-ID, From tag and the Via decide.
+        let old = key_of(&raw("MESSAGE", "h:5070;branch=1", "c", "1"));
+        assert_eq!(old, key_of(&raw("MESSAGE", "h:5070;branch=1", "c", "1")));
+        assert_ne!(old, key_of(&raw("MESSAGE", "h:5070;branch=1", "d", "1")));
+        assert_ne!(old, key_of(&raw("MESSAGE", "h:5070;branch=1", "c", "2")));
+        assert_ne!(old, key_of(&raw("MESSAGE", "h:5070", "c", "1")));
+        // Parts are length-prefixed: moving bytes between them changes the key.
+        assert_ne!(ServerKey::digest(&[b"ab", b"c"]), ServerKey::digest(&[b"a", b"bc"]));
+    }
+
     #[test]
     fn retransmission_absorbed_then_answered() {
         let t = ServerTransactions::default();
@@ -261,7 +352,7 @@ mod tests {
             .checked_sub(Duration::from_secs(6))
             .expect("uptime above 6 s");
         t.map
-            .insert(keys[0].clone(), (State::Completed(Bytes::new(), long_ago), long_ago));
+            .insert(keys[0], (State::Completed(Bytes::new(), long_ago), long_ago));
         assert!(matches!(t.lookup(&keys[1], false), ServerLookup::New));
         t.responded(&keys[1], 200, Bytes::from_static(b"200"), TransportKind::Udp);
         // Full: the 6 s old completed one goes, the recent one stays.
