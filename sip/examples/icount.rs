@@ -93,7 +93,7 @@ fn main() {
 
 /// `parse_cpim` of src/ingress/message.rs, without the tracer.
 fn cpim_ingress(req: &Message) -> Option<(Option<usize>, bool, bool)> {
-    let cpim = Cpim::parse(&req.body).ok()?;
+    let cpim = Cpim::parse_bytes(&req.body).ok()?;
     let id = cpim.imdn_message_id().map(str::len);
     let report = imdn::report_of(&cpim).is_some();
     Some((id, report, cpim.disposition_request().any()))

@@ -254,7 +254,7 @@ pub(super) fn parse_cpim(req: &Message, tracer: &Tracer) -> Option<Payload> {
     if req.content_type().as_deref() != Some("message/cpim") {
         return None;
     }
-    let cpim = Cpim::parse(&req.body).ok()?;
+    let cpim = Cpim::parse_bytes(&req.body).ok()?;
     let payload = Payload {
         message_id: cpim.imdn_message_id().map(str::to_string),
         report: imdn::report_of(&cpim),
