@@ -220,24 +220,19 @@ impl Cpim {
     /// declaration is appended first if needed (prefix `imdn` for
     /// [`IMDN_NS`], else `ns`, numbered if already taken).
     pub fn set_ns_header(&mut self, ns_uri: &str, name: &str, value: &str) {
-        let found = self.ns_matches(ns_uri, name);
-        if let Some((&first, rest)) = found.split_first() {
-            self.headers[first].value = sanitize(value);
-            for &i in rest.iter().rev() {
-                self.headers.remove(i);
-            }
+        let Some(first) = self.ns_match_iter(ns_uri, name).next() else {
+            let prefix = self.declare(ns_uri);
+            self.headers.push(CpimHeader::new(&format!("{prefix}.{name}"), value));
             return;
-        }
-        let prefix = self.declare(ns_uri);
-        self.headers.push(CpimHeader::new(&format!("{prefix}.{name}"), value));
+        };
+        self.headers[first].value = sanitize(value);
+        self.remove_ns_matches(first + 1, ns_uri, name);
     }
 
     /// Remove every message header `name` of namespace `ns_uri`. The `NS`
     /// declaration stays.
     pub fn remove_ns_header(&mut self, ns_uri: &str, name: &str) {
-        for i in self.ns_matches(ns_uri, name).into_iter().rev() {
-            self.headers.remove(i);
-        }
+        self.remove_ns_matches(0, ns_uri, name);
     }
 
     /// The content's media type as written, parameters included
@@ -323,23 +318,42 @@ impl Cpim {
         bare.then_some(v)
     }
 
-    /// Indices of the message headers that resolve to `name` in `ns_uri`.
+    /// Indices of the message headers that resolve to `name` in `ns_uri`
+    /// (what the tests compare with; the code iterates).
+    #[cfg(test)]
     fn ns_matches(&self, ns_uri: &str, name: &str) -> Vec<usize> {
         self.ns_match_iter(ns_uri, name).collect()
     }
 
-    /// [`Cpim::ns_matches`] without collecting: the lookups stop at the
+    /// The indices of [`Cpim::ns_matches`], lazily: the lookups stop at the
     /// first match and allocate nothing.
     fn ns_match_iter<'s>(&'s self, ns_uri: &'s str, name: &'s str) -> impl Iterator<Item = usize> + 's {
-        self.headers.iter().enumerate().filter_map(move |(i, h)| {
-            let dot = find_byte(b'.', h.name.as_bytes())?;
-            let (prefix, local) = (&h.name[..dot], &h.name[dot + 1..]);
-            if !local.eq_ignore_ascii_case(name) {
-                return None;
+        (0..self.headers.len()).filter(move |&i| self.resolves_to(i, ns_uri, name))
+    }
+
+    /// Does message header `i` resolve to `name` in `ns_uri`? Only the
+    /// headers before it matter.
+    fn resolves_to(&self, i: usize, ns_uri: &str, name: &str) -> bool {
+        let h = &self.headers[i];
+        let Some(dot) = find_byte(b'.', h.name.as_bytes()) else {
+            return false;
+        };
+        let (prefix, local) = (&h.name[..dot], &h.name[dot + 1..]);
+        local.eq_ignore_ascii_case(name)
+            && self
+                .declared_before(i, prefix)
+                .is_some_and(|uri| uri.eq_ignore_ascii_case(ns_uri))
+    }
+
+    /// Remove the headers from index `from` on that resolve to `name` in
+    /// `ns_uri`. Backwards, without collecting: a removal changes neither
+    /// the indices nor the resolution of the headers before it.
+    fn remove_ns_matches(&mut self, from: usize, ns_uri: &str, name: &str) {
+        for i in (from..self.headers.len()).rev() {
+            if self.resolves_to(i, ns_uri, name) {
+                self.headers.remove(i);
             }
-            let uri = self.declared_before(i, prefix)?;
-            uri.eq_ignore_ascii_case(ns_uri).then_some(i)
-        })
+        }
     }
 
     /// The URI of the latest `NS` declaration of `prefix` among the headers
