@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cpm_actors::originating::{anonymize, fill_conversation_ids};
 use cpm_actors::pf::notify;
 use cpm_actors::{Aor, ClaimReport, DeferredActions, DeliverPager, DeliveryOutcome, NoteOrigin, Refusal, Tracer};
-use cpm_sip::cpim::Cpim;
+use cpm_sip::cpim::{ByteString, Cpim, IMDN_NS};
 use cpm_sip::imdn;
 use cpm_sip::{Message, SipUri};
 
@@ -244,8 +244,8 @@ pub(super) async fn claim_report(r: &Reply, sender: &Aor, report: &imdn::Imdn) -
 /// one step reads from it read once.
 pub(super) struct Payload {
     cpim: Cpim,
-    /// Its imdn.Message-ID.
-    message_id: Option<String>,
+    /// Its imdn.Message-ID (a slice of the request body, not a copy).
+    message_id: Option<ByteString>,
     /// The disposition notification it is, if it is one.
     pub report: Option<imdn::Imdn>,
 }
@@ -254,9 +254,9 @@ pub(super) fn parse_cpim(req: &Message, tracer: &Tracer) -> Option<Payload> {
     if req.content_type().as_deref() != Some("message/cpim") {
         return None;
     }
-    let cpim = Cpim::parse(&req.body).ok()?;
+    let cpim = Cpim::parse_bytes(&req.body).ok()?;
     let payload = Payload {
-        message_id: cpim.imdn_message_id().map(str::to_string),
+        message_id: cpim.ns_header_text(IMDN_NS, "Message-ID").cloned(),
         report: imdn::report_of(&cpim),
         cpim,
     };
@@ -273,11 +273,11 @@ pub(super) fn parse_cpim(req: &Message, tracer: &Tracer) -> Option<Payload> {
 
 /// The imdn.Message-ID of a message that asks for any disposition notification.
 pub(super) fn requested_reports(payload: &Payload) -> Option<String> {
-    let asked = payload.cpim.disposition_request();
-    if !(asked.positive_delivery || asked.negative_delivery || asked.display) {
+    if !payload.cpim.disposition_request().any() {
         return None;
     }
-    payload.message_id.clone()
+    // The one copy: the sender's PF keeps the id.
+    payload.message_id.as_deref().map(str::to_string)
 }
 
 /// Tell the sender's PF which device sent `message_id` (its reports go

@@ -81,7 +81,7 @@ impl ControllingFunction {
         copy.headers.set("P-Asserted-Identity", format!("<{sender}>"));
         copy.headers.set("Max-Forwards", "70");
         if copy.content_type().as_deref() == Some("message/cpim") {
-            if let Ok(mut cpim) = Cpim::parse(&copy.body) {
+            if let Ok(mut cpim) = Cpim::parse_bytes(&copy.body) {
                 if cpim.imdn_message_id().is_some() {
                     let prefix = cpim_prefix(&cpim).unwrap_or_else(|| "imdn".to_string());
                     cpim.set_header(&format!("{prefix}.IMDN-Record-Route"), &format!("<{}>", self.group));
@@ -261,7 +261,7 @@ impl Handler<GroupMessage> for ControllingFunction {
             .collect();
         // Reports on this message come back here; remember who asked.
         let cpim = (msg.request.content_type().as_deref() == Some("message/cpim"))
-            .then(|| Cpim::parse(&msg.request.body).ok())
+            .then(|| Cpim::parse_bytes(&msg.request.body).ok())
             .flatten();
         if let Some((id, asked)) = cpim
             .as_ref()

@@ -329,7 +329,7 @@ fn rebuild(raw: &[u8]) -> Option<Message> {
 fn without_delivery_request(req: &Message) -> Message {
     let mut kept = req.clone();
     if kept.content_type().as_deref() == Some("message/cpim") {
-        if let Ok(mut cpim) = Cpim::parse(&kept.body) {
+        if let Ok(mut cpim) = Cpim::parse_bytes(&kept.body) {
             let mut asked = cpim.disposition_request();
             asked.positive_delivery = false;
             cpim.set_disposition_request(asked);

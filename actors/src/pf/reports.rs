@@ -155,7 +155,7 @@ fn make_report(
     if req.content_type().as_deref() != Some("message/cpim") {
         return None;
     }
-    let cpim = Cpim::parse(&req.body).ok()?;
+    let cpim = Cpim::parse_bytes(&req.body).ok()?;
     let asked = cpim.disposition_request();
     let wanted = match status {
         Status::Delivered | Status::Stored => asked.positive_delivery,
