@@ -50,7 +50,8 @@ fn retarget(original: &Message, contact: &cpm_sip::SipUri, called_party: &str) -
     // Built header by header, not cloned and then edited: the Route set and
     // the Request-URI are not copied only to be dropped. As Headers::set
     // would: the first Max-Forwards and P-Called-Party-ID get the new value
-    // (in place), or the header is appended.
+    // (in place), or the header is appended. The other values share the
+    // original's buffer: a copied header costs a refcount, no allocation.
     let hops = original.max_forwards().unwrap_or(70).saturating_sub(1);
     let (mut hops_set, mut called_set) = (false, false);
     let mut headers = Vec::with_capacity(original.headers.len() + 2);
@@ -59,10 +60,10 @@ fn retarget(original: &Message, contact: &cpm_sip::SipUri, called_party: &str) -
             continue;
         } else if !hops_set && h.name.eq_ignore_ascii_case("Max-Forwards") {
             hops_set = true;
-            hops.to_string()
+            hops.to_string().into()
         } else if !called_set && h.name.eq_ignore_ascii_case("P-Called-Party-ID") {
             called_set = true;
-            called_party.to_string()
+            called_party.into()
         } else {
             h.value.clone()
         };
