@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use cpm_sip::{Header, Headers, Message, StartLine};
+use cpm_sip::{ByteString, Header, Headers, Message, StartLine};
 
 use crate::pf::Binding;
 use crate::{Aor, Outbound, OutboundError};
@@ -18,14 +18,15 @@ pub struct ClientRegistration {
     pub(crate) pending: usize,
     pub(crate) started: std::time::Instant,
     pub(crate) last_activity: std::time::Instant,
-    /// `<aor>`: the P-Called-Party-ID of every fork (formatted once).
-    called_party: String,
+    /// `<aor>`: the P-Called-Party-ID of every fork (formatted once, each
+    /// fork shares it).
+    called_party: ByteString,
 }
 
 impl ClientRegistration {
     pub fn new(aor: Aor, binding: Binding, outbound: Arc<dyn Outbound>) -> ClientRegistration {
         ClientRegistration {
-            called_party: format!("<{aor}>"),
+            called_party: format!("<{aor}>").into(),
             binding,
             outbound,
             delivered: 0,
@@ -46,11 +47,12 @@ impl ClientRegistration {
 /// P-Called-Party-ID (RFC 3455) and Max-Forwards is decremented (RFC 3261
 /// §16.6). The sender's Route set ends here (it named this server as outbound
 /// proxy, §16.4), so it is removed: the device is sent to directly.
-fn retarget(original: &Message, contact: &cpm_sip::SipUri, called_party: &str) -> Message {
+fn retarget(original: &Message, contact: &cpm_sip::SipUri, called_party: &ByteString) -> Message {
     // Built header by header, not cloned and then edited: the Route set and
     // the Request-URI are not copied only to be dropped. As Headers::set
     // would: the first Max-Forwards and P-Called-Party-ID get the new value
-    // (in place), or the header is appended.
+    // (in place), or the header is appended. The other values share the
+    // original's buffer: a copied header costs a refcount, no allocation.
     let hops = original.max_forwards().unwrap_or(70).saturating_sub(1);
     let (mut hops_set, mut called_set) = (false, false);
     let mut headers = Vec::with_capacity(original.headers.len() + 2);
@@ -59,10 +61,10 @@ fn retarget(original: &Message, contact: &cpm_sip::SipUri, called_party: &str) -
             continue;
         } else if !hops_set && h.name.eq_ignore_ascii_case("Max-Forwards") {
             hops_set = true;
-            hops.to_string()
+            hops.to_string().into()
         } else if !called_set && h.name.eq_ignore_ascii_case("P-Called-Party-ID") {
             called_set = true;
-            called_party.to_string()
+            called_party.clone()
         } else {
             h.value.clone()
         };
@@ -76,7 +78,7 @@ fn retarget(original: &Message, contact: &cpm_sip::SipUri, called_party: &str) -
         headers.push("Max-Forwards", hops.to_string());
     }
     if !called_set {
-        headers.push("P-Called-Party-ID", called_party);
+        headers.push("P-Called-Party-ID", called_party.clone());
     }
     let start = match &original.start {
         StartLine::Request { method, .. } => StartLine::Request {
@@ -159,12 +161,22 @@ mod tests {
                    CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
         let req = Message::parse(bytes::Bytes::from(raw)).unwrap();
         let contact = cpm_sip::SipUri::parse("sip:bob-1@127.0.0.1:5080").unwrap();
-        let out = retarget(&req, &contact, "<sip:bob@example.com>");
+        let out = retarget(&req, &contact, &ByteString::from_static("<sip:bob@example.com>"));
         assert_eq!(out.header("Route"), None);
         assert_eq!(out.request_uri(), Some(&contact));
         assert_eq!(out.header("Max-Forwards"), Some("69"));
         assert_eq!(out.header("P-Called-Party-ID"), Some("<sip:bob@example.com>"));
         assert_eq!(out, edited(&req, &contact, "<sip:bob@example.com>"));
+        // The copied values are the original's bytes, not copies of them.
+        for h in out
+            .headers
+            .0
+            .iter()
+            .filter(|h| h.name != "Max-Forwards" && h.name != "P-Called-Party-ID")
+        {
+            let shared = req.headers.0.iter().any(|o| o.value.as_ptr() == h.value.as_ptr());
+            assert!(shared, "{}: {}", h.name, h.value);
+        }
     }
 
     /// What retarget did before it built the copy header by header.
@@ -195,7 +207,7 @@ mod tests {
                  CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
             );
             let req = Message::parse(bytes::Bytes::from(raw)).unwrap();
-            let out = retarget(&req, &contact, "<sip:bob@example.com>");
+            let out = retarget(&req, &contact, &ByteString::from_static("<sip:bob@example.com>"));
             assert_eq!(out, edited(&req, &contact, "<sip:bob@example.com>"), "{extra}");
             assert_eq!(
                 out.to_bytes(),

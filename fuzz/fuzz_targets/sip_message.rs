@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
             .0
             .iter()
             .filter(|h| h.name != "Content-Length")
-            .map(|h| (h.name.to_string(), h.value.clone()))
+            .map(|h| (h.name.to_string(), h.value.to_string()))
             .collect()
     };
     assert_eq!(without_cl(&again), without_cl(&msg), "header names and values");

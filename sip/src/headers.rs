@@ -6,11 +6,15 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
-/// One header line; `name` is canonical (see [`canonical_name`]).
+use bytestring::ByteString;
+
+/// One header line; `name` is canonical (see [`canonical_name`]). A parsed
+/// `value` shares the received buffer, so parsing and cloning a message
+/// do not allocate per header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub name: HeaderName,
-    pub value: String,
+    pub value: ByteString,
 }
 
 /// A canonical header name. Known names are `&'static str`, so parsing a
@@ -137,7 +141,7 @@ impl Headers {
         self.0
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
+            .map(|h| &*h.value)
     }
 
     /// All values of a header in order (each line; comma lists are not split here).
@@ -145,10 +149,10 @@ impl Headers {
         self.0
             .iter()
             .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
+            .map(|h| &*h.value)
     }
 
-    pub fn push(&mut self, name: &str, value: impl Into<String>) {
+    pub fn push(&mut self, name: &str, value: impl Into<ByteString>) {
         self.0.push(Header {
             name: HeaderName::new(name),
             value: value.into(),
@@ -156,7 +160,7 @@ impl Headers {
     }
 
     /// Insert before every other header (used for Via).
-    pub fn push_front(&mut self, name: &str, value: impl Into<String>) {
+    pub fn push_front(&mut self, name: &str, value: impl Into<ByteString>) {
         self.0.insert(
             0,
             Header {
@@ -167,7 +171,7 @@ impl Headers {
     }
 
     /// Replace the first occurrence or append.
-    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+    pub fn set(&mut self, name: &str, value: impl Into<ByteString>) {
         let value = value.into();
         match self.0.iter_mut().find(|h| h.name.eq_ignore_ascii_case(name)) {
             Some(h) => h.value = value,
@@ -180,7 +184,7 @@ impl Headers {
     }
 
     /// Remove the first occurrence; returns its value.
-    pub fn remove_first(&mut self, name: &str) -> Option<String> {
+    pub fn remove_first(&mut self, name: &str) -> Option<ByteString> {
         let i = self.0.iter().position(|h| h.name.eq_ignore_ascii_case(name))?;
         Some(self.0.remove(i).value)
     }

@@ -24,6 +24,9 @@ mod via;
 #[cfg(test)]
 mod torture_tests;
 
+/// Header values ([`Header::value`]) are `ByteString`s: re-exported so
+/// callers need no dependency of their own.
+pub use bytestring::ByteString;
 pub use error::ParseError;
 pub use headers::{canonical_name, Header, HeaderName, Headers};
 pub use message::{Message, StartLine, MAX_HEADERS, MAX_HEADER_LEN};

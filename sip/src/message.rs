@@ -3,6 +3,7 @@
 //! Content-Length checks, and byte-exact bodies.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
 
 use crate::decimal::decimal;
 use crate::headers::{Header, HeaderName, Headers};
@@ -43,23 +44,21 @@ impl Message {
         let scan = scan_head(&buf).ok_or_else(|| syntax("no end of headers"))?;
         let head_end = scan.end;
         let body = buf.slice(head_end + 4..);
-        let head = &buf[..head_end + 2]; // keeps the last header's CRLF
-        let unfolded;
-        let (head, crlfs): (&[u8], &[u32]) = if scan.folded {
-            unfolded = unfold(head);
-            (&unfolded, &[])
+        let head = buf.slice(..head_end + 2); // keeps the last header's CRLF
+        let (head, crlfs): (Bytes, &[u32]) = if scan.folded {
+            (Bytes::from(unfold(&head)), &[])
         } else {
             (head, scan.crlfs())
         };
         let line_end = match crlfs.first() {
             Some(&crlf) => crlf as usize,
-            None => find_crlf(head).ok_or_else(|| syntax("no start line"))?,
+            None => find_crlf(&head).ok_or_else(|| syntax("no start line"))?,
         };
         let start_line = std::str::from_utf8(&head[..line_end]).map_err(|_| ParseError::NotUtf8)?;
         let start = parse_start_line(start_line)?;
         // The header lines' CRLFs, as offsets into the block.
         let header_crlfs = crlfs.get(1..).unwrap_or_default();
-        let (headers, content_length) = parse_headers(&head[line_end + 2..], header_crlfs, line_end + 2)?;
+        let (headers, content_length) = parse_headers(head.slice(line_end + 2..), header_crlfs, line_end + 2)?;
         let mut msg = Message { start, headers, body };
         msg.check_content_length(content_length)?;
         Ok(msg)
@@ -67,7 +66,7 @@ impl Message {
 
     /// `at`: the index of the (only) Content-Length header, if any.
     fn check_content_length(&mut self, at: Option<usize>) -> Result<(), ParseError> {
-        let Some(value) = at.and_then(|i| self.headers.0.get(i)).map(|h| h.value.as_str()) else {
+        let Some(value) = at.and_then(|i| self.headers.0.get(i)).map(|h| &*h.value) else {
             return Ok(());
         };
         let declared: usize = trim(value).parse().map_err(|_| ParseError::Invalid("Content-Length"))?;
@@ -120,15 +119,16 @@ impl Message {
     }
 
     /// Remove the topmost Via entry (a proxy forwarding a response upstream).
-    pub fn pop_via(&mut self) -> Option<String> {
+    pub fn pop_via(&mut self) -> Option<ByteString> {
         let i = self.headers.0.iter().position(|h| h.name == "Via")?;
-        let parts = split_list(&self.headers.0[i].value);
+        let value = &self.headers.0[i].value;
+        let parts = split_list(value);
         if parts.len() <= 1 {
             return Some(self.headers.0.remove(i).value);
         }
-        let first = parts[0].to_string();
+        let first = value.slice_ref(parts[0]);
         let rest = parts[1..].join(", ");
-        self.headers.0[i].value = rest;
+        self.headers.0[i].value = rest.into();
         Some(first)
     }
 
@@ -405,12 +405,26 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
 /// `from_utf8(piece)`: a valid whole gives a valid piece exactly when the
 /// piece is cut at char boundaries, which `get` checks.
 fn utf8_within<'a>(whole: &[u8], whole_str: Option<&'a str>, piece: &'a [u8]) -> Result<&'a str, ParseError> {
-    let off = (piece.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
-    match whole_str {
-        Some(text) if !piece.is_empty() && off < whole.len() && piece.len() <= whole.len() - off => {
-            text.get(off..off + piece.len()).ok_or(ParseError::NotUtf8)
-        }
+    match (whole_str, offset_in(whole, piece)) {
+        (Some(text), Some(off)) => text.get(off..off + piece.len()).ok_or(ParseError::NotUtf8),
         _ => std::str::from_utf8(piece).map_err(|_| ParseError::NotUtf8),
+    }
+}
+
+/// Where the non-empty `piece` starts in `whole`, if it lies inside it.
+fn offset_in(whole: &[u8], piece: &[u8]) -> Option<usize> {
+    let off = (piece.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    (!piece.is_empty() && off < whole.len() && piece.len() <= whole.len() - off).then_some(off)
+}
+
+/// `value` as a slice of the validated header block `text`: no copy. A
+/// value from a line rewritten for the tokenizer, or from a block that is
+/// not UTF-8 as a whole, is copied.
+fn shared_value(text: Option<&ByteString>, value: &str) -> ByteString {
+    match text {
+        // In bounds, so `slice_ref` cannot panic.
+        Some(t) if offset_in(t.as_bytes(), value.as_bytes()).is_some() => t.slice_ref(value),
+        _ => ByteString::from(value),
     }
 }
 
@@ -422,13 +436,16 @@ fn is_token_char(b: u8) -> bool {
 /// `crlfs` are the offsets of the block's first line ends (if known) counted
 /// from `base` bytes before the block; the lines past them are searched.
 /// Also returns the index of the Content-Length header.
-fn parse_headers(block: &[u8], crlfs: &[u32], base: usize) -> Result<(Headers, Option<usize>), ParseError> {
+fn parse_headers(block: Bytes, crlfs: &[u32], base: usize) -> Result<(Headers, Option<usize>), ParseError> {
     use rsip::headers::header::Tokenizer;
     // Typical requests have 8 to 16 header lines: allocate once.
     let mut headers: Vec<Header> = Vec::with_capacity(16);
     let mut content_length = None;
-    // One UTF-8 check for the whole block instead of one per name and value.
-    let block_str = std::str::from_utf8(block).ok();
+    // One UTF-8 check for the whole block instead of one per name and
+    // value; the values are then slices of it.
+    let text = ByteString::try_from(block.clone()).ok();
+    let block_str = text.as_deref();
+    let block = &block[..];
     let mut rest = block;
     let mut known = crlfs.iter();
     while !rest.is_empty() {
@@ -474,7 +491,7 @@ fn parse_headers(block: &[u8], crlfs: &[u32], base: usize) -> Result<(Headers, O
         }
         headers.push(Header {
             name,
-            value: value.to_string(),
+            value: shared_value(text.as_ref(), value),
         });
         rest = &rest[(line_len + 2).min(rest.len())..];
     }
@@ -504,6 +521,16 @@ l: 5\r\n\r\nhello";
         assert_eq!(m.from().unwrap().tag(), Some("a"));
         assert_eq!(&m.body[..], b"hello");
         m.validate_request().unwrap();
+    }
+
+    /// Parsed values are slices of the received buffer, not copies.
+    #[test]
+    fn values_share_the_received_buffer() {
+        let raw = Bytes::from(MSG);
+        let m = Message::parse(raw.clone()).unwrap();
+        for h in &m.headers.0 {
+            assert!(raw.as_ptr_range().contains(&h.value.as_ptr()), "{}", h.name);
+        }
     }
 
     #[test]

@@ -183,7 +183,7 @@ fn run(file: &str, data: &[u8]) -> Result<Message, ParseError> {
             .0
             .iter()
             .filter(|h| h.name != "Content-Length")
-            .map(|h| h.value.clone())
+            .map(|h| h.value.to_string())
             .collect()
     };
     assert_eq!(values(&again), values(&msg), "{file}: header values changed");

@@ -92,7 +92,7 @@ impl Handler<Received> for SipIngress {
                 shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let reply = Reply::new(self.core.clone(), Arc::new(msg), source, None);
                 let after = self.core.retry_after_s.to_string();
-                return reply.spawn_with(503, move |b| b.header("Retry-After", &after));
+                return reply.spawn_with(503, move |b| b.header("Retry-After", after.as_str()));
             }
             ServerLookup::Resend(bytes) => {
                 tracing::debug!(peer = %source.peer, "retransmission answered from transaction");
