@@ -462,7 +462,7 @@ mod tests {
     use super::*;
 
     /// The size of the future `f` returns, without calling it.
-    fn future_size<A, F: FnOnce(Reply) -> Fut, Fut>(_: F) -> usize {
+    fn future_size<F: FnOnce(Reply) -> Fut, Fut>(_: F) -> usize {
         std::mem::size_of::<Fut>()
     }
 
@@ -470,8 +470,8 @@ mod tests {
     fn message_task_is_no_larger_than_its_common_route() {
         // Every MESSAGE is moved into a task of this size; the rarer routes
         // (groups, URI lists, deferred actions) are boxed so they do not set it.
-        let task = future_size::<(), _, _>(route);
-        let one_to_one = future_size::<(), _, _>(|r| {
+        let task = future_size(route);
+        let one_to_one = future_size(|r| {
             deliver(
                 r,
                 Aor::from_canonical("sip:a@x"),
