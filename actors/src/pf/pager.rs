@@ -57,7 +57,10 @@ impl Handler<DeliverPager> for ParticipatingFunction {
 
     fn handle(&mut self, msg: DeliverPager, _: &mut Context<Self>) -> Self::Result {
         self.touch();
-        let call_id = msg.request.call_id().unwrap_or_default().to_string();
+        // Borrowed from a second handle on the request (no String per message);
+        // the continuation below reads it from `msg` again.
+        let request = msg.request.clone();
+        let call_id = request.call_id().unwrap_or_default();
         // Only a content-type rule reads the payload's types.
         let types = if self.prefs.reject_content_types.is_empty() {
             Vec::new()
@@ -66,7 +69,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         };
         if let Err(why) = self.prefs.check(msg.sender.as_str(), msg.anonymous, &types) {
             tracing::info!(aor = %self.aor, %call_id, ?why, "declined by preference");
-            self.trace(&call_id, "declined", format!("{why:?} (preference rule)"));
+            self.trace(call_id, "declined", format!("{why:?} (preference rule)"));
             return Box::pin(fut::ready(DeliveryOutcome::Declined(why)));
         }
         let now = unix_now();
@@ -76,7 +79,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         for (key, b) in &self.bindings {
             if origin.as_ref().is_some_and(|o| o != key) {
                 self.trace(
-                    &call_id,
+                    call_id,
                     "device-skipped",
                     format!("{key}: not the device that sent the original"),
                 );
@@ -84,14 +87,14 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             }
             match criteria.check(b, now) {
                 Ok(()) => {
-                    self.trace_with(&call_id, "device-chosen", |out| {
+                    self.trace_with(call_id, "device-chosen", |out| {
                         out.extend([key.as_str(), " (", b.record.contact.as_str(), ")"])
                     });
                     chosen.push(key.clone())
                 }
                 Err(skip) => {
                     tracing::debug!(aor = %self.aor, %key, ?skip, %call_id, "device skipped");
-                    self.trace(&call_id, "device-skipped", format!("{key}: {skip:?}"));
+                    self.trace(call_id, "device-skipped", format!("{key}: {skip:?}"));
                 }
             }
         }
@@ -103,30 +106,31 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         if n == 0 {
             tracing::debug!(aor = %self.aor, %call_id, "no eligible device");
             self.trace(
-                &call_id,
+                call_id,
                 "no-eligible-device",
                 format!("when_unavailable = {:?}", self.prefs.when_unavailable),
             );
             return self.unavailable(msg);
         }
         tracing::debug!(aor = %self.aor, %call_id, forks = n, "forking");
-        self.trace_with(&call_id, "forked", |out| forked_detail(out, n, &chosen));
+        self.trace_with(call_id, "forked", |out| forked_detail(out, n, &chosen));
         self.in_flight += 1;
         let work = first_success(forks, self.env.policy.get().fork_timeout);
         Box::pin(work.into_actor(self).then(move |outcome, act, _| {
             act.in_flight -= 1;
             act.touch();
+            let call_id = msg.request.call_id().unwrap_or_default();
             match outcome {
                 Some(response) => {
                     tracing::debug!(aor = %act.aor, %call_id, forks = n, "delivered");
-                    act.trace_with(&call_id, "delivered", |out| delivered_detail(out, response.status(), n));
+                    act.trace_with(call_id, "delivered", |out| delivered_detail(out, response.status(), n));
                     let done = DeliveryOutcome::Delivered { response, forks: n };
                     Box::pin(fut::ready(done)) as ResponseActFuture<Self, DeliveryOutcome>
                 }
                 None => {
                     tracing::info!(aor = %act.aor, %call_id, forks = n, "no device accepted the message");
                     act.trace(
-                        &call_id,
+                        call_id,
                         "no-device-accepted",
                         format!("{n} fork(s), timeout or refusals"),
                     );
