@@ -244,6 +244,8 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         u.run(&handles, to_worker.clone())?;
     }
     spawn_sweepers(core.clone(), timers);
+    // Timers E and F of the forks to devices (transaction/client.rs).
+    actix_rt::spawn(core.client_tx.clone().run_timers());
 
     let udp_addrs = udp.iter().map(|u| u.local()).collect();
     let tcp_addrs = tcp_hub.iter().map(|t| t.local()).collect();

@@ -4,7 +4,9 @@ use std::fmt::Write;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use cpm_actors::{OutboundError, Target, TransportKind};
 use cpm_sip::Message;
 use dashmap::DashMap;
@@ -14,11 +16,13 @@ use super::Timers;
 use crate::transport::Transports;
 
 pub struct ClientTransactions {
-    /// Live transactions by the counter in their branch: the sender of the
-    /// final response, and whether a provisional one came (Timer E then
-    /// backs off to T2). A counter key and a oneshot cost one allocation per
-    /// request; a String branch key and an mpsc channel cost four.
-    map: DashMap<u64, (oneshot::Sender<Message>, bool), CounterHash>,
+    /// Live transactions by the counter in their branch. A counter key and a
+    /// oneshot cost one allocation per request (a String branch key and an
+    /// mpsc channel cost four), and the timers are fields swept by
+    /// [`ClientTransactions::run_timers`], not two tokio sleeps per request
+    /// (each registration of an earlier deadline also woke the reactor with
+    /// a write to its eventfd).
+    map: DashMap<u64, Pending, CounterHash>,
     transports: Arc<Transports>,
     timers: Timers,
     /// `z9hG4bK<seed>.`: what every branch of ours starts with.
@@ -31,7 +35,24 @@ pub struct ClientTransactions {
     cap: usize,
 }
 
-type Pending = (oneshot::Sender<Message>, bool);
+/// How often the timers are looked at: Timer E (T1 = 500 ms and up) and
+/// Timer F (32 s) fire at most this late.
+pub const TIMER_TICK: Duration = Duration::from_millis(20);
+
+/// One live client transaction.
+struct Pending {
+    /// Where its outcome goes: the final response, or the timeout/transport
+    /// error the timers found.
+    tx: oneshot::Sender<Result<Message, OutboundError>>,
+    target: Target,
+    /// Timer F.
+    deadline: Instant,
+    /// Timer E (UDP only): the request as sent, when to send it again, and
+    /// the interval after that.
+    retransmit: Option<(Bytes, Instant, Duration)>,
+    /// A provisional response came: Timer E backs off to T2.
+    proceeding: bool,
+}
 
 /// Removes the transaction entry however the request future ends (even
 /// when it is dropped), so the table cannot leak.
@@ -141,7 +162,7 @@ impl ClientTransactions {
     }
 
     /// Send `req` in a new transaction and wait for its final response
-    /// (with our Via already removed).
+    /// (with our Via already removed), or for what the timers decide.
     pub async fn request(&self, mut req: Message, target: Target) -> Result<Message, OutboundError> {
         let via_head = self.via_heads[slot(target.transport)]
             .as_deref()
@@ -156,30 +177,68 @@ impl ClientTransactions {
         let (n, via) = self.counter_and_via(via_head);
         req.headers.push_front("Via", via);
         let data = req.to_bytes();
-        let (tx, mut rx) = oneshot::channel();
-        self.map.insert(n, (tx, false));
-        let _entry = Entry(&self.map, n);
-
-        let transport_err = |e: crate::transport::TransportError| OutboundError::Transport(target.addr, e.to_string());
-        self.transports
-            .send(target, data.clone())
-            .await
-            .map_err(transport_err)?;
-
-        let timer_f = tokio::time::sleep(self.timers.f());
-        tokio::pin!(timer_f);
+        let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
         let reliable = target.transport != TransportKind::Udp;
-        let mut interval = self.timers.t1;
+        let pending = Pending {
+            tx,
+            target,
+            deadline: now + self.timers.f(),
+            retransmit: (!reliable).then(|| (data.clone(), now + self.timers.t1, self.timers.t1)),
+            proceeding: false,
+        };
+        self.map.insert(n, pending);
+        let _entry = Entry(&self.map, n);
+        self.transports
+            .send(target, data)
+            .await
+            .map_err(|e| OutboundError::Transport(target.addr, e.to_string()))?;
+        rx.await.unwrap_or(Err(OutboundError::Shutdown))
+    }
+
+    /// Timers E and F of every live transaction, every [`TIMER_TICK`]; runs
+    /// for the life of the server.
+    pub async fn run_timers(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TIMER_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let timer_e = tokio::time::sleep(interval);
-            tokio::select! {
-                resp = &mut rx => return resp.map_err(|_| OutboundError::Shutdown),
-                _ = timer_e, if !reliable => {
-                    self.transports.send(target, data.clone()).await.map_err(transport_err)?;
-                    let proceeding = self.map.get(&n).is_some_and(|e| e.1);
-                    interval = if proceeding { self.timers.t2 } else { (interval * 2).min(self.timers.t2) };
+            tick.tick().await;
+            self.fire_timers(Instant::now()).await;
+        }
+    }
+
+    /// Retransmit what is due (Timer E), give up on what is past Timer F.
+    async fn fire_timers(&self, now: Instant) {
+        let (mut expired, mut resend) = (Vec::new(), Vec::new());
+        for mut e in self.map.iter_mut() {
+            let n = *e.key();
+            let p = e.value_mut();
+            if now >= p.deadline {
+                expired.push(n);
+                continue;
+            }
+            let proceeding = p.proceeding;
+            if let Some((data, at, interval)) = p.retransmit.as_mut().filter(|(_, at, _)| now >= *at) {
+                // RFC 3261 §17.1.2.2: doubling up to T2; T2 once proceeding.
+                *interval = if proceeding {
+                    self.timers.t2
+                } else {
+                    (*interval * 2).min(self.timers.t2)
+                };
+                *at = now + *interval;
+                resend.push((n, p.target, data.clone()));
+            }
+        }
+        for n in expired {
+            if let Some((_, p)) = self.map.remove(&n) {
+                let _ = p.tx.send(Err(OutboundError::Timeout(p.target.addr)));
+            }
+        }
+        for (n, target, data) in resend {
+            if let Err(e) = self.transports.send(target, data).await {
+                if let Some((_, p)) = self.map.remove(&n) {
+                    let _ = p.tx.send(Err(OutboundError::Transport(target.addr, e.to_string())));
                 }
-                _ = &mut timer_f => return Err(OutboundError::Timeout(target.addr)),
             }
         }
     }
@@ -199,16 +258,16 @@ impl ClientTransactions {
         };
         if resp.status().unwrap_or(0) < 200 {
             if let Some(mut pending) = self.map.get_mut(&n) {
-                pending.1 = true; // proceeding
+                pending.proceeding = true;
             }
             return;
         }
-        let Some((_, (tx, _))) = self.map.remove(&n) else {
+        let Some((_, pending)) = self.map.remove(&n) else {
             return;
         };
         resp.pop_via();
         // Err: the request future is gone (dropped): nobody to tell.
-        let _ = tx.send(resp);
+        let _ = pending.tx.send(Ok(resp));
     }
 
     pub fn len(&self) -> usize {
@@ -242,6 +301,65 @@ mod tests {
         ] {
             assert_eq!(counter_of(other, prefix), None, "{other}");
         }
+    }
+
+    /// Timer E retransmits over UDP (T1, doubling, T2 once proceeding) and
+    /// Timer F ends the transaction with a timeout, both from the sweep.
+    #[tokio::test]
+    async fn timers_retransmit_then_time_out() {
+        use crate::transport::UdpTransport;
+        let udp = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let transports = Arc::new(Transports::new(vec![udp], None, None));
+        let txs = Arc::new(ClientTransactions::new(transports, Timers::default()));
+        let device = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        device.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let target = Target {
+            addr: device.local_addr().unwrap(),
+            transport: TransportKind::Udp,
+        };
+        let raw = "MESSAGE sip:b@x SIP/2.0\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+        let req = Message::parse(Bytes::from_static(raw.as_bytes())).unwrap();
+        let start = Instant::now();
+        let waiting = tokio::spawn({
+            let txs = txs.clone();
+            async move { txs.request(req, target).await }
+        });
+        // Let the request run up to its wait for the outcome (one thread here).
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let mut buf = [0u8; 2048];
+        let got = |buf: &mut [u8]| {
+            device
+                .recv(buf)
+                .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        };
+        let first = got(&mut buf).unwrap();
+        assert!(first.starts_with("MESSAGE "));
+        let (t1, t2) = (Timers::default().t1, Timers::default().t2);
+        txs.fire_timers(start + t1 / 2).await; // not yet due
+        let e1 = start + t1 + Duration::from_millis(50);
+        txs.fire_timers(e1).await; // Timer E: again, the same bytes
+        assert_eq!(got(&mut buf).unwrap(), first);
+        // Next due 2·T1 later; a provisional makes the one after that T2.
+        txs.fire_timers(e1 + t1).await;
+        txs.map.iter_mut().for_each(|mut e| e.value_mut().proceeding = true);
+        let e2 = e1 + t1 * 2;
+        txs.fire_timers(e2).await;
+        assert_eq!(got(&mut buf).unwrap(), first);
+        let at = txs.map.iter().next().and_then(|e| e.retransmit.as_ref().map(|r| r.1));
+        assert_eq!(at, Some(e2 + t2));
+        // Timer F: 64·T1 after the first send.
+        txs.fire_timers(start + Timers::default().f() + Duration::from_millis(1))
+            .await;
+        let outcome = waiting.await.unwrap();
+        assert!(
+            matches!(outcome, Err(OutboundError::Timeout(a)) if a == target.addr),
+            "{outcome:?}"
+        );
+        assert!(txs.is_empty());
+        device.set_nonblocking(true).unwrap();
+        assert!(device.recv(&mut buf).is_err(), "nothing sent when nothing was due");
     }
 
     #[test]
