@@ -12,7 +12,7 @@ use cpm_sip::Message;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
-use super::Timers;
+use super::{KeyHash, Timers};
 use crate::transport::Transports;
 
 pub struct ClientTransactions {
@@ -22,7 +22,7 @@ pub struct ClientTransactions {
     /// [`ClientTransactions::run_timers`], not two tokio sleeps per request
     /// (each registration of an earlier deadline also woke the reactor with
     /// a write to its eventfd).
-    map: DashMap<u64, Pending, CounterHash>,
+    map: DashMap<u64, Pending, KeyHash>,
     transports: Arc<Transports>,
     timers: Timers,
     /// `z9hG4bK<seed>.`: what every branch of ours starts with.
@@ -56,40 +56,11 @@ struct Pending {
 
 /// Removes the transaction entry however the request future ends (even
 /// when it is dropped), so the table cannot leak.
-struct Entry<'a>(&'a DashMap<u64, Pending, CounterHash>, u64);
+struct Entry<'a>(&'a DashMap<u64, Pending, KeyHash>, u64);
 
 impl Drop for Entry<'_> {
     fn drop(&mut self) {
         self.0.remove(&self.1);
-    }
-}
-
-/// Hashes the table's keys, our own counters (never chosen by a peer, so
-/// there is nothing to flood): a multiply spreads consecutive ones over
-/// the shards, where SipHash cost more than the rest of the lookup.
-#[derive(Clone, Default)]
-struct CounterHash;
-
-impl BuildHasher for CounterHash {
-    type Hasher = CounterHasher;
-    fn build_hasher(&self) -> CounterHasher {
-        CounterHasher(0)
-    }
-}
-
-struct CounterHasher(u64);
-
-impl Hasher for CounterHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -140,7 +111,7 @@ impl ClientTransactions {
             Some(format!("SIP/2.0/{proto} {sent_by};branch={prefix}"))
         });
         ClientTransactions {
-            map: DashMap::with_hasher(CounterHash),
+            map: DashMap::with_hasher(KeyHash),
             transports,
             timers,
             via_heads,
@@ -365,7 +336,7 @@ mod tests {
     #[test]
     fn counter_hash_spreads_consecutive_keys() {
         // dashmap 6 picks a shard from these bits (8 shards here).
-        let shard = |n: u64| (CounterHash.hash_one(n) << 7) >> 61;
+        let shard = |n: u64| (KeyHash.hash_one(n) << 7) >> 61;
         let shards: std::collections::HashSet<u64> = (0..64).map(shard).collect();
         assert!(shards.len() >= 6, "{shards:?}");
     }

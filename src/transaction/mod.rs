@@ -7,6 +7,7 @@
 mod client;
 mod server;
 
+use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 pub use client::ClientTransactions;
@@ -34,5 +35,38 @@ impl Timers {
     /// Timers F and J: 64·T1.
     pub fn f(&self) -> Duration {
         self.t1 * 64
+    }
+}
+
+/// The hasher of both transaction tables. No peer chooses their keys as
+/// they are hashed (the client table's are our own counters, the server
+/// table's keyed digests), so a multiply that spreads them over the shards
+/// is enough, where SipHash cost more than the rest of a lookup.
+#[derive(Clone, Default)]
+pub(crate) struct KeyHash;
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(8) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64); // a digest: its low half is as good as all of it
     }
 }

@@ -11,7 +11,7 @@ use cpm_sip::{Message, Method, Via};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::Timers;
+use super::{KeyHash, Timers};
 
 /// Branch + sent-by + method (ACK matches its INVITE) for RFC 3261 branches;
 /// the RFC 2543 fallback uses Call-ID, CSeq, From tag and the top Via.
@@ -70,34 +70,6 @@ impl ServerKey {
     }
 }
 
-/// The table's hasher: its keys are already keyed digests, so their low
-/// bits are the hash (SipHash over them again would cost for nothing).
-#[derive(Clone, Default)]
-struct DigestHash;
-
-impl BuildHasher for DigestHash {
-    type Hasher = DigestHasher;
-    fn build_hasher(&self) -> DigestHasher {
-        DigestHasher(0)
-    }
-}
-
-struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 ^= n as u64; // the low half: one of the two SipHashes
-    }
-}
-
 enum State {
     /// The TU is working on it; retransmissions are absorbed.
     Trying,
@@ -120,7 +92,7 @@ pub enum ServerLookup {
 }
 
 pub struct ServerTransactions {
-    map: DashMap<ServerKey, (State, Instant), DigestHash>,
+    map: DashMap<ServerKey, (State, Instant), KeyHash>,
     cap: usize,
     /// When the table was last relieved of old completed transactions.
     relieved: Mutex<Option<Instant>>,
@@ -145,7 +117,7 @@ impl ServerTransactions {
     /// A table of at most (about) `cap` transactions.
     pub fn with_cap(cap: usize) -> ServerTransactions {
         ServerTransactions {
-            map: DashMap::with_hasher(DigestHash),
+            map: DashMap::with_hasher(KeyHash),
             cap: cap.max(1),
             relieved: Mutex::new(None),
         }
