@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,17 +12,19 @@ use cpm_sip::Message;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
+use super::due::DueQueues;
 use super::{KeyHash, Timers};
 use crate::transport::Transports;
 
 pub struct ClientTransactions {
     /// Live transactions by the counter in their branch. A counter key and a
     /// oneshot cost one allocation per request (a String branch key and an
-    /// mpsc channel cost four), and the timers are fields swept by
-    /// [`ClientTransactions::run_timers`], not two tokio sleeps per request
-    /// (each registration of an earlier deadline also woke the reactor with
-    /// a write to its eventfd).
+    /// mpsc channel cost four).
     map: DashMap<u64, Pending, KeyHash>,
+    /// Their Timers E and F, fired by [`ClientTransactions::run_timers`]
+    /// rather than two tokio sleeps per request (each registration of an
+    /// earlier deadline also woke the reactor with a write to its eventfd).
+    due: Mutex<DueQueues>,
     transports: Arc<Transports>,
     timers: Timers,
     /// `z9hG4bK<seed>.`: what every branch of ours starts with.
@@ -45,11 +47,8 @@ struct Pending {
     /// error the timers found.
     tx: oneshot::Sender<Result<Message, OutboundError>>,
     target: Target,
-    /// Timer F.
-    deadline: Instant,
-    /// Timer E (UDP only): the request as sent, when to send it again, and
-    /// the interval after that.
-    retransmit: Option<(Bytes, Instant, Duration)>,
+    /// Timer E (UDP only): the request as sent and the current interval.
+    retransmit: Option<(Bytes, Duration)>,
     /// A provisional response came: Timer E backs off to T2.
     proceeding: bool,
 }
@@ -65,7 +64,7 @@ impl Drop for Entry<'_> {
 }
 
 /// The counter of one of our branches (`<prefix><lowercase hex>`, as
-/// `branch_and_via` writes it), or None for anybody else's.
+/// `counter_and_via` writes it), or None for anybody else's.
 fn counter_of(branch: &str, prefix: &str) -> Option<u64> {
     let hex = branch.strip_prefix(prefix)?;
     let canonical = !hex.is_empty()
@@ -112,6 +111,7 @@ impl ClientTransactions {
         });
         ClientTransactions {
             map: DashMap::with_hasher(KeyHash),
+            due: Mutex::new(DueQueues::new(&timers)),
             transports,
             timers,
             via_heads,
@@ -151,15 +151,18 @@ impl ClientTransactions {
         let (tx, rx) = oneshot::channel();
         let now = Instant::now();
         let reliable = target.transport != TransportKind::Udp;
+        let first_e = (!reliable).then_some(self.timers.t1);
         let pending = Pending {
             tx,
             target,
-            deadline: now + self.timers.f(),
-            retransmit: (!reliable).then(|| (data.clone(), now + self.timers.t1, self.timers.t1)),
+            retransmit: first_e.map(|t1| (data.clone(), t1)),
             proceeding: false,
         };
         self.map.insert(n, pending);
         let _entry = Entry(&self.map, n);
+        if let Ok(mut due) = self.due.lock() {
+            due.start(n, now, first_e);
+        }
         self.transports
             .send(target, data)
             .await
@@ -179,33 +182,38 @@ impl ClientTransactions {
     }
 
     /// Retransmit what is due (Timer E), give up on what is past Timer F.
+    /// Entries of transactions already answered are skipped.
     async fn fire_timers(&self, now: Instant) {
-        let (mut expired, mut resend) = (Vec::new(), Vec::new());
-        for mut e in self.map.iter_mut() {
-            let n = *e.key();
-            let p = e.value_mut();
-            if now >= p.deadline {
-                expired.push(n);
-                continue;
-            }
-            let proceeding = p.proceeding;
-            if let Some((data, at, interval)) = p.retransmit.as_mut().filter(|(_, at, _)| now >= *at) {
-                // RFC 3261 §17.1.2.2: doubling up to T2; T2 once proceeding.
-                *interval = if proceeding {
-                    self.timers.t2
-                } else {
-                    (*interval * 2).min(self.timers.t2)
-                };
-                *at = now + *interval;
-                resend.push((n, p.target, data.clone()));
-            }
-        }
-        for n in expired {
+        let Ok((e_due, f_due)) = self.due.lock().map(|mut due| due.take_due(now)) else {
+            return;
+        };
+        for n in f_due {
             if let Some((_, p)) = self.map.remove(&n) {
                 let _ = p.tx.send(Err(OutboundError::Timeout(p.target.addr)));
             }
         }
-        for (n, target, data) in resend {
+        let mut resend = Vec::new();
+        for n in e_due {
+            let Some(mut p) = self.map.get_mut(&n) else { continue };
+            let proceeding = p.proceeding;
+            let target = p.target;
+            let Some((data, interval)) = p.retransmit.as_mut() else {
+                continue;
+            };
+            // RFC 3261 §17.1.2.2: doubling up to T2; T2 once proceeding.
+            *interval = if proceeding {
+                self.timers.t2
+            } else {
+                (*interval * 2).min(self.timers.t2)
+            };
+            resend.push((n, target, data.clone(), *interval));
+        }
+        if let Ok(mut due) = self.due.lock() {
+            for (n, _, _, interval) in &resend {
+                due.retransmit_after(*n, now, *interval);
+            }
+        }
+        for (n, target, data, _) in resend {
             if let Err(e) = self.transports.send(target, data).await {
                 if let Some((_, p)) = self.map.remove(&n) {
                     let _ = p.tx.send(Err(OutboundError::Transport(target.addr, e.to_string())));
@@ -223,18 +231,20 @@ impl ClientTransactions {
             tracing::debug!("response without a usable Via dropped");
             return;
         };
-        let Some(n) = counter_of(branch, &self.prefix).filter(|n| self.map.contains_key(n)) else {
-            tracing::debug!(%branch, "stray response dropped (no transaction)");
-            return;
+        let stray = || tracing::debug!(%branch, "stray response dropped (no transaction)");
+        let Some(n) = counter_of(branch, &self.prefix) else {
+            return stray();
         };
         if resp.status().unwrap_or(0) < 200 {
-            if let Some(mut pending) = self.map.get_mut(&n) {
-                pending.proceeding = true;
+            // Provisional: the transaction goes on, Timer E backs off to T2.
+            match self.map.get_mut(&n) {
+                Some(mut p) => p.proceeding = true,
+                None => stray(),
             }
             return;
         }
         let Some((_, pending)) = self.map.remove(&n) else {
-            return;
+            return stray();
         };
         resp.pop_via();
         // Err: the request future is gone (dropped): nobody to tell.
@@ -318,7 +328,8 @@ mod tests {
         let e2 = e1 + t1 * 2;
         txs.fire_timers(e2).await;
         assert_eq!(got(&mut buf).unwrap(), first);
-        let at = txs.map.iter().next().and_then(|e| e.retransmit.as_ref().map(|r| r.1));
+        let n = txs.map.iter().next().map(|e| *e.key()).unwrap();
+        let at = txs.due.lock().unwrap().next_e(n);
         assert_eq!(at, Some(e2 + t2));
         // Timer F: 64·T1 after the first send.
         txs.fire_timers(start + Timers::default().f() + Duration::from_millis(1))

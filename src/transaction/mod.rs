@@ -5,6 +5,7 @@
 //! Client side: Timer E retransmits over UDP, Timer F gives up.
 
 mod client;
+mod due;
 mod server;
 
 use std::hash::{BuildHasher, Hasher};
