@@ -22,32 +22,30 @@ pub fn handle(reply: Reply) {
 }
 
 async fn route(mut r: Reply) {
-    {
-        let authenticated = match crate::auth::authenticate(&r) {
-            Ok(a) => a,
-            Err(resp) => return r.send(*resp).await,
-        };
-        let route = check(&r, authenticated.as_ref());
-        if let (Ok(_), Some(sender)) = (&route, &authenticated) {
-            // What goes on carries the asserted sender, not the credentials
-            // (changed in place: the responses copy none of those headers).
-            assert_identity(Arc::make_mut(&mut r.req), sender);
-        }
-        match route {
-            Ok(Route::User {
-                sender,
-                target,
-                gruu,
-                anonymous_from,
-            }) => deliver(r, sender, target, gruu, anonymous_from).await,
-            // The rarer routes run boxed: the spawned future is as large as
-            // its largest branch, and every one-to-one message pays for
-            // moving it into its task.
-            Ok(Route::DeferredService { sender }) => Box::pin(deferred_actions(r, sender)).await,
-            Ok(Route::Group { sender, group }) => Box::pin(super::group::to_group(r, sender, group)).await,
-            Ok(Route::AdHoc { sender }) => Box::pin(super::group::ad_hoc(r, sender)).await,
-            Err(resp) => r.send(*resp).await,
-        }
+    let authenticated = match crate::auth::authenticate(&r) {
+        Ok(a) => a,
+        Err(resp) => return r.send(*resp).await,
+    };
+    let route = check(&r, authenticated.as_ref());
+    if let (Ok(_), Some(sender)) = (&route, &authenticated) {
+        // What goes on carries the asserted sender, not the credentials
+        // (changed in place: the responses copy none of those headers).
+        assert_identity(Arc::make_mut(&mut r.req), sender);
+    }
+    match route {
+        Ok(Route::User {
+            sender,
+            target,
+            gruu,
+            anonymous_from,
+        }) => deliver(r, sender, target, gruu, anonymous_from).await,
+        // The rarer routes run boxed: the spawned future is as large as
+        // its largest branch, and every one-to-one message pays for
+        // moving it into its task.
+        Ok(Route::DeferredService { sender }) => Box::pin(deferred_actions(r, sender)).await,
+        Ok(Route::Group { sender, group }) => Box::pin(super::group::to_group(r, sender, group)).await,
+        Ok(Route::AdHoc { sender }) => Box::pin(super::group::ad_hoc(r, sender)).await,
+        Err(resp) => r.send(*resp).await,
     }
 }
 

@@ -57,10 +57,9 @@ impl Handler<DeliverPager> for ParticipatingFunction {
 
     fn handle(&mut self, msg: DeliverPager, _: &mut Context<Self>) -> Self::Result {
         self.touch();
-        // Borrowed from a second handle on the request (no String per message);
-        // the continuation below reads it from `msg` again.
-        let request = msg.request.clone();
-        let call_id = request.call_id().unwrap_or_default();
+        // Borrowed, not copied (no String per message); the continuation
+        // below reads it from `msg` again.
+        let call_id = msg.request.call_id().unwrap_or_default();
         // Only a content-type rule reads the payload's types.
         let types = if self.prefs.reject_content_types.is_empty() {
             Vec::new()
