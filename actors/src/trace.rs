@@ -87,6 +87,11 @@ struct Ring {
     next: u64,
 }
 
+/// A new slot's buffer: enough for the usual event.
+const SLOT_BYTES: usize = 128;
+/// A recycled slot keeps its buffer up to this size.
+const MAX_KEPT_SLOT: usize = 1024;
+
 impl Ring {
     /// A slot to fill: the oldest one once the ring holds `capacity`
     /// (its buffer emptied, its capacity kept), else a new one.
@@ -95,13 +100,19 @@ impl Ring {
             if let Some(mut old) = self.events.pop_front() {
                 dropped.fetch_add(1, Ordering::Relaxed);
                 old.text.clear();
+                // A buffer that one long event (an 8 KiB Call-ID, say) grew
+                // is not kept: otherwise every slot would end up as large as
+                // the largest event it ever held.
+                if old.text.capacity() > MAX_KEPT_SLOT {
+                    old.text.shrink_to(SLOT_BYTES);
+                }
                 return old;
             }
         }
         Slot {
             seq: 0,
             at_ms: 0,
-            text: String::with_capacity(128),
+            text: String::with_capacity(SLOT_BYTES),
             call_end: 0,
             actor_end: 0,
             event_end: 0,
@@ -487,6 +498,13 @@ mod tests {
         assert!(t.message_ids("a-long-call-id").is_empty());
         assert_eq!(t.recent_for_actor("pf:c", 5).len(), 1);
         assert_eq!(t.counters().trace_dropped, 1);
+        // The slot the 300-byte event left is reused; one grown past the
+        // kept size is shrunk first.
+        let t = Tracer::new(1);
+        t.record("c", "a", "e", "x".repeat(8 * 1024));
+        t.record("c", "a", "e", "y");
+        let ring = t.ring.lock().unwrap();
+        assert!(ring.events[0].text.capacity() <= MAX_KEPT_SLOT);
     }
 
     #[test]
