@@ -59,11 +59,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Flusher {
-    pub(crate) fn start(db: sled::Db) -> std::io::Result<Flusher> {
+    /// `before` runs ahead of each flush: writes held back elsewhere (the
+    /// sending-device notes) are handed to sled first, so the flush covers them.
+    pub(crate) fn start(
+        db: sled::Db,
+        before: impl Fn() -> Result<(), crate::StoreError> + Send + 'static,
+    ) -> std::io::Result<Flusher> {
         let shared = Arc::new(Shared::default());
         let thread = std::thread::Builder::new().name("cpm-store-flush".into()).spawn({
             let shared = shared.clone();
-            move || run(&db, &shared)
+            move || run(&db, &shared, &before)
         })?;
         Ok(Flusher {
             shared,
@@ -101,7 +106,7 @@ impl std::fmt::Debug for Flusher {
     }
 }
 
-fn run(db: &sled::Db, shared: &Shared) {
+fn run(db: &sled::Db, shared: &Shared, before: &dyn Fn() -> Result<(), crate::StoreError>) {
     loop {
         let batch = {
             let mut st = lock(&shared.state);
@@ -113,6 +118,9 @@ fn run(db: &sled::Db, shared: &Shared) {
             }
             std::mem::take(&mut st.queue)
         };
+        if let Err(e) = before() {
+            tracing::error!(error = %e, "held-back writes failed before a flush");
+        }
         // A panic must not strand the waiters: they would never complete.
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.flush()))
             .unwrap_or_else(|_| Err(sled::Error::ReportableBug("sled flush panicked".into())))

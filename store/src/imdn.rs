@@ -14,7 +14,7 @@
 //! leaves at worst an index entry without its record (dropped by the sweep).
 //! Durability is the caller's (flush before acknowledging).
 
-use crate::common::{aor_prefix, check_aor, decode, encode};
+use crate::common::{aor_prefix, check_aor, decode};
 use crate::{Store, StoreError};
 
 const TAG_SEEN: u8 = b's';
@@ -82,10 +82,9 @@ impl Store {
         check_aor(aor)?;
         check_id(msg_id)?;
         let key = origin_key(aor, msg_id);
-        self.imdn_expiry
-            .insert(index_key(expires_at, TAG_ORIGIN, &key), &[][..])?;
-        self.imdn_origin
-            .insert(key, encode(&(device.to_string(), expires_at))?)?;
+        let index = index_key(expires_at, TAG_ORIGIN, &key);
+        // Written behind (the `origin` module); readable at once.
+        self.origins.shared().put(key, device, expires_at, index);
         Ok(())
     }
 
@@ -95,16 +94,24 @@ impl Store {
         if check_id(msg_id).is_err() {
             return Ok(None);
         }
-        let Some(v) = self.imdn_origin.get(origin_key(aor, msg_id))? else {
-            return Ok(None);
+        let key = origin_key(aor, msg_id);
+        let (device, expires_at) = match self.origins.shared().get(&key) {
+            Some(queued) => queued,
+            None => {
+                let Some(v) = self.imdn_origin.get(&key)? else {
+                    return Ok(None);
+                };
+                decode::<(String, u64)>(&v, "imdn origin")?
+            }
         };
-        let (device, expires_at): (String, u64) = decode(&v, "imdn origin")?;
         Ok((expires_at > now).then_some(device))
     }
 
     /// Drop what has outlived its retention time, through the ordered index;
     /// returns how many index entries were processed.
     pub fn sweep_imdn(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        // Notes still queued are swept with the rest.
+        self.origins.shared().write_pending()?;
         let mut n = 0;
         for item in self
             .imdn_expiry
@@ -206,5 +213,43 @@ mod tests {
         }
         let s = crate::reopen(dir.path()).unwrap();
         assert!(!s.claim_report(ALICE, "m1", "display", 20, 100).unwrap());
+    }
+
+    /// Notes are written behind: readable at once, in sled soon after, in
+    /// sled before any flush returns, and on disk after the last handle
+    /// closes even when nobody flushed.
+    #[test]
+    fn origin_notes_written_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_origin(ALICE, "m1", "<urn:uuid:phone>", 200).unwrap();
+            assert_eq!(s.origin(ALICE, "m1", 100).unwrap().as_deref(), Some("<urn:uuid:phone>"));
+            // A flush returns only after the queued note is in the tree.
+            s.put_origin(ALICE, "m2", "<urn:uuid:tablet>", 200).unwrap();
+            futures::executor::block_on(s.flush()).unwrap();
+            assert!(s.imdn_origin.get(origin_key(ALICE, "m2")).unwrap().is_some());
+            // The writer thread gets there without a flush.
+            s.put_origin(ALICE, "m3", "<urn:uuid:phone>", 200).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while s.imdn_origin.get(origin_key(ALICE, "m3")).unwrap().is_none() {
+                assert!(std::time::Instant::now() < deadline, "note never written");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            s.put_origin(ALICE, "m4", "<urn:uuid:watch>", 200).unwrap();
+        }
+        let s = crate::reopen(dir.path()).unwrap();
+        for (id, dev) in [("m1", "phone"), ("m2", "tablet"), ("m3", "phone"), ("m4", "watch")] {
+            let want = format!("<urn:uuid:{dev}>");
+            assert_eq!(
+                s.origin(ALICE, id, 100).unwrap().as_deref(),
+                Some(want.as_str()),
+                "{id}"
+            );
+        }
+        // Swept with their index entries, queued or not.
+        s.put_origin(ALICE, "m5", "<urn:uuid:phone>", 300).unwrap();
+        assert_eq!(s.sweep_imdn(1_000, 100).unwrap(), 5);
+        assert_eq!(s.origin(ALICE, "m5", 0).unwrap(), None);
     }
 }

@@ -26,6 +26,7 @@ mod error;
 mod flush;
 mod imdn;
 mod mss;
+mod origin;
 mod prefs;
 
 use std::path::Path;
@@ -81,6 +82,9 @@ pub struct Store {
     imdn_seen: sled::Tree,
     imdn_origin: sled::Tree,
     imdn_expiry: sled::Tree,
+    /// Sending-device notes not yet in `imdn_origin` (write-behind; the
+    /// `origin` module). Dropped before the flusher.
+    origins: Arc<origin::OriginWriter>,
     /// `aor` -> bincode [`CredentialRecord`] (digest hashes, never passwords).
     credentials: sled::Tree,
     /// Serialises, per (tree, AOR), id assignment with the writes that store
@@ -123,7 +127,10 @@ impl Store {
         let imdn_origin = db.open_tree(IMDN_ORIGIN_TREE)?;
         let imdn_expiry = db.open_tree(IMDN_EXPIRY_TREE)?;
         let credentials = db.open_tree(CREDENTIALS_TREE)?;
-        let flusher = flush::Flusher::start(db.clone()).map_err(sled::Error::Io)?;
+        let origins = origin::OriginWriter::start(imdn_origin.clone(), imdn_expiry.clone()).map_err(sled::Error::Io)?;
+        // Every flush writes the queued notes first, so it covers them too.
+        let notes = origins.shared().clone();
+        let flusher = flush::Flusher::start(db.clone(), move || notes.write_pending()).map_err(sled::Error::Io)?;
         Ok(Store {
             bindings,
             binding_expiry,
@@ -135,6 +142,7 @@ impl Store {
             imdn_seen,
             imdn_origin,
             imdn_expiry,
+            origins: Arc::new(origins),
             credentials,
             seq_locks: Arc::new(common::StripedLocks::new()),
             flusher: Arc::new(flusher),
@@ -157,6 +165,7 @@ impl Store {
     /// Blocking variant of [`Store::flush`], for shutdown paths and tools
     /// outside an async runtime. Flushes on the calling thread.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.origins.shared().write_pending()?;
         self.db.flush()?;
         Ok(())
     }
@@ -231,6 +240,7 @@ mod tests {
             include_str!("flush.rs"),
             include_str!("imdn.rs"),
             include_str!("mss.rs"),
+            include_str!("origin.rs"),
             include_str!("prefs.rs"),
         ];
         let banned = ["transaction", "apply_batch", "checksum", "flush_async"].map(|op| format!(".{op}("));
