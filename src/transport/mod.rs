@@ -5,6 +5,7 @@
 
 mod framing;
 mod memory;
+mod outbox;
 mod tcp;
 mod tls;
 mod udp;
@@ -113,7 +114,7 @@ impl Transports {
             TransportKind::Udp => {
                 let sock = self.udp.get(&to.local).or(self.first_udp.as_ref());
                 let sock = sock.ok_or(TransportError::NoListener(TransportKind::Udp))?;
-                sock.send(to.peer, &data)
+                sock.send(to.peer, data)
             }
             TransportKind::Memory => self.memory()?.send(to.peer, data),
             TransportKind::Tcp | TransportKind::Tls => {
@@ -136,7 +137,7 @@ impl Transports {
                     .first_udp
                     .as_ref()
                     .ok_or(TransportError::NoListener(TransportKind::Udp))?;
-                sock.send(target.addr, &data)
+                sock.send(target.addr, data)
             }
             TransportKind::Memory => self.memory()?.send(target.addr, data),
             kind => {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use cpm_actors::TransportKind;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::outbox::{send_to, Outbox};
 use super::{Admit, Inbound, Source, TransportError};
 
 /// Takes a datagram received by worker `usize`.
@@ -29,13 +30,11 @@ const RECV_BUFFER: usize = 4 << 20;
 /// at the rate the worker can handle it.
 const READ_BATCH: usize = 256;
 
-/// How often a send into a full socket buffer is retried before giving up
-/// (UDP: the request's retransmission timer or the peer's covers the loss).
-const SEND_RETRIES: usize = 3;
-
 pub struct UdpTransport {
     /// Shared by every sending thread; non-blocking (a dup of shard 0).
     sender: UdpSocket,
+    /// Sends made by another thread while the workers are busy.
+    outbox: Outbox,
     /// Taken by `run`: one socket per worker.
     shards: Mutex<Vec<UdpSocket>>,
     local: SocketAddr,
@@ -60,6 +59,7 @@ impl UdpTransport {
         let local = all[0].local_addr()?;
         Ok(Arc::new(UdpTransport {
             sender: all[0].try_clone()?,
+            outbox: Outbox::start(all[0].try_clone()?)?,
             shards: Mutex::new(all),
             local,
         }))
@@ -69,17 +69,10 @@ impl UdpTransport {
         self.local
     }
 
-    pub fn send(&self, to: SocketAddr, data: &[u8]) -> Result<(), TransportError> {
-        let mut tries = 0;
-        loop {
-            match self.sender.send_to(data, to) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tries < SEND_RETRIES => {
-                    tries += 1;
-                    std::thread::yield_now();
-                }
-                Err(e) => return Err(TransportError::Io(to, e)),
-            }
+    pub fn send(&self, to: SocketAddr, data: Bytes) -> Result<(), TransportError> {
+        match self.outbox.offer(to, data) {
+            None => Ok(()),
+            Some(data) => send_to(&self.sender, to, &data).map_err(|e| TransportError::Io(to, e)),
         }
     }
 
@@ -111,7 +104,9 @@ impl UdpTransport {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
+            let mut read = 0;
             for _ in 0..READ_BATCH {
+                read += 1;
                 match sock.try_recv_from(&mut buf) {
                     // Keep-alive CRLFs (RFC 5626 §3.5.1) carry nothing to parse.
                     Ok((n, _)) if buf[..n].iter().all(|b| b.is_ascii_whitespace()) => {}
@@ -125,6 +120,8 @@ impl UdpTransport {
                     }
                 }
             }
+            // The last try found nothing (or failed): `read - 1` datagrams.
+            self.outbox.note_read(read - 1);
             // Let the ingress handle what was read.
             tokio::task::yield_now().await;
         }
@@ -141,7 +138,7 @@ impl UdpTransport {
         };
         // Refused (overload, rate limit): answered from here, never queued.
         if let Admit::Reject(resp) = sink(worker, inbound) {
-            let _ = self.send(peer, &resp);
+            let _ = self.send(peer, resp);
         }
     }
 }
