@@ -169,7 +169,16 @@ impl std::fmt::Debug for OriginWriter {
     }
 }
 
+/// Lower than the request path's threads: notes wait, requests should not
+/// (a thread may raise its own nice value without privileges).
+const NICE: libc::c_int = 10;
+
 fn run(shared: &Shared) {
+    // SAFETY: plain syscalls on the calling thread, no pointers involved.
+    let res = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE) };
+    if res != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "note writer keeps its priority");
+    }
     loop {
         let stop = {
             let st = lock(&shared.state);
