@@ -1,6 +1,7 @@
 //! Server transactions keyed per RFC 3261 §17.2.3.
 
 use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -93,6 +94,10 @@ pub enum ServerLookup {
 
 pub struct ServerTransactions {
     map: DashMap<ServerKey, (State, Instant), KeyHash>,
+    /// Keys in the order their transactions began (with that time, or the
+    /// completion time once requeued): the sweep pops what may be due
+    /// instead of scanning the table, so its work follows what expires.
+    order: Mutex<VecDeque<(ServerKey, Instant)>>,
     cap: usize,
     /// When the table was last relieved of old completed transactions.
     relieved: Mutex<Option<Instant>>,
@@ -107,6 +112,11 @@ const PRESSURE_RETENTION: Duration = Duration::from_secs(5);
 /// A full table is relieved at most this often (it is a scan of the table).
 const RELIEF_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Plain data: a poisoned lock is still consistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Default for ServerTransactions {
     fn default() -> ServerTransactions {
         ServerTransactions::with_cap(crate::limits::Limits::SERVER_TX)
@@ -118,6 +128,7 @@ impl ServerTransactions {
     pub fn with_cap(cap: usize) -> ServerTransactions {
         ServerTransactions {
             map: DashMap::with_hasher(KeyHash),
+            order: Mutex::new(VecDeque::new()),
             cap: cap.max(1),
             relieved: Mutex::new(None),
         }
@@ -134,7 +145,9 @@ impl ServerTransactions {
         }
         match self.map.entry(*key) {
             Entry::Vacant(v) => {
-                v.insert((State::Trying, Instant::now()));
+                let now = Instant::now();
+                v.insert((State::Trying, now));
+                lock(&self.order).push_back((*key, now));
                 ServerLookup::New
             }
             Entry::Occupied(o) => match &o.get().0 {
@@ -162,21 +175,54 @@ impl ServerTransactions {
 
     /// Timer J for completed transactions; also drops transactions whose TU
     /// never answered within 64·T1 (the client has given up by then).
-    /// Above half the cap, completed ones are kept `PRESSURE_RETENTION`
-    /// only, so that a busy server seldom reaches the cap (where `relieve`
-    /// scans the table on the request path).
+    /// Above half the cap, the oldest completed ones go early (never before
+    /// `PRESSURE_RETENTION`) until the table is back at half the cap: at a
+    /// steady high rate the table stays there and the retention follows the
+    /// rate, with no burst of removals when it crosses the line, and a busy
+    /// server seldom reaches the cap (where `relieve` scans the table on the
+    /// request path).
     pub fn sweep(&self, timers: &Timers) -> usize {
-        let now = Instant::now();
-        let before = self.map.len();
-        let keep = match before > self.cap / 2 {
-            true => PRESSURE_RETENTION.min(timers.f()),
-            false => timers.f(),
-        };
-        self.map.retain(|_, (state, created)| match state {
-            State::Completed(_, at) => now.duration_since(*at) < keep,
-            _ => now.duration_since(*created) < timers.f(),
-        });
-        before - self.map.len()
+        self.sweep_at(Instant::now(), timers)
+    }
+
+    fn sweep_at(&self, now: Instant, timers: &Timers) -> usize {
+        let (f, half) = (timers.f(), self.cap / 2);
+        let early = PRESSURE_RETENTION.min(f);
+        let mut len = self.map.len();
+        let (mut dropped, mut requeue) = (0, Vec::new());
+        loop {
+            let min_age = if len > half { early } else { f };
+            let next = {
+                let mut order = lock(&self.order);
+                match order.front() {
+                    Some(&(_, t)) if now.duration_since(t) >= min_age => order.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((key, _)) = next else { break };
+            let expired = |state: &State, created: Instant| match state {
+                State::Completed(_, at) => now.duration_since(*at) >= min_age,
+                _ => now.duration_since(created) >= f,
+            };
+            if self
+                .map
+                .remove_if(&key, |_, (state, created)| expired(state, *created))
+                .is_some()
+            {
+                dropped += 1;
+                len = len.saturating_sub(1);
+            } else if let Some(e) = self.map.get(&key) {
+                // Not due yet (completed late, or still working): back in
+                // line by its completion (or start) time.
+                let t = match &e.0 {
+                    State::Completed(_, at) => *at,
+                    _ => e.1,
+                };
+                requeue.push((key, t));
+            }
+        }
+        lock(&self.order).extend(requeue);
+        dropped
     }
 
     /// The table is full: drop completed transactions older than
@@ -184,7 +230,7 @@ impl ServerTransactions {
     fn relieve(&self) -> bool {
         let now = Instant::now();
         {
-            let mut last = self.relieved.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = lock(&self.relieved);
             if last.is_some_and(|t| now.duration_since(t) < RELIEF_INTERVAL) {
                 return false;
             }
@@ -194,6 +240,7 @@ impl ServerTransactions {
         self.map.retain(
             |_, (state, _)| !matches!(state, State::Completed(_, at) if now.duration_since(*at) >= PRESSURE_RETENTION),
         );
+        // Their keys stay in `order` until the sweep pops them (and finds nothing).
         let freed = before.saturating_sub(self.map.len());
         if freed > 0 {
             tracing::warn!(
@@ -343,5 +390,42 @@ mod tests {
         t.lookup(&k, false);
         t.responded(&k, 200, Bytes::new(), TransportKind::Tcp);
         assert!(t.is_empty());
+    }
+
+    /// Above half the cap the oldest completed transactions go, only down
+    /// to half the cap and never before 5 s; working ones wait for 64·T1.
+    #[test]
+    fn sweep_under_pressure_drops_oldest_down_to_half_the_cap() {
+        let t = ServerTransactions::with_cap(10);
+        let t0 = Instant::now();
+        let keys: Vec<ServerKey> = (0..9)
+            .map(|i| {
+                let r = req(&format!("z9hG4bK{i}"));
+                let k = ServerKey::of(&r, &r.top_via().unwrap());
+                assert!(matches!(t.lookup(&k, false), ServerLookup::New));
+                k
+            })
+            .collect();
+        for k in &keys[..8] {
+            t.responded(k, 200, Bytes::new(), TransportKind::Udp);
+        }
+        let timers = Timers::default();
+        let s = Duration::from_secs;
+        assert_eq!(t.sweep_at(t0 + s(1), &timers), 0, "younger than 5 s");
+        assert_eq!(t.sweep_at(t0 + s(6), &timers), 4, "9 -> 5, oldest first");
+        for k in &keys[..4] {
+            assert!(matches!(t.lookup(k, false), ServerLookup::New), "dropped: new again");
+        }
+        // 9 again: the other four completed ones go, the working ones stay.
+        assert_eq!(t.sweep_at(t0 + s(6), &timers), 4);
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.sweep_at(t0 + s(7), &timers), 0, "at half the cap");
+        assert!(
+            matches!(t.lookup(&keys[8], false), ServerLookup::Absorbed),
+            "still working"
+        );
+        assert_eq!(t.sweep_at(t0 + s(40), &timers), 5, "64·T1 for the working ones");
+        assert!(t.is_empty());
+        assert!(t.order.lock().unwrap().is_empty(), "nothing left in line");
     }
 }
