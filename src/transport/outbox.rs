@@ -3,7 +3,7 @@
 //! On loopback a `sendto` also runs the receiver's softirq and wake-up in
 //! the sender's context: a quarter of a worker's time at 10,000 msg/s
 //! (perf, docs/performance.md). While a worker's reads come in batches
-//! (it is behind), its sends go here and a second core makes them; when it
+//! of [`BUSY_BATCH`] or more (it is behind), its sends go here and a second core makes them; when it
 //! is not, they are made inline, which costs less than waking this thread
 //! for each one. A full outbox is bypassed (sent inline), so it never
 //! holds more than [`MAX_QUEUED`] datagrams.
@@ -13,6 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
+
+/// A read of this many datagrams at once means the worker is behind. With
+/// 4, sipp's 1 ms bursts at 2,000 msg/s already moved the sends over, and
+/// the wake-ups cost more than they saved (pager.sh, alternating runs: 86-96
+/// against 67-80 us per message); 8 keeps those inline and still moves them
+/// at 12,000 msg/s and above.
+const BUSY_BATCH: usize = 8;
 
 /// Datagrams waiting beyond which a sender sends inline again.
 const MAX_QUEUED: usize = 8192;
@@ -63,7 +70,7 @@ impl Outbox {
 
     /// A receive loop's last read: `batch` datagrams at once.
     pub fn note_read(&self, batch: usize) {
-        let busy = batch >= 4;
+        let busy = batch >= BUSY_BATCH;
         if self.busy.load(Ordering::Relaxed) != busy {
             self.busy.store(busy, Ordering::Relaxed);
         }
