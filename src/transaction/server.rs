@@ -221,7 +221,14 @@ impl ServerTransactions {
                 requeue.push((key, t));
             }
         }
-        lock(&self.order).extend(requeue);
+        let mut order = lock(&self.order);
+        order.extend(requeue);
+        // A burst (a registration wave) grows the queue; do not keep its
+        // memory for the idle hours after it.
+        if order.capacity() > 4 * order.len() + 4096 {
+            let keep = 2 * order.len();
+            order.shrink_to(keep);
+        }
         dropped
     }
 

@@ -3,7 +3,7 @@
 //! On loopback a `sendto` also runs the receiver's softirq and wake-up in
 //! the sender's context: a quarter of a worker's time at 10,000 msg/s
 //! (perf, docs/performance.md). While a worker's reads come in batches
-//! of [`BUSY_BATCH`] or more (it is behind), its sends go here and a second core makes them; when it
+//! of [`BUSY_BATCH`] or more, several in a row (it is behind), its sends go here and a second core makes them; when it
 //! is not, they are made inline, which costs less than waking this thread
 //! for each one. A full outbox is bypassed (sent inline), so it never
 //! holds more than [`MAX_QUEUED`] datagrams.
@@ -14,12 +14,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
-/// A read of this many datagrams at once means the worker is behind. With
-/// 4, sipp's 1 ms bursts at 2,000 msg/s already moved the sends over, and
-/// the wake-ups cost more than they saved (pager.sh, alternating runs: 86-96
-/// against 67-80 us per message); 8 keeps those inline and still moves them
-/// at 12,000 msg/s and above.
+/// Reads of at least this many datagrams, [`BUSY_STREAK`] of them in a
+/// row, mean the worker is behind. A single large read is not enough:
+/// sipp's 1 ms bursts at 2,000 msg/s make some, and handing those sends
+/// over cost more wake-ups than it saved (pager.sh with a per-thread count:
+/// the sender thread carried 13 us of 71-81 per message with one read, none
+/// with three); at 12,000 msg/s and above the streaks are there.
 const BUSY_BATCH: usize = 8;
+const BUSY_STREAK: usize = 3;
 
 /// Datagrams waiting beyond which a sender sends inline again.
 const MAX_QUEUED: usize = 8192;
@@ -50,8 +52,10 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 
 pub struct Outbox {
     shared: Arc<Shared>,
-    /// Set by the receive loops: their last read found several datagrams.
+    /// Set by the receive loops: their last reads found many datagrams.
     busy: AtomicBool,
+    /// Consecutive reads of at least `BUSY_BATCH` datagrams.
+    streak: AtomicUsize,
 }
 
 impl Outbox {
@@ -65,12 +69,20 @@ impl Outbox {
         Ok(Outbox {
             shared,
             busy: AtomicBool::new(false),
+            streak: AtomicUsize::new(0),
         })
     }
 
     /// A receive loop's last read: `batch` datagrams at once.
     pub fn note_read(&self, batch: usize) {
-        let busy = batch >= BUSY_BATCH;
+        let streak = match batch >= BUSY_BATCH {
+            true => self.streak.fetch_add(1, Ordering::Relaxed) + 1,
+            false => {
+                self.streak.store(0, Ordering::Relaxed);
+                0
+            }
+        };
+        let busy = streak >= BUSY_STREAK;
         if self.busy.load(Ordering::Relaxed) != busy {
             self.busy.store(busy, Ordering::Relaxed);
         }
@@ -158,6 +170,13 @@ mod tests {
         let to = rx.local_addr().unwrap();
         let out = Outbox::start(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
         assert!(out.offer(to, Bytes::from_static(b"x")).is_some(), "idle: inline");
+        for _ in 0..BUSY_STREAK - 1 {
+            out.note_read(10);
+            assert!(
+                out.offer(to, Bytes::from_static(b"x")).is_some(),
+                "one large read is not a backlog"
+            );
+        }
         out.note_read(10);
         for i in 0..100u32 {
             assert!(out.offer(to, Bytes::from(i.to_string())).is_none(), "busy: queued");
