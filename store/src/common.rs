@@ -10,6 +10,12 @@ use serde::Serialize;
 
 use crate::{Store, StoreError};
 
+/// For mutexes guarding plain data updated in single steps: a poisoned one
+/// is still consistent, so its guard is taken anyway.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Key layouts use NUL as the AOR terminator, so an AOR containing one would
 /// alias other AORs' keys; an empty AOR is never meaningful.
 pub(crate) fn check_aor(aor: &str) -> Result<(), StoreError> {

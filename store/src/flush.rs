@@ -18,9 +18,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
+
+use crate::common::lock;
 
 /// Owner of the flusher thread; dropping it (with the last `Store` clone)
 /// stops and joins the thread, so its database handle is released before the
@@ -50,12 +52,6 @@ struct Slot(Mutex<SlotState>);
 struct SlotState {
     result: Option<Result<(), sled::Error>>,
     waker: Option<Waker>,
-}
-
-/// Every mutex here guards plain data that is updated in single steps, so a
-/// poisoned one is still consistent.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Flusher {

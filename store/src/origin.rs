@@ -11,10 +11,11 @@
 //! falls behind.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::common::lock;
 use crate::StoreError;
 
 /// How long a note waits for the writer thread at most.
@@ -50,11 +51,6 @@ pub(crate) struct Shared {
     write: Mutex<()>,
     origin: sled::Tree,
     expiry: sled::Tree,
-}
-
-/// Plain data updated in single steps: a poisoned lock is still consistent.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
