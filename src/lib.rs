@@ -15,3 +15,10 @@ pub mod server;
 pub mod simulate;
 pub mod transaction;
 pub mod transport;
+
+/// Lock a mutex that guards plain data updated in single steps: a panic
+/// elsewhere cannot leave it half-changed, so a poisoned one is used as is
+/// (skipping the work instead would, e.g., lose a transaction's timers).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -165,7 +165,7 @@ impl RateLimiter {
             return true;
         }
         let shard = &self.shards[shard_of(&ip)];
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::lock(shard);
         if !map.contains_key(&ip) && map.len() >= self.per_shard {
             let full_after = Duration::from_secs_f64(self.burst / self.rate);
             map.retain(|_, b| now.saturating_duration_since(b.last) < full_after);
@@ -190,10 +190,7 @@ impl RateLimiter {
 
     /// Sources currently tracked.
     pub fn tracked(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| crate::lock(s).len()).sum()
     }
 }
 

@@ -90,7 +90,7 @@ impl Nonces {
     /// above every count already used with this nonce (a replay), or when
     /// no more nonces can be tracked.
     pub fn use_count(&self, nonce: &str, issued: u64, nc: u32, now: u64) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = crate::lock(&self.seen);
         if let Some((_, highest)) = seen.get_mut(nonce) {
             if nc <= *highest {
                 return false;
@@ -112,7 +112,7 @@ impl Nonces {
     /// Drops the counts of expired nonces (they are refused as stale anyway).
     pub fn sweep(&self, now: u64) {
         let ttl = self.ttl_s;
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = crate::lock(&self.seen);
         seen.retain(|_, (t, _)| now.saturating_sub(*t) <= ttl);
     }
 

@@ -35,14 +35,14 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
 
     /// Seconds left while `key` is refused.
     pub fn blocked(&self, key: &K, now: u64) -> Option<u64> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let map = crate::lock(&self.map);
         let e = map.get(key)?;
         (e.blocked_until > now).then(|| e.blocked_until - now)
     }
 
     /// Counts one failure; true when it made `key` blocked.
     pub fn fail(&self, key: &K, now: u64) -> bool {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::lock(&self.map);
         if !map.contains_key(key) && map.len() >= MAX_KEYS {
             let window = self.window;
             map.retain(|_, e| e.blocked_until > now || now.saturating_sub(e.window_start) < window);

@@ -160,9 +160,7 @@ impl ClientTransactions {
         };
         self.map.insert(n, pending);
         let _entry = Entry(&self.map, n);
-        if let Ok(mut due) = self.due.lock() {
-            due.start(n, now, first_e);
-        }
+        crate::lock(&self.due).start(n, now, first_e);
         self.transports
             .send(target, data)
             .await
@@ -184,9 +182,7 @@ impl ClientTransactions {
     /// Retransmit what is due (Timer E), give up on what is past Timer F.
     /// Entries of transactions already answered are skipped.
     async fn fire_timers(&self, now: Instant) {
-        let Ok((e_due, f_due)) = self.due.lock().map(|mut due| due.take_due(now)) else {
-            return;
-        };
+        let (e_due, f_due) = crate::lock(&self.due).take_due(now);
         for n in f_due {
             if let Some((_, p)) = self.map.remove(&n) {
                 let _ = p.tx.send(Err(OutboundError::Timeout(p.target.addr)));
@@ -208,7 +204,8 @@ impl ClientTransactions {
             };
             resend.push((n, target, data.clone(), *interval));
         }
-        if let Ok(mut due) = self.due.lock() {
+        {
+            let mut due = crate::lock(&self.due);
             for (n, _, _, interval) in &resend {
                 due.retransmit_after(*n, now, *interval);
             }

@@ -13,6 +13,7 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use super::{KeyHash, Timers};
+use crate::lock;
 
 /// Branch + sent-by + method (ACK matches its INVITE) for RFC 3261 branches;
 /// the RFC 2543 fallback uses Call-ID, CSeq, From tag and the top Via.
@@ -111,11 +112,6 @@ const PRESSURE_RETENTION: Duration = Duration::from_secs(5);
 
 /// A full table is relieved at most this often (it is a scan of the table).
 const RELIEF_INTERVAL: Duration = Duration::from_millis(200);
-
-/// Plain data: a poisoned lock is still consistent.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl Default for ServerTransactions {
     fn default() -> ServerTransactions {

@@ -2,15 +2,15 @@
 //!
 //! On loopback a `sendto` also runs the receiver's softirq and wake-up in
 //! the sender's context: a quarter of a worker's time at 10,000 msg/s
-//! (perf, docs/performance.md). While a worker's reads come in batches
-//! of [`BUSY_BATCH`] or more, several in a row (it is behind), its sends go here and a second core makes them; when it
-//! is not, they are made inline, which costs less than waking this thread
-//! for each one. A full outbox is bypassed (sent inline), so it never
+//! (perf, docs/performance.md). While a worker's reads come in batches of
+//! [`BUSY_BATCH`] or more, several in a row (it is behind), its sends go
+//! here and a second core makes them; when it is not, they are made
+//! inline, which costs less than waking this thread for each one. A full outbox is bypassed (sent inline), so it never
 //! holds more than [`MAX_QUEUED`] datagrams.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use bytes::Bytes;
 
@@ -46,15 +46,10 @@ struct Shared {
     queued: AtomicUsize,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 pub struct Outbox {
     shared: Arc<Shared>,
-    /// Set by the receive loops: their last reads found many datagrams.
-    busy: AtomicBool,
-    /// Consecutive reads of at least `BUSY_BATCH` datagrams.
+    /// Consecutive reads of at least `BUSY_BATCH` datagrams, counted up to
+    /// `BUSY_STREAK` (busy from there).
     streak: AtomicUsize,
 }
 
@@ -68,35 +63,35 @@ impl Outbox {
         })?;
         Ok(Outbox {
             shared,
-            busy: AtomicBool::new(false),
             streak: AtomicUsize::new(0),
         })
     }
 
     /// A receive loop's last read: `batch` datagrams at once.
     pub fn note_read(&self, batch: usize) {
-        let streak = match batch >= BUSY_BATCH {
-            true => self.streak.fetch_add(1, Ordering::Relaxed) + 1,
-            false => {
-                self.streak.store(0, Ordering::Relaxed);
-                0
-            }
+        let old = self.streak.load(Ordering::Relaxed);
+        let new = match batch >= BUSY_BATCH {
+            true => (old + 1).min(BUSY_STREAK),
+            false => 0,
         };
-        let busy = streak >= BUSY_STREAK;
-        if self.busy.load(Ordering::Relaxed) != busy {
-            self.busy.store(busy, Ordering::Relaxed);
+        if new != old {
+            self.streak.store(new, Ordering::Relaxed);
         }
+    }
+
+    fn busy(&self) -> bool {
+        self.streak.load(Ordering::Relaxed) >= BUSY_STREAK
     }
 
     /// Queue `data` if the workers are busy (or sends are already queued, to
     /// keep their order); gives it back when it should be sent inline.
     pub fn offer(&self, to: SocketAddr, data: Bytes) -> Option<Bytes> {
         let queued = self.shared.queued.load(Ordering::Relaxed);
-        if queued >= MAX_QUEUED || (queued == 0 && !self.busy.load(Ordering::Relaxed)) {
+        if queued >= MAX_QUEUED || (queued == 0 && !self.busy()) {
             return Some(data);
         }
         let wake = {
-            let mut st = lock(&self.shared.state);
+            let mut st = crate::lock(&self.shared.state);
             if st.shutdown {
                 return Some(data);
             }
@@ -113,7 +108,7 @@ impl Outbox {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        lock(&self.shared.state).shutdown = true;
+        crate::lock(&self.shared.state).shutdown = true;
         self.shared.work.notify_one();
     }
 }
@@ -137,7 +132,7 @@ fn run(sock: &UdpSocket, shared: &Shared) {
     let mut batch = Vec::new();
     loop {
         {
-            let mut st = lock(&shared.state);
+            let mut st = crate::lock(&shared.state);
             while st.queue.is_empty() && !st.shutdown {
                 st.idle = true;
                 st = shared.work.wait(st).unwrap_or_else(PoisonError::into_inner);

@@ -78,7 +78,7 @@ impl UdpTransport {
 
     /// Start one receive loop per socket, socket `i` on `workers[i]`.
     pub fn run(self: &Arc<Self>, workers: &[ArbiterHandle], sink: WorkerSink) -> std::io::Result<()> {
-        let shards = std::mem::take(&mut *self.shards.lock().unwrap_or_else(|p| p.into_inner()));
+        let shards = std::mem::take(&mut *crate::lock(&self.shards));
         for (i, sock) in shards.into_iter().enumerate() {
             let worker = i % workers.len().max(1);
             let arbiter = workers
@@ -106,11 +106,14 @@ impl UdpTransport {
             }
             let mut read = 0;
             for _ in 0..READ_BATCH {
-                read += 1;
                 match sock.try_recv_from(&mut buf) {
-                    // Keep-alive CRLFs (RFC 5626 §3.5.1) carry nothing to parse.
-                    Ok((n, _)) if buf[..n].iter().all(|b| b.is_ascii_whitespace()) => {}
-                    Ok((n, peer)) => self.received(&buf[..n], peer, worker, &sink),
+                    Ok((n, peer)) => {
+                        read += 1;
+                        // Keep-alive CRLFs (RFC 5626 §3.5.1) carry nothing to parse.
+                        if !buf[..n].iter().all(|b| b.is_ascii_whitespace()) {
+                            self.received(&buf[..n], peer, worker, &sink);
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     // ICMP port unreachable from an earlier send shows up here on Linux.
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
@@ -120,8 +123,7 @@ impl UdpTransport {
                     }
                 }
             }
-            // The last try found nothing (or failed): `read - 1` datagrams.
-            self.outbox.note_read(read - 1);
+            self.outbox.note_read(read);
             // Let the ingress handle what was read.
             tokio::task::yield_now().await;
         }
