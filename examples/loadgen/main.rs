@@ -2,6 +2,10 @@
 //! (U users with one device each, pager-mode CPIM MESSAGEs u[i] → u[i+1]),
 //! open loop at a target rate over loopback UDP, from several sockets and
 //! threads so that it is not the limit well above sipp's ~5,000 msg/s.
+//! Its threads poll their sockets every `--poll-us` instead of blocking in
+//! `recv`, so that neither the generator nor the server under test pays a
+//! wake-up per datagram: on two shared cores the generator's own cost is
+//! part of what every server is measured with.
 //!
 //!     cargo run --release --example loadgen -- --server 127.0.0.1:5060 \
 //!         --users 1000 --messages 100000 --rate 20000 [--server-pids "PID ..."]
@@ -12,6 +16,7 @@
 
 mod device;
 mod histogram;
+mod lanes;
 mod register;
 mod run;
 mod sip;
@@ -36,7 +41,7 @@ struct Args {
     /// Offered rate, messages per second (single run).
     #[arg(long, default_value_t = 2000.0)]
     rate: f64,
-    /// Sender sockets, each with a sender and a receiver thread.
+    /// Sender sockets, each with its own thread (lane).
     #[arg(long, default_value_t = 2)]
     senders: usize,
     /// Device sockets (the users' contacts are spread over them).
@@ -57,6 +62,11 @@ struct Args {
     /// once, like sipp with -timer_resol 1); 0 spaces them evenly.
     #[arg(long, default_value_t = 0.0)]
     tick_ms: f64,
+    /// Each lane wakes every this many µs, reads what arrived and sends
+    /// what is due; nobody blocks in `recv`, so the server's sends wake no
+    /// one (a sleep overshoots by ~60 µs).
+    #[arg(long, default_value_t = 200)]
+    poll_us: u64,
     /// Server processes (space separated) whose user+system CPU to report
     /// per message, as pager.sh's SERVER_PIDS.
     #[arg(long, default_value = "", value_parser = parse_pids)]
@@ -133,7 +143,7 @@ struct Report {
     p99_ms: f64,
 }
 
-fn step(args: &Args, socks: &[UdpSocket], run: u32, rate: f64, messages: u64) -> std::io::Result<Report> {
+fn step(args: &Args, lanes: &lanes::Lanes, run: u32, rate: f64, messages: u64) -> std::io::Result<Report> {
     let st = run::Step {
         server: args.server,
         run,
@@ -146,7 +156,7 @@ fn step(args: &Args, socks: &[UdpSocket], run: u32, rate: f64, messages: u64) ->
         tick: Duration::from_secs_f64(args.tick_ms.max(0.0) / 1000.0),
     };
     let (srv0, gen0) = (cpu_us(&args.server_pids.0), cpu_us(&[]));
-    let o = run::run(&st, socks)?;
+    let o = lanes.run(st)?;
     let (srv1, gen1) = (cpu_us(&args.server_pids.0), cpu_us(&[]));
     let failed = o.failed();
     let secs = o.elapsed.as_secs_f64().max(1e-9);
@@ -209,10 +219,13 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main(args: &Args) -> Result<bool, String> {
+    let poll = Duration::from_micros(args.poll_us);
     if args.self_test {
-        let echo = device::Devices::start("127.0.0.1", 1).map_err(|e| format!("echo server: {e}"))?;
+        let sock = udp_socket("127.0.0.1").map_err(|e| format!("echo server: {e}"))?;
+        let addr = sock.local_addr().map_err(|e| format!("echo server: {e}"))?;
+        let echo = lanes::Lanes::start(&[], vec![sock], poll).map_err(|e| format!("echo server: {e}"))?;
         let args = Args {
-            server: echo.addrs[0],
+            server: addr,
             self_test: false,
             server_pids: Pids::default(),
             ramp: args.ramp.clone(),
@@ -227,34 +240,43 @@ fn real_main(args: &Args) -> Result<bool, String> {
         return Err("need --users >= 2, --senders >= 1, --devices >= 1, --rate > 0".into());
     }
     let ip = args.server.ip().to_string();
-    let devices = device::Devices::start(&ip, args.devices).map_err(|e| format!("devices: {e}"))?;
+    let devices = (0..args.devices)
+        .map(|_| udp_socket(&ip))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("device sockets: {e}"))?;
+    let contacts = devices
+        .iter()
+        .map(UdpSocket::local_addr)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("device sockets: {e}"))?;
     let socks = (0..args.senders)
         .map(|_| udp_socket(&ip))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("sender sockets: {e}"))?;
-    let took = register::register_all(&socks[0], args.server, args.users, &devices.addrs)?;
+    let lanes = lanes::Lanes::start(&socks, devices, poll).map_err(|e| format!("lanes: {e}"))?;
+    let took = register::register_all(&socks[0], args.server, args.users, &contacts)?;
     println!("registered {} users in {:.2} s", args.users, took.as_secs_f64());
     let result = if args.ramp.is_empty() {
-        let r = step(args, &socks, 1, args.rate, args.messages).map_err(|e| e.to_string())?;
+        let r = step(args, &lanes, 1, args.rate, args.messages).map_err(|e| e.to_string())?;
         Ok(r.failed == 0)
     } else {
-        capacity(args, &socks)
+        capacity(args, &lanes)
     };
-    let received = devices.received.load(std::sync::atomic::Ordering::Relaxed);
-    devices.stop();
+    let received = lanes.received.load(std::sync::atomic::Ordering::Relaxed);
+    lanes.stop();
     println!("devices received {received} MESSAGEs (retransmissions included)");
     result
 }
 
 /// Steps through `--ramp` and reports the highest rate that passed.
-fn capacity(args: &Args, socks: &[UdpSocket]) -> Result<bool, String> {
+fn capacity(args: &Args, lanes: &lanes::Lanes) -> Result<bool, String> {
     let mut best = None;
     let mut run = 0;
     'ramp: for &rate in &args.ramp {
         let messages = (rate * args.step_secs).round().max(1.0) as u64;
         for attempt in 0..=args.retries {
             run += 1;
-            let r = step(args, socks, run, rate, messages).map_err(|e| e.to_string())?;
+            let r = step(args, lanes, run, rate, messages).map_err(|e| e.to_string())?;
             // Let the server finish retransmissions and sweeps of this step.
             std::thread::sleep(Duration::from_secs(1));
             let fail_pct = 100.0 * r.failed as f64 / (r.ok + r.failed).max(1) as f64;

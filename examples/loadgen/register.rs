@@ -13,6 +13,7 @@ const RETRANSMIT: Duration = Duration::from_millis(500);
 const ATTEMPTS: u32 = 7;
 
 /// Registers `u0..u{users}`; user `i`'s contact is `devices[i % len]`.
+/// `sock` is non-blocking (a lane's sender socket, idle until a step).
 pub fn register_all(
     sock: &UdpSocket,
     server: SocketAddr,
@@ -20,8 +21,6 @@ pub fn register_all(
     devices: &[SocketAddr],
 ) -> Result<Duration, String> {
     let local = sock.local_addr().map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(Duration::from_millis(20)))
-        .map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut buf = Vec::with_capacity(1024);
     let mut rbuf = vec![0u8; 65_536];
@@ -39,16 +38,19 @@ pub fn register_all(
             pending.insert(next, (Instant::now(), 1));
             next += 1;
         }
-        if let Ok((n, _)) = sock.recv_from(&mut rbuf) {
-            if let Some(r) = sip::parse_response(&rbuf[..n]) {
-                let user = r.seq as usize;
-                if r.run == 0 && r.status >= 200 && pending.remove(&user).is_some() {
-                    if r.status != 200 {
-                        return Err(format!("REGISTER of u{user} answered {}", r.status));
+        match sock.recv_from(&mut rbuf) {
+            Ok((n, _)) => {
+                if let Some(r) = sip::parse_response(&rbuf[..n]) {
+                    let user = r.seq as usize;
+                    if r.run == 0 && r.status >= 200 && pending.remove(&user).is_some() {
+                        if r.status != 200 {
+                            return Err(format!("REGISTER of u{user} answered {}", r.status));
+                        }
+                        done += 1;
                     }
-                    done += 1;
                 }
             }
+            Err(_) => std::thread::sleep(Duration::from_micros(200)), // nothing yet
         }
         let now = Instant::now();
         let mut resend = Vec::new();

@@ -1,11 +1,12 @@
 //! One open-loop step: `messages` MESSAGEs at `rate`/s spread over the
-//! sender sockets, each socket with a sender thread (sends on schedule,
-//! whatever came back, and times out what got no answer) and a receiver
-//! thread (matches responses by the branch they echo).
+//! lanes (see `lanes`). Each lane's share is a [`LaneRun`], advanced once
+//! per wake-up: read every answer that came back (matched by the branch
+//! it echoes), time out what got none, retransmit on Timer E, and send
+//! what fell due on schedule.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::histogram::Histogram;
@@ -18,6 +19,7 @@ const DONE: u8 = 2;
 const TIMED_OUT: u8 = 3;
 const CAPPED: u8 = 4;
 
+#[derive(Clone)]
 pub struct Step {
     pub server: SocketAddr,
     pub run: u32,
@@ -32,7 +34,7 @@ pub struct Step {
     pub t1: Duration,
     /// Send clock granularity: messages due within one tick go out
     /// together at its start (sipp's `-timer_resol`); zero sends each one
-    /// at its own time, evenly spaced.
+    /// at the first wake-up after its own time.
     pub tick: Duration,
 }
 
@@ -61,7 +63,7 @@ impl Outcome {
         self.failed_status.values().sum::<u64>() + self.timeouts + self.capped
     }
 
-    fn merge(&mut self, o: Outcome) {
+    pub fn merge(&mut self, o: Outcome) {
         self.sent += o.sent;
         self.ok += o.ok;
         for (s, n) in o.failed_status {
@@ -77,106 +79,110 @@ impl Outcome {
     }
 }
 
-struct Shared<'a> {
-    step: &'a Step,
+/// A step as every lane sees it.
+pub struct Job {
+    step: Step,
     states: Vec<AtomicU8>,
     outstanding: AtomicI64,
-    senders_done: AtomicBool,
     start: Instant,
 }
 
-pub fn run(step: &Step, socks: &[UdpSocket]) -> std::io::Result<Outcome> {
-    for s in socks {
-        s.set_read_timeout(Some(Duration::from_millis(20)))?;
+impl Job {
+    pub fn new(step: Step) -> Job {
+        Job {
+            states: (0..step.messages).map(|_| AtomicU8::new(IDLE)).collect(),
+            outstanding: AtomicI64::new(0),
+            start: Instant::now(),
+            step,
+        }
     }
-    let shared = Shared {
-        step,
-        states: (0..step.messages).map(|_| AtomicU8::new(IDLE)).collect(),
-        outstanding: AtomicI64::new(0),
-        senders_done: AtomicBool::new(false),
-        start: Instant::now(),
-    };
-    let total = std::thread::scope(|scope| {
-        let receivers: Vec<_> = socks.iter().map(|s| scope.spawn(|| receive(&shared, s))).collect();
-        let senders: Vec<_> = socks
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let shared = &shared;
-                scope.spawn(move || send(shared, s, i, socks.len()))
-            })
-            .collect();
-        let mut total = Outcome::default();
-        for h in senders {
-            total.merge(h.join().expect("sender thread panicked")?);
-        }
-        shared.senders_done.store(true, Ordering::Relaxed);
-        for h in receivers {
-            total.merge(h.join().expect("receiver thread panicked"));
-        }
-        Ok::<_, std::io::Error>(total)
-    })?;
-    Ok(total)
 }
 
-fn send(sh: &Shared, sock: &UdpSocket, idx: usize, n_socks: usize) -> std::io::Result<Outcome> {
-    let step = sh.step;
-    let local = sock.local_addr()?;
-    let mut out = Outcome::default();
-    let mut buf = Vec::with_capacity(1024);
-    let mut pending = VecDeque::new(); // (seq, sent at)
-    let mut timer_e = TimerE::new(step.t1, step.timeout);
-    let mut seq = idx as u64;
-    loop {
-        let now = sh.start.elapsed();
-        expire(sh, &mut pending, now, &mut out);
-        timer_e.fire(now, |seq, sent| {
-            if sh.states[seq as usize].load(Ordering::Acquire) != OUT {
+/// One lane's share of a step: messages `idx`, `idx + stride`, ...
+pub struct LaneRun {
+    job: std::sync::Arc<Job>,
+    local: SocketAddr,
+    stride: u64,
+    seq: u64,
+    out: Outcome,
+    buf: Vec<u8>,
+    last_ok: Duration,
+    pending: VecDeque<(u64, Duration)>, // (seq, sent at)
+    timer_e: TimerE,
+}
+
+impl LaneRun {
+    pub fn new(job: std::sync::Arc<Job>, local: SocketAddr, idx: usize, lanes: usize) -> LaneRun {
+        let timer_e = TimerE::new(job.step.t1, job.step.timeout);
+        LaneRun {
+            job,
+            local,
+            stride: lanes as u64,
+            seq: idx as u64,
+            out: Outcome::default(),
+            buf: Vec::with_capacity(1024),
+            last_ok: Duration::ZERO,
+            pending: VecDeque::new(),
+            timer_e,
+        }
+    }
+
+    /// One wake-up on `sock` (non-blocking); true once every message of
+    /// this lane was answered, timed out or skipped.
+    pub fn tick(&mut self, sock: &UdpSocket, rbuf: &mut [u8]) -> bool {
+        let job = &*self.job;
+        let step = &job.step;
+        read_answers(job, sock, rbuf, &mut self.out, &mut self.last_ok);
+        let now = job.start.elapsed();
+        expire(job, &mut self.pending, now, &mut self.out);
+        let (buf, out, local) = (&mut self.buf, &mut self.out, self.local);
+        self.timer_e.fire(now, |seq, sent| {
+            if job.states[seq as usize].load(Ordering::Acquire) != OUT {
                 return false;
             }
-            sip::message(&mut buf, &message_args(step, local, seq, sent));
+            sip::message(buf, &message_args(step, local, seq, sent));
             out.retransmits += 1;
-            let _ = sock.send_to(&buf, step.server); // a failed one is a lost one
+            let _ = sock.send_to(buf, step.server); // a failed one is a lost one
             true
         });
-        if seq >= step.messages {
-            if pending.is_empty() {
-                return Ok(out);
+        if self.seq >= step.messages {
+            return self.pending.is_empty();
+        }
+        while self.seq < step.messages {
+            let seq = self.seq;
+            let mut due = Duration::from_secs_f64(seq as f64 / step.rate);
+            if !step.tick.is_zero() {
+                due = step.tick * (due.as_nanos() / step.tick.as_nanos()) as u32;
             }
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        let mut due = Duration::from_secs_f64(seq as f64 / step.rate);
-        if !step.tick.is_zero() {
-            due = step.tick * (due.as_nanos() / step.tick.as_nanos()) as u32;
-        }
-        if now < due {
-            // No spinning: the generator shares the cores with the server.
-            // Sleeps overshoot by ~60 µs, so at high rates each wake-up
-            // sends the few messages that fell due meanwhile.
-            std::thread::sleep((due - now).min(Duration::from_millis(2)));
-            continue;
-        }
-        out.max_send_lag = out.max_send_lag.max(now - due);
-        if sh.outstanding.load(Ordering::Relaxed) >= step.max_outstanding {
-            sh.states[seq as usize].store(CAPPED, Ordering::Relaxed);
-            out.capped += 1;
-        } else {
-            sip::message(&mut buf, &message_args(step, local, seq, now));
-            // Marked before the send so that the receiver always finds it.
-            sh.states[seq as usize].store(OUT, Ordering::Release);
-            sh.outstanding.fetch_add(1, Ordering::Relaxed);
-            out.sent += 1;
-            if let Err(e) = sock.send_to(&buf, step.server) {
-                // ENOBUFS and the like: the request is lost, it will time out.
-                if e.kind() != std::io::ErrorKind::WouldBlock {
-                    eprintln!("loadgen: send: {e}");
+            if now < due {
+                break;
+            }
+            out.max_send_lag = out.max_send_lag.max(now - due);
+            if job.outstanding.load(Ordering::Relaxed) >= step.max_outstanding {
+                job.states[seq as usize].store(CAPPED, Ordering::Relaxed);
+                out.capped += 1;
+            } else {
+                sip::message(buf, &message_args(step, local, seq, now));
+                job.states[seq as usize].store(OUT, Ordering::Release);
+                job.outstanding.fetch_add(1, Ordering::Relaxed);
+                out.sent += 1;
+                if let Err(e) = sock.send_to(buf, step.server) {
+                    // ENOBUFS and the like: the request is lost, it will time out.
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        eprintln!("loadgen: send: {e}");
+                    }
                 }
+                self.pending.push_back((seq, now));
+                self.timer_e.start(seq, now);
             }
-            pending.push_back((seq, now));
-            timer_e.start(seq, now);
+            self.seq += self.stride;
         }
-        seq += n_socks as u64;
+        false
+    }
+
+    pub fn finish(mut self) -> Outcome {
+        self.out.elapsed = self.last_ok;
+        self.out
     }
 }
 
@@ -244,7 +250,7 @@ impl TimerE {
 }
 
 /// Times out the oldest unanswered requests; drops answered ones from the front.
-fn expire(sh: &Shared, pending: &mut VecDeque<(u64, Duration)>, now: Duration, out: &mut Outcome) {
+fn expire(sh: &Job, pending: &mut VecDeque<(u64, Duration)>, now: Duration, out: &mut Outcome) {
     while let Some(&(seq, at)) = pending.front() {
         let state = &sh.states[seq as usize];
         if state.load(Ordering::Acquire) != OUT {
@@ -264,16 +270,9 @@ fn expire(sh: &Shared, pending: &mut VecDeque<(u64, Duration)>, now: Duration, o
     }
 }
 
-fn receive(sh: &Shared, sock: &UdpSocket) -> Outcome {
-    let mut out = Outcome::default();
-    let mut buf = vec![0u8; 65_536];
-    let mut last_ok = Duration::ZERO;
-    loop {
-        let n = match sock.recv_from(&mut buf) {
-            Ok((n, _)) => n,
-            Err(_) if sh.senders_done.load(Ordering::Relaxed) => break,
-            Err(_) => continue, // read timeout
-        };
+/// Reads every answer waiting on `sock` (non-blocking).
+fn read_answers(sh: &Job, sock: &UdpSocket, buf: &mut [u8], out: &mut Outcome, last_ok: &mut Duration) {
+    while let Ok((n, _)) = sock.recv_from(buf) {
         let now = sh.start.elapsed();
         let Some(r) = sip::parse_response(&buf[..n]) else {
             continue;
@@ -295,13 +294,11 @@ fn receive(sh: &Shared, sock: &UdpSocket) -> Outcome {
         if (200..300).contains(&r.status) {
             out.ok += 1;
             out.hist.record((now.as_micros() as u64).saturating_sub(r.sent_us));
-            last_ok = now;
+            *last_ok = now;
         } else {
             *out.failed_status.entry(r.status).or_default() += 1;
         }
     }
-    out.elapsed = last_ok;
-    out
 }
 
 #[cfg(test)]
