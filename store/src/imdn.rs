@@ -8,7 +8,11 @@
 //!   Which of the sender's devices sent a message, so its reports go there
 //!   (CPM 2.0).
 //! - `imdn_expiry`: `expires_at (u64 BE) tag (1 byte) key` -> empty, the
-//!   ordered index the sweep reads instead of scanning.
+//!   ordered index the sweep reads instead of scanning. Origin notes are
+//!   written in batches (`origin`), each with one entry
+//!   `expires_at 'b' batch-id (u64 BE)` -> bincode list of record keys,
+//!   where `expires_at` is the latest of the batch; older stores may still
+//!   hold one `'o'` entry per note.
 //!
 //! Writes are single-key; the index entry is written first, so a crash
 //! leaves at worst an index entry without its record (dropped by the sweep).
@@ -19,6 +23,7 @@ use crate::{Store, StoreError};
 
 const TAG_SEEN: u8 = b's';
 const TAG_ORIGIN: u8 = b'o';
+const TAG_ORIGIN_BATCH: u8 = b'b';
 
 fn seen_key(aor: &str, msg_id: &str, kind: &str) -> Vec<u8> {
     let mut k = aor_prefix(aor);
@@ -39,6 +44,11 @@ fn index_key(expires_at: u64, tag: u8, key: &[u8]) -> Vec<u8> {
     k.push(tag);
     k.extend_from_slice(key);
     k
+}
+
+/// The expiry-index entry of a batch of origin notes (see `origin`).
+pub(crate) fn batch_index_key(expires_at: u64, batch_id: u64) -> Vec<u8> {
+    index_key(expires_at, TAG_ORIGIN_BATCH, &batch_id.to_be_bytes())
 }
 
 fn check_id(msg_id: &str) -> Result<(), StoreError> {
@@ -81,10 +91,8 @@ impl Store {
     pub fn put_origin(&self, aor: &str, msg_id: &str, device: &str, expires_at: u64) -> Result<(), StoreError> {
         check_aor(aor)?;
         check_id(msg_id)?;
-        let key = origin_key(aor, msg_id);
-        let index = index_key(expires_at, TAG_ORIGIN, &key);
         // Written behind (the `origin` module); readable at once.
-        self.origins.shared().put(key, device, expires_at, index);
+        self.origins.shared().put(origin_key(aor, msg_id), device, expires_at);
         Ok(())
     }
 
@@ -108,44 +116,66 @@ impl Store {
     }
 
     /// Drop what has outlived its retention time, through the ordered index;
-    /// returns how many index entries were processed.
+    /// returns how many records were looked at (an index entry of a batch
+    /// of notes counts each of its records), at most about `limit`.
     pub fn sweep_imdn(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
         // Notes still queued are swept with the rest.
         self.origins.shared().write_pending()?;
         let mut n = 0;
-        for item in self
-            .imdn_expiry
-            .range(..index_key(now.saturating_add(1), 0, &[]))
-            .take(limit)
-        {
-            let (ikey, _) = item?;
-            n += 1;
+        for item in self.imdn_expiry.range(..index_key(now.saturating_add(1), 0, &[])) {
+            if n >= limit {
+                break;
+            }
+            let (ikey, ivalue) = item?;
             if ikey.len() < 9 {
                 self.imdn_expiry.remove(&ikey)?;
+                n += 1;
                 continue;
             }
             let expires = u64::from_be_bytes(ikey[..8].try_into().unwrap_or([0; 8]));
             let (tag, key) = (ikey[8], &ikey[9..]);
-            let tree = if tag == TAG_SEEN {
-                &self.imdn_seen
-            } else {
-                &self.imdn_origin
-            };
-            if let Some(v) = tree.get(key)? {
-                // Only remove the record if it is the one this entry indexes
-                // (a later claim or note may have extended it).
-                let rec_exp = if tag == TAG_SEEN {
-                    v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0)
-                } else {
-                    decode::<(String, u64)>(&v, "imdn origin").map(|(_, e)| e).unwrap_or(0)
-                };
-                if rec_exp <= expires {
-                    let _ = tree.compare_and_swap(key, Some(v), None::<&[u8]>)?;
+            if tag == TAG_ORIGIN_BATCH {
+                match decode::<Vec<Vec<u8>>>(&ivalue, "imdn origin batch") {
+                    Ok(keys) => {
+                        for key in &keys {
+                            self.expire_record(TAG_ORIGIN, key, expires)?;
+                        }
+                        n += keys.len().max(1);
+                    }
+                    Err(e) => {
+                        // Its records then stay until noted again; say so.
+                        tracing::warn!(error = %e, "unreadable origin batch in the IMDN index, dropped");
+                        n += 1;
+                    }
                 }
+            } else {
+                self.expire_record(tag, key, expires)?;
+                n += 1;
             }
             self.imdn_expiry.remove(&ikey)?;
         }
         Ok(n)
+    }
+
+    /// Remove the `tag` record at `key` if it expires by `expires` (a later
+    /// claim or note may have extended it: then a later entry indexes it).
+    fn expire_record(&self, tag: u8, key: &[u8], expires: u64) -> Result<(), StoreError> {
+        let tree = if tag == TAG_SEEN {
+            &self.imdn_seen
+        } else {
+            &self.imdn_origin
+        };
+        if let Some(v) = tree.get(key)? {
+            let rec_exp = if tag == TAG_SEEN {
+                v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0)
+            } else {
+                decode::<(String, u64)>(&v, "imdn origin").map(|(_, e)| e).unwrap_or(0)
+            };
+            if rec_exp <= expires {
+                let _ = tree.compare_and_swap(key, Some(v), None::<&[u8]>)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -201,6 +231,41 @@ mod tests {
         assert_eq!(s.sweep_imdn(1_000, 100).unwrap(), 2);
         assert_eq!(s.origin(ALICE, "m1", 0).unwrap(), None);
         assert!(s.claim_report(ALICE, "", "delivery", 0, 1).is_err());
+    }
+
+    /// One index entry per written batch of notes; a note taken again
+    /// with a later expiry outlives the older batch's entry; entries of
+    /// the older one-per-note format are still swept.
+    #[test]
+    fn origin_batches_share_one_index_entry() {
+        let s = Store::temporary().unwrap();
+        for i in 0..50 {
+            s.put_origin(ALICE, &format!("m{i}"), "<urn:uuid:phone>", 200).unwrap();
+        }
+        s.origins.shared().write_pending().unwrap();
+        assert_eq!(s.imdn_expiry.len(), 1, "one entry for the batch");
+        s.put_origin(ALICE, "m7", "<urn:uuid:tablet>", 400).unwrap();
+        s.origins.shared().write_pending().unwrap();
+        assert_eq!(s.imdn_expiry.len(), 2);
+        // An entry as older stores wrote them.
+        let old = origin_key(ALICE, "legacy");
+        s.imdn_origin
+            .insert(&old, crate::common::encode(&("<urn:uuid:watch>", 150u64)).unwrap())
+            .unwrap();
+        s.imdn_expiry.insert(index_key(150, TAG_ORIGIN, &old), &[][..]).unwrap();
+        assert_eq!(
+            s.origin(ALICE, "legacy", 100).unwrap().as_deref(),
+            Some("<urn:uuid:watch>")
+        );
+
+        assert_eq!(s.sweep_imdn(300, 10_000).unwrap(), 51, "legacy entry + 50 records");
+        assert_eq!(s.imdn_origin.len(), 1, "only the re-noted m7 is left");
+        assert_eq!(
+            s.origin(ALICE, "m7", 300).unwrap().as_deref(),
+            Some("<urn:uuid:tablet>")
+        );
+        assert_eq!(s.sweep_imdn(500, 10_000).unwrap(), 1);
+        assert!(s.imdn_origin.is_empty() && s.imdn_expiry.is_empty());
     }
 
     #[test]

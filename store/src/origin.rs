@@ -9,6 +9,11 @@
 //! (so a flush still covers every note taken before it). A queue above
 //! [`MAX_QUEUED`] is written by the caller, which bounds memory when sled
 //! falls behind.
+//!
+//! A written batch has one expiry-index entry listing all of its records
+//! (`imdn::batch_index_key`), not one per note: each sled insert clones
+//! the leaf it lands in, and the per-note index entry was half of this
+//! thread's CPU.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -24,12 +29,11 @@ const WRITE_EVERY: Duration = Duration::from_millis(10);
 /// Notes queued beyond which the caller writes them itself.
 const MAX_QUEUED: usize = 65_536;
 
-/// One note: the record's value and its expiry-index key.
+/// One note: the record's value.
 #[derive(Clone)]
 struct Note {
     device: String,
     expires_at: u64,
-    index_key: Vec<u8>,
 }
 
 type Notes = HashMap<Vec<u8>, Note>;
@@ -47,21 +51,21 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     work: Condvar,
     /// Held for a whole write, so a writer that returns has seen every
-    /// note queued before it was called written (the flusher relies on it).
-    write: Mutex<()>,
+    /// note queued before it was called written (the flusher relies on it);
+    /// it guards the last batch id handed out.
+    write: Mutex<u64>,
     origin: sled::Tree,
     expiry: sled::Tree,
 }
 
 impl Shared {
-    /// Queue a note (record key, device, expiry, index key).
-    pub(crate) fn put(&self, key: Vec<u8>, device: &str, expires_at: u64, index_key: Vec<u8>) {
+    /// Queue a note (record key, device, expiry).
+    pub(crate) fn put(&self, key: Vec<u8>, device: &str, expires_at: u64) {
         let (first, full) = {
             let mut st = lock(&self.state);
             let note = Note {
                 device: device.to_string(),
                 expires_at,
-                index_key,
             };
             let first = st.queued.is_empty();
             st.queued.insert(key, note);
@@ -89,7 +93,7 @@ impl Shared {
 
     /// Write every queued note to sled (index entry first, as `imdn` says).
     pub(crate) fn write_pending(&self) -> Result<(), StoreError> {
-        let _writing = lock(&self.write);
+        let mut last_id = lock(&self.write);
         let batch = {
             let mut st = lock(&self.state);
             if st.queued.is_empty() {
@@ -99,16 +103,26 @@ impl Shared {
             st.writing = batch.clone();
             batch
         };
-        let res = self.apply(&batch);
+        // Unique across restarts too: the wall clock, strictly increasing.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        *last_id = now.max(*last_id + 1);
+        let res = self.apply(&batch, *last_id);
         lock(&self.state).writing = Arc::default();
         res
     }
 
+    /// The batch's index entry first (as `imdn` says: a crash leaves at
+    /// worst index entries without records), then one insert per record.
     /// Single-key inserts: a sled batch would take the global write lock
     /// that the rest of the crate avoids (see the test in `lib.rs`).
-    fn apply(&self, batch: &Notes) -> Result<(), StoreError> {
+    fn apply(&self, batch: &Notes, id: u64) -> Result<(), StoreError> {
+        let expires = batch.values().map(|n| n.expires_at).max().unwrap_or(0);
+        let keys: Vec<&[u8]> = batch.keys().map(Vec::as_slice).collect();
+        self.expiry
+            .insert(crate::imdn::batch_index_key(expires, id), crate::common::encode(&keys)?)?;
         for (key, n) in batch {
-            self.expiry.insert(n.index_key.as_slice(), &[][..])?;
             let value = crate::common::encode(&(n.device.as_str(), n.expires_at))?;
             self.origin.insert(key.as_slice(), value)?;
         }
@@ -128,7 +142,7 @@ impl OriginWriter {
         let shared = Arc::new(Shared {
             state: Mutex::default(),
             work: Condvar::new(),
-            write: Mutex::new(()),
+            write: Mutex::new(0),
             origin,
             expiry,
         });
