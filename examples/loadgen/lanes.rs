@@ -180,6 +180,7 @@ mod tests {
             max_outstanding: 10_000,
             t1: Duration::from_millis(500),
             tick: Duration::ZERO,
+            window: Duration::from_millis(100),
         }
     }
 
@@ -197,6 +198,7 @@ mod tests {
             let o = lanes.run(step(echo_addr, run, 400)).unwrap();
             assert_eq!((o.sent, o.ok, o.failed(), o.late), (400, 400, 0, 0), "run {run}");
             assert_eq!(o.hist.count(), 400);
+            assert!(!o.worst_by_window.is_empty() && o.worst_by_window.iter().all(|&w| w < 1_000_000));
         }
         assert_eq!(
             echo.received.load(Ordering::Relaxed),

@@ -93,6 +93,10 @@ struct Args {
     /// answers every request with 200 OK at once (ignores --server).
     #[arg(long)]
     self_test: bool,
+    /// Print the worst response time of every window of this many ms of
+    /// a step (when in the step the latency went up); 0 for none.
+    #[arg(long, default_value_t = 0)]
+    timeline_ms: u64,
     /// Label printed with every result line (e.g. the server's name).
     #[arg(long, default_value = "")]
     label: String,
@@ -154,6 +158,7 @@ fn step(args: &Args, lanes: &lanes::Lanes, run: u32, rate: f64, messages: u64) -
         max_outstanding: args.max_outstanding,
         t1: Duration::from_millis(args.t1_ms),
         tick: Duration::from_secs_f64(args.tick_ms.max(0.0) / 1000.0),
+        window: Duration::from_millis(args.timeline_ms),
     };
     let (srv0, gen0) = (cpu_us(&args.server_pids.0), cpu_us(&[]));
     let o = lanes.run(st)?;
@@ -191,6 +196,18 @@ fn step(args: &Args, lanes: &lanes::Lanes, run: u32, rate: f64, messages: u64) -
         (gen1 - gen0) as f64 / messages.max(1) as f64,
         o.max_send_lag.as_secs_f64() * 1000.0,
     );
+    if !o.worst_by_window.is_empty() {
+        let worst: Vec<String> = o
+            .worst_by_window
+            .iter()
+            .map(|us| format!("{:.0}", *us as f64 / 1000.0))
+            .collect();
+        println!(
+            "{label}worst ms per {} ms window: {}",
+            args.timeline_ms,
+            worst.join(" ")
+        );
+    }
     if o.max_send_lag > Duration::from_millis(50) {
         println!(
             "warning: the generator fell {:.0} ms behind its schedule: the machine is overloaded, \

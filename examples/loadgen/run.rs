@@ -36,6 +36,8 @@ pub struct Step {
     /// together at its start (sipp's `-timer_resol`); zero sends each one
     /// at the first wake-up after its own time.
     pub tick: Duration,
+    /// Width of the windows of `Outcome::worst_by_window`; zero for none.
+    pub window: Duration,
 }
 
 #[derive(Default)]
@@ -52,6 +54,9 @@ pub struct Outcome {
     pub retransmits: u64,
     /// Response times of the 2xx answers, µs.
     pub hist: Histogram,
+    /// Worst response time (µs) per `Step::window` of the step, by when
+    /// the answer came (empty unless a window is set).
+    pub worst_by_window: Vec<u64>,
     /// From the first send to the last 2xx.
     pub elapsed: Duration,
     /// Worst lateness of a send against its schedule (generator overload).
@@ -74,6 +79,12 @@ impl Outcome {
         self.late += o.late;
         self.retransmits += o.retransmits;
         self.hist.merge(&o.hist);
+        if self.worst_by_window.len() < o.worst_by_window.len() {
+            self.worst_by_window.resize(o.worst_by_window.len(), 0);
+        }
+        for (w, v) in self.worst_by_window.iter_mut().zip(o.worst_by_window) {
+            *w = (*w).max(v);
+        }
         self.elapsed = self.elapsed.max(o.elapsed);
         self.max_send_lag = self.max_send_lag.max(o.max_send_lag);
     }
@@ -293,7 +304,15 @@ fn read_answers(sh: &Job, sock: &UdpSocket, buf: &mut [u8], out: &mut Outcome, l
         sh.outstanding.fetch_sub(1, Ordering::Relaxed);
         if (200..300).contains(&r.status) {
             out.ok += 1;
-            out.hist.record((now.as_micros() as u64).saturating_sub(r.sent_us));
+            let took = (now.as_micros() as u64).saturating_sub(r.sent_us);
+            out.hist.record(took);
+            if !sh.step.window.is_zero() {
+                let w = (now.as_nanos() / sh.step.window.as_nanos()) as usize;
+                if out.worst_by_window.len() <= w {
+                    out.worst_by_window.resize(w + 1, 0);
+                }
+                out.worst_by_window[w] = out.worst_by_window[w].max(took);
+            }
             *last_ok = now;
         } else {
             *out.failed_status.entry(r.status).or_default() += 1;
