@@ -268,6 +268,21 @@ mod tests {
         assert!(s.imdn_origin.is_empty() && s.imdn_expiry.is_empty());
     }
 
+    /// A large batch gets one index entry per chunk of notes, so no entry
+    /// grows with the queue; the sweep still expires every record.
+    #[test]
+    fn large_origin_batches_are_indexed_in_chunks() {
+        let s = Store::temporary().unwrap();
+        for i in 0..2500 {
+            s.put_origin(ALICE, &format!("m{i}"), "<urn:uuid:phone>", 200).unwrap();
+        }
+        s.origins.shared().write_pending().unwrap();
+        assert_eq!(s.imdn_origin.len(), 2500);
+        assert_eq!(s.imdn_expiry.len(), 3, "1024 + 1024 + 452");
+        assert_eq!(s.sweep_imdn(300, 100_000).unwrap(), 2500);
+        assert!(s.imdn_origin.is_empty() && s.imdn_expiry.is_empty());
+    }
+
     #[test]
     fn claims_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();

@@ -127,7 +127,8 @@ impl Store {
         let imdn_origin = db.open_tree(IMDN_ORIGIN_TREE)?;
         let imdn_expiry = db.open_tree(IMDN_EXPIRY_TREE)?;
         let credentials = db.open_tree(CREDENTIALS_TREE)?;
-        let origins = origin::OriginWriter::start(imdn_origin.clone(), imdn_expiry.clone()).map_err(sled::Error::Io)?;
+        let origins = origin::OriginWriter::start(db.clone(), imdn_origin.clone(), imdn_expiry.clone())
+            .map_err(sled::Error::Io)?;
         // Every flush writes the queued notes first, so it covers them too.
         let notes = origins.shared().clone();
         let flusher = flush::Flusher::start(db.clone(), move || notes.write_pending()).map_err(sled::Error::Io)?;

@@ -11,7 +11,7 @@
 //! falls behind.
 //!
 //! A written batch has one expiry-index entry listing all of its records
-//! (`imdn::batch_index_key`), not one per note: each sled insert clones
+//! (`imdn::batch_index_key`, one per [`INDEX_CHUNK`] notes), not one per note: each sled insert clones
 //! the leaf it lands in, and the per-note index entry was half of this
 //! thread's CPU.
 
@@ -28,6 +28,11 @@ const WRITE_EVERY: Duration = Duration::from_millis(10);
 
 /// Notes queued beyond which the caller writes them itself.
 const MAX_QUEUED: usize = 65_536;
+
+/// Notes per expiry-index entry at most: bounds the entry's value (a
+/// caller-written queue of 64k notes would be a ~4 MB value) and the work
+/// of one sweep step.
+const INDEX_CHUNK: usize = 1024;
 
 /// One note: the record's value.
 #[derive(Clone)]
@@ -51,9 +56,10 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     work: Condvar,
     /// Held for a whole write, so a writer that returns has seen every
-    /// note queued before it was called written (the flusher relies on it);
-    /// it guards the last batch id handed out.
-    write: Mutex<u64>,
+    /// note queued before it was called written (the flusher relies on it).
+    write: Mutex<()>,
+    /// Batch ids come from its id generator (increasing across restarts).
+    db: sled::Db,
     origin: sled::Tree,
     expiry: sled::Tree,
 }
@@ -93,7 +99,7 @@ impl Shared {
 
     /// Write every queued note to sled (index entry first, as `imdn` says).
     pub(crate) fn write_pending(&self) -> Result<(), StoreError> {
-        let mut last_id = lock(&self.write);
+        let _writing = lock(&self.write);
         let batch = {
             let mut st = lock(&self.state);
             if st.queued.is_empty() {
@@ -103,28 +109,27 @@ impl Shared {
             st.writing = batch.clone();
             batch
         };
-        // Unique across restarts too: the wall clock, strictly increasing.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        *last_id = now.max(*last_id + 1);
-        let res = self.apply(&batch, *last_id);
+        let res = self.apply(&batch);
         lock(&self.state).writing = Arc::default();
         res
     }
 
-    /// The batch's index entry first (as `imdn` says: a crash leaves at
-    /// worst index entries without records), then one insert per record.
-    /// Single-key inserts: a sled batch would take the global write lock
-    /// that the rest of the crate avoids (see the test in `lib.rs`).
-    fn apply(&self, batch: &Notes, id: u64) -> Result<(), StoreError> {
-        let expires = batch.values().map(|n| n.expires_at).max().unwrap_or(0);
-        let keys: Vec<&[u8]> = batch.keys().map(Vec::as_slice).collect();
-        self.expiry
-            .insert(crate::imdn::batch_index_key(expires, id), crate::common::encode(&keys)?)?;
-        for (key, n) in batch {
-            let value = crate::common::encode(&(n.device.as_str(), n.expires_at))?;
-            self.origin.insert(key.as_slice(), value)?;
+    /// Per chunk of [`INDEX_CHUNK`] notes, its index entry first (as `imdn`
+    /// says: a crash leaves at worst index entries without records), then
+    /// one insert per record. Single-key inserts: a sled batch would take
+    /// the global write lock that the rest of the crate avoids (see the
+    /// test in `lib.rs`).
+    fn apply(&self, batch: &Notes) -> Result<(), StoreError> {
+        let notes: Vec<(&Vec<u8>, &Note)> = batch.iter().collect();
+        for chunk in notes.chunks(INDEX_CHUNK) {
+            let expires = chunk.iter().map(|(_, n)| n.expires_at).max().unwrap_or(0);
+            let keys: Vec<&[u8]> = chunk.iter().map(|(k, _)| k.as_slice()).collect();
+            let index = crate::imdn::batch_index_key(expires, self.db.generate_id()?);
+            self.expiry.insert(index, crate::common::encode(&keys)?)?;
+            for (key, n) in chunk {
+                let value = crate::common::encode(&(n.device.as_str(), n.expires_at))?;
+                self.origin.insert(key.as_slice(), value)?;
+            }
         }
         Ok(())
     }
@@ -138,11 +143,12 @@ pub(crate) struct OriginWriter {
 }
 
 impl OriginWriter {
-    pub(crate) fn start(origin: sled::Tree, expiry: sled::Tree) -> std::io::Result<OriginWriter> {
+    pub(crate) fn start(db: sled::Db, origin: sled::Tree, expiry: sled::Tree) -> std::io::Result<OriginWriter> {
         let shared = Arc::new(Shared {
             state: Mutex::default(),
             work: Condvar::new(),
-            write: Mutex::new(0),
+            write: Mutex::new(()),
+            db,
             origin,
             expiry,
         });
