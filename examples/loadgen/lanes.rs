@@ -141,15 +141,15 @@ impl Lane {
             }
             if let Some((sock, local)) = &self.sender {
                 if current.is_none() {
-                    if let Ok(job) = self.jobs.try_recv() {
-                        current = Some(LaneRun::new(job, *local, self.idx, self.lanes));
-                    }
+                    current = self
+                        .jobs
+                        .try_recv()
+                        .ok()
+                        .map(|job| LaneRun::new(job, *local, self.idx, self.lanes));
                 }
-                if let Some(run) = current.as_mut() {
-                    if run.tick(sock, &mut rbuf) {
-                        if let Some(run) = current.take() {
-                            let _ = self.done.send(run.finish());
-                        }
+                if current.as_mut().is_some_and(|run| run.tick(sock, &mut rbuf)) {
+                    if let Some(run) = current.take() {
+                        let _ = self.done.send(run.finish());
                     }
                 }
             }
