@@ -9,10 +9,10 @@
 //!   (CPM 2.0).
 //! - `imdn_expiry`: `expires_at (u64 BE) tag (1 byte) key` -> empty, the
 //!   ordered index the sweep reads instead of scanning. Origin notes are
-//!   written in batches (`origin`), each with one entry
+//!   written in batches (`origin`), with one entry per up to 1,024 notes
 //!   `expires_at 'b' batch-id (u64 BE)` -> bincode list of record keys,
-//!   where `expires_at` is the latest of the batch; older stores may still
-//!   hold one `'o'` entry per note.
+//!   where `expires_at` is the latest of them and the id comes from sled's
+//!   id generator; older stores may still hold one `'o'` entry per note.
 //!
 //! Writes are single-key; the index entry is written first, so a crash
 //! leaves at worst an index entry without its record (dropped by the sweep).
