@@ -428,10 +428,20 @@ fn parse_ns(value: &str) -> Option<(Option<&str>, &str)> {
 }
 
 /// RFC 7230 `tchar`: what a header name (and a namespace prefix) is made of.
+/// One table load per byte: every header name of every message goes through it.
 fn is_tchar(b: u8) -> bool {
-    matches!(b,
-        b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z'
-        | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+    static TCHAR: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = matches!(i as u8,
+                b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z'
+                | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
+            i += 1;
+        }
+        t
+    };
+    TCHAR[b as usize]
 }
 
 fn is_ctl(b: u8) -> bool {

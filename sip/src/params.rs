@@ -249,7 +249,8 @@ pub fn parse_list(value: &str) -> Result<Vec<NameAddr>, ParamError> {
 pub fn split_params(s: &str) -> Result<Vec<Param>, ParamError> {
     check_controls(s)?;
     let mut c = Cursor::new(s);
-    let mut out = Vec::new();
+    // The usual lists (a Via's branch and rport, a Contact's tags) fit.
+    let mut out = Vec::with_capacity(if s.is_empty() { 0 } else { 4 });
     c.skip_ws();
     if c.at_end() {
         return Ok(out);
@@ -306,7 +307,12 @@ impl<'a> ParamSink<'a> for Discard {
 /// only right after a `\`. The lexer checks that such a `\` really is a
 /// quoted-pair inside a quoted string ([`Cursor::no_controls`] elsewhere).
 fn check_controls(s: &str) -> Result<(), ParamError> {
-    // ASCII fast path (every header value we relay): same rule on bytes.
+    // Most values hold no control character at all: one branch-free pass
+    // (it vectorizes) settles them.
+    if !s.bytes().fold(false, |ctl, b| ctl | is_ctl_byte(b)) {
+        return Ok(());
+    }
+    // ASCII: same rule on bytes.
     if s.is_ascii() {
         let mut prev = 0;
         for b in s.bytes() {
@@ -345,7 +351,38 @@ fn is_quotable(c: char) -> bool {
 
 /// RFC 3261 `token` characters.
 fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '!' | '%' | '*' | '_' | '+' | '`' | '\'' | '~')
+    c.is_ascii() && is_token_byte(c as u8)
+}
+
+/// A printable ASCII byte that neither ends a bare parameter value
+/// (whitespace, `;`, `,`, `"`, `<`, `>`) nor is a control character.
+fn is_plain_value_byte(b: u8) -> bool {
+    static PLAIN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0x21;
+        while i < 0x7f {
+            t[i] = !matches!(i as u8, b';' | b',' | b'"' | b'<' | b'>');
+            i += 1;
+        }
+        t
+    };
+    PLAIN[b as usize]
+}
+
+/// [`is_token_char`] for a byte: one table load per byte of a name.
+fn is_token_byte(b: u8) -> bool {
+    static TOKEN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let c = i as u8;
+            t[i] = c.is_ascii_alphanumeric()
+                || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~');
+            i += 1;
+        }
+        t
+    };
+    TOKEN[b as usize]
 }
 
 fn is_ws(c: char) -> bool {
@@ -395,7 +432,7 @@ impl<'a> Cursor<'a> {
     /// Text consumed outside a quoted-pair must not hold control characters.
     fn no_controls(text: &str) -> Result<(), ParamError> {
         let ctl = if text.is_ascii() {
-            text.bytes().any(is_ctl_byte)
+            text.bytes().fold(false, |ctl, b| ctl | is_ctl_byte(b))
         } else {
             text.chars().any(is_ctl)
         };
@@ -542,12 +579,7 @@ impl<'a> Cursor<'a> {
         self.skip_ws();
         let start = self.pos;
         // Token chars are ASCII: a byte loop stops at the same boundary.
-        while self
-            .s
-            .as_bytes()
-            .get(self.pos)
-            .is_some_and(|&b| is_token_char(b as char))
-        {
+        while self.s.as_bytes().get(self.pos).is_some_and(|&b| is_token_byte(b)) {
             self.pos += 1;
         }
         let name = &self.s[start..self.pos];
@@ -597,6 +629,11 @@ impl Cursor<'_> {
     fn value_chars(&mut self) -> Result<(), ParamError> {
         let bytes = self.s.as_bytes();
         while let Some(&b) = bytes.get(self.pos) {
+            // Plain value bytes (most of them) in one table load.
+            if is_plain_value_byte(b) {
+                self.pos += 1;
+                continue;
+            }
             if !b.is_ascii() {
                 let c = self.peek().ok_or(ParamError::UnexpectedEnd)?;
                 if is_ctl(c) {

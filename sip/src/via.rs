@@ -1,6 +1,8 @@
 //! The Via header (RFC 3261 §20.42): transactions are keyed on its branch and
 //! responses routed by its sent-by, `received` and `rport` (RFC 3581).
 
+use std::borrow::Cow;
+
 use crate::params::{split_params, Param};
 use crate::text::{find_byte, has_whitespace, rfind_byte, trim};
 use crate::ParseError;
@@ -10,8 +12,9 @@ pub const BRANCH_COOKIE: &str = "z9hG4bK";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Via {
-    /// Upper-case transport: UDP, TCP, TLS, SCTP, WS ...
-    pub transport: String,
+    /// Upper-case transport: UDP, TCP, TLS, SCTP, WS ... (the usual ones
+    /// without an allocation).
+    pub transport: Cow<'static, str>,
     pub host: String,
     pub port: Option<u16>,
     pub params: Vec<Param>,
@@ -25,7 +28,7 @@ impl Via {
         let first = trim(first_of_list(value));
         // Copy only when there is something to squeeze (rare).
         let squeezed;
-        let first = if first.bytes().any(|b| b == b'\t') || has_space_by_slash(first) {
+        let first = if needs_squeeze(first) {
             let mut text = first.replace(['\t'], " ");
             while text.contains(" /") || text.contains("/ ") {
                 text = text.replace(" /", "/").replace("/ ", "/");
@@ -46,7 +49,7 @@ impl Via {
         let (host, port) = split_host_port(trim(sent_by)).ok_or_else(bad)?;
         let params = split_params(params).map_err(|_| bad())?;
         Ok(Via {
-            transport: transport.to_ascii_uppercase(),
+            transport: upper_transport(transport),
             host,
             port,
             params,
@@ -90,19 +93,32 @@ fn sent_protocol_transport(proto: &str) -> Option<&str> {
     valid.then_some(transport)
 }
 
-/// Does `s` hold `" /"` or `"/ "`?
-fn has_space_by_slash(s: &str) -> bool {
-    s.as_bytes().windows(2).any(|w| w == b" /" || w == b"/ ")
+/// `transport` in upper case; a static name for the registered ones.
+fn upper_transport(transport: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 6] = ["UDP", "TCP", "TLS", "SCTP", "WS", "WSS"];
+    match KNOWN.iter().find(|k| k.eq_ignore_ascii_case(transport)) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(transport.to_ascii_uppercase()),
+    }
+}
+
+/// Does `s` hold a tab, `" /"` or `"/ "`? (A Via has two or three slashes:
+/// look beside those instead of at every pair of bytes.)
+fn needs_squeeze(s: &str) -> bool {
+    let b = s.as_bytes();
+    memchr::memchr(b'\t', b).is_some()
+        || memchr::memchr_iter(b'/', b).any(|i| (i > 0 && b[i - 1] == b' ') || b.get(i + 1) == Some(&b' '))
 }
 
 /// First element of a comma-separated header line, ignoring commas in quotes.
-/// Byte-wise: `"` and `,` are ASCII, so the cut is a char boundary.
+/// Byte-wise: `"` and `,` are ASCII, so the cut is a char boundary. Jumps
+/// from one `"` or `,` to the next: most lines hold neither.
 fn first_of_list(value: &str) -> &str {
     let mut quoted = false;
-    for (i, b) in value.bytes().enumerate() {
-        match b {
+    for i in memchr::memchr2_iter(b'"', b',', value.as_bytes()) {
+        match value.as_bytes()[i] {
             b'"' => quoted = !quoted,
-            b',' if !quoted => return &value[..i],
+            _ if !quoted => return &value[..i],
             _ => {}
         }
     }
@@ -185,11 +201,23 @@ mod tests {
 
     #[test]
     fn squeezes_only_when_needed() {
-        assert!(has_space_by_slash("SIP /2.0"));
-        assert!(has_space_by_slash("SIP/ 2.0"));
-        assert!(!has_space_by_slash("SIP/2.0/UDP h"));
+        for squeezed in ["SIP /2.0", "SIP/ 2.0", "/ x", "x /", "SIP/2.0/UDP\th", "\t"] {
+            assert!(needs_squeeze(squeezed), "{squeezed:?}");
+        }
+        for plain in ["SIP/2.0/UDP h", "/", "a/b", "", "SIP/2.0/UDP h;x=\"a,/b\""] {
+            assert!(!needs_squeeze(plain), "{plain:?}");
+        }
+        assert_eq!(
+            first_of_list(r#"SIP/2.0/UDP h;x="a,b", SIP/2.0/UDP g"#),
+            r#"SIP/2.0/UDP h;x="a,b""#
+        );
+        assert_eq!(first_of_list("a"), "a");
+        assert_eq!(first_of_list("a,b"), "a");
+        assert_eq!(first_of_list(r#""a,b"#), r#""a,b"#);
         let tabbed = Via::parse("SIP/2.0/UDP\th;branch=z9hG4bKt").unwrap();
-        assert_eq!((tabbed.transport.as_str(), tabbed.host.as_str()), ("UDP", "h"));
+        assert_eq!((&*tabbed.transport, tabbed.host.as_str()), ("UDP", "h"));
+        assert_eq!(Via::parse("SIP/2.0/tls h").unwrap().transport, "TLS");
+        assert_eq!(Via::parse("SIP/2.0/quic h").unwrap().transport, "QUIC");
         assert_eq!(
             Via::parse("SIP / 2.0 /\tUDP h").unwrap(),
             Via::parse("SIP/2.0/UDP h").unwrap()
