@@ -32,16 +32,23 @@ impl<A: Actor<Context = Context<A>>> Registry<A> {
 
     /// The live actor for `key`, started with `activate` if there is none.
     fn get(&self, key: &Aor, activate: impl Fn() -> Addr<A>) -> Addr<A> {
+        self.with(key, activate, Addr::clone)
+    }
+
+    /// `f` on the live actor for `key` (started with `activate` if there is
+    /// none), under the map's lock: a send needs no clone of the address,
+    /// which allocates twice.
+    fn with<R>(&self, key: &Aor, activate: impl Fn() -> Addr<A>, f: impl FnOnce(&Addr<A>) -> R) -> R {
         if let Some(addr) = self.map.get(key) {
             if addr.connected() {
-                return addr.clone();
+                return f(&addr);
             }
         }
         let mut entry = self.map.entry(key.clone()).or_insert_with(&activate);
         if !entry.connected() {
             *entry = activate();
         }
-        entry.clone()
+        f(&entry)
     }
 
     /// Send; if the actor stopped between lookup and delivery, activate a
@@ -53,7 +60,7 @@ impl<A: Actor<Context = Context<A>>> Registry<A> {
         A: Handler<M>,
     {
         for _ in 0..2 {
-            match self.get(key, &activate).send(msg.clone()).await {
+            match self.with(key, &activate, |addr| addr.send(msg.clone())).await {
                 Ok(result) => return Ok(result),
                 Err(_) => self.map.remove_if(key, |_, a| !a.connected()),
             };
@@ -130,6 +137,19 @@ impl Directory {
     /// The live PF of `aor`, activating it if needed.
     pub fn pf(&self, aor: &Aor) -> Addr<ParticipatingFunction> {
         self.inner.pfs.get(aor, || self.activate_pf(aor))
+    }
+
+    /// Queue `msg` for the PF of `aor` (activating it if needed) without
+    /// waiting; a full or closed mailbox gives the message back.
+    pub fn try_send<M>(&self, aor: &Aor, msg: M) -> Result<(), SendError<M>>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        ParticipatingFunction: Handler<M>,
+    {
+        self.inner
+            .pfs
+            .with(aor, || self.activate_pf(aor), |pf| pf.try_send(msg))
     }
 
     /// Send to the PF of `aor` (re-activated once if it just passivated).

@@ -292,7 +292,7 @@ pub(super) async fn note_origin(dir: &cpm_actors::Directory, sender: &Aor, messa
     let note = NoteOrigin { message_id, source };
     // Fire and forget while there is room; wait only when the mailbox is full
     // (or the PF stopped, which the Directory's send re-activates).
-    let note = match dir.pf(sender).try_send(note) {
+    let note = match dir.try_send(sender, note) {
         Ok(()) => return,
         Err(actix::prelude::SendError::Full(n) | actix::prelude::SendError::Closed(n)) => n,
     };

@@ -108,13 +108,18 @@ impl ParticipatingFunction {
     }
 
     fn device(&mut self, key: &str) -> Option<Addr<ClientRegistration>> {
-        if let Some(addr) = self.devices.get(key) {
-            return Some(addr.clone());
+        self.device_ref(key).cloned()
+    }
+
+    /// [`Self::device`] borrowed: a send needs no address of its own (an
+    /// actix address clone allocates twice).
+    fn device_ref(&mut self, key: &str) -> Option<&Addr<ClientRegistration>> {
+        if !self.devices.contains_key(key) {
+            let b = self.bindings.get(key)?.clone();
+            let addr = ClientRegistration::new(self.aor.clone(), b, self.env.outbound.clone()).start();
+            self.devices.insert(key.to_string(), addr);
         }
-        let b = self.bindings.get(key)?.clone();
-        let addr = ClientRegistration::new(self.aor.clone(), b, self.env.outbound.clone()).start();
-        self.devices.insert(key.to_string(), addr.clone());
-        Some(addr)
+        self.devices.get(key)
     }
 
     /// Await the store flush (durable before acknowledging), counted as work

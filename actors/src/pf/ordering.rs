@@ -27,8 +27,9 @@ pub(crate) struct HeldFork {
 impl ParticipatingFunction {
     /// Fork `request` to device `key`: now, or once its deferred push ends.
     pub(super) fn fork_to(&mut self, key: &str, request: Arc<Message>) -> Option<LocalBoxFuture<'static, ForkResult>> {
-        let dev = self.device(key)?;
-        if !self.pushing.contains(key) {
+        let pushing = self.pushing.contains(key);
+        let dev = self.device_ref(key)?;
+        if !pushing {
             return Some(Box::pin(dev.send(Fork { request })));
         }
         let call_id = request.call_id().unwrap_or_default().to_string();
