@@ -466,8 +466,9 @@ mod tests {
 
     #[test]
     fn message_task_is_no_larger_than_its_common_route() {
-        // Every MESSAGE is moved into a task of this size; the rarer routes
-        // (groups, URI lists, deferred actions) are boxed so they do not set it.
+        // Every MESSAGE's task boxes a future of this size (allocated and
+        // copied once); the rarer routes (groups, URI lists, deferred
+        // actions) are boxed so they do not set it.
         let task = future_size(route);
         let one_to_one = future_size(|r| {
             deliver(
