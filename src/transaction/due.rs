@@ -5,12 +5,13 @@
 //! transaction per tick would cost in proportion to the table (up to its
 //! cap, 200,000, when devices do not answer) and hold its locks meanwhile.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::fifo::ChunkedFifo;
 use super::Timers;
 
-type Queue = VecDeque<(Instant, u64)>;
+/// Chunked: Timer F's queue holds 64·T1 of transactions (see `fifo`).
+type Queue = ChunkedFifo<(Instant, u64)>;
 
 pub(super) struct DueQueues {
     /// Timer E, one queue per interval: T1, 2·T1, ... up to T2.
@@ -26,7 +27,7 @@ impl DueQueues {
         let mut e = Vec::new();
         let mut interval = timers.t1;
         loop {
-            e.push((interval, Queue::new()));
+            e.push((interval, Queue::default()));
             if interval >= timers.t2 {
                 break;
             }
@@ -34,7 +35,7 @@ impl DueQueues {
         }
         DueQueues {
             e,
-            f: Queue::new(),
+            f: Queue::default(),
             f_after: timers.f(),
         }
     }

@@ -6,6 +6,7 @@
 
 mod client;
 mod due;
+mod fifo;
 mod server;
 
 use std::hash::{BuildHasher, Hasher};

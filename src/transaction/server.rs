@@ -1,7 +1,6 @@
 //! Server transactions keyed per RFC 3261 §17.2.3.
 
 use std::collections::hash_map::RandomState;
-use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use cpm_sip::{Message, Method, Via};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
+use super::fifo::ChunkedFifo;
 use super::{KeyHash, Timers};
 use crate::lock;
 
@@ -98,7 +98,7 @@ pub struct ServerTransactions {
     /// Keys in the order their transactions began (with that time, or the
     /// completion time once requeued): the sweep pops what may be due
     /// instead of scanning the table, so its work follows what expires.
-    order: Mutex<VecDeque<(ServerKey, Instant)>>,
+    order: Mutex<ChunkedFifo<(ServerKey, Instant)>>,
     cap: usize,
     /// When the table was last relieved of old completed transactions.
     relieved: Mutex<Option<Instant>>,
@@ -124,7 +124,7 @@ impl ServerTransactions {
     pub fn with_cap(cap: usize) -> ServerTransactions {
         ServerTransactions {
             map: DashMap::with_hasher(KeyHash),
-            order: Mutex::new(VecDeque::new()),
+            order: Mutex::new(ChunkedFifo::default()),
             cap: cap.max(1),
             relieved: Mutex::new(None),
         }
@@ -217,14 +217,8 @@ impl ServerTransactions {
                 requeue.push((key, t));
             }
         }
-        let mut order = lock(&self.order);
-        order.extend(requeue);
-        // A burst (a registration wave) grows the queue; do not keep its
-        // memory for the idle hours after it.
-        if order.capacity() > 4 * order.len() + 4096 {
-            let keep = 2 * order.len();
-            order.shrink_to(keep);
-        }
+        // (A burst's memory goes back as the queue drains: it is chunked.)
+        lock(&self.order).extend(requeue);
         dropped
     }
 
