@@ -304,8 +304,6 @@ fn peer_hash(peer: &SocketAddr) -> usize {
     h.finish() as usize
 }
 
-/// Timer J for server transactions; expiry of bindings of passive users
-/// (active PFs run their own timers) through the store's ordered index.
 /// Keeps one timer due within a second on a worker's timer wheel, for as
 /// long as the worker runs. Without it the wheel is often empty when the
 /// worker parks (a fork's deadline is dropped as soon as its device
@@ -321,6 +319,8 @@ async fn keep_timer_wheel_armed() {
     }
 }
 
+/// Timer J for server transactions; expiry of bindings of passive users
+/// (active PFs run their own timers) through the store's ordered index.
 fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -123,7 +123,12 @@ impl ServerTransactions {
     /// A table of at most (about) `cap` transactions.
     pub fn with_cap(cap: usize) -> ServerTransactions {
         ServerTransactions {
-            map: DashMap::with_hasher(KeyHash),
+            // Sized for the table's usual ceiling (half the cap, where the
+            // sweep holds it): each growth on the way there rehashed a
+            // shard into fresh memory on the worker, 6-7 ms at 14k, 28k
+            // and 57k entries (logged during a 6,000-18,000/s ramp;
+            // docs/performance.md).
+            map: DashMap::with_capacity_and_hasher(cap / 2, KeyHash),
             order: Mutex::new(ChunkedFifo::default()),
             cap: cap.max(1),
             relieved: Mutex::new(None),
