@@ -233,16 +233,23 @@ mod tests {
         assert!(s.claim_report(ALICE, "", "delivery", 0, 1).is_err());
     }
 
+    /// Alice's phone sent `m0..m{n}`, noted until `expires_at`; the notes
+    /// are then written as one batch.
+    fn note_and_write(s: &Store, n: usize, expires_at: u64) {
+        for i in 0..n {
+            s.put_origin(ALICE, &format!("m{i}"), "<urn:uuid:phone>", expires_at)
+                .unwrap();
+        }
+        s.origins.shared().write_pending().unwrap();
+    }
+
     /// One index entry per written batch of notes; a note taken again
     /// with a later expiry outlives the older batch's entry; entries of
     /// the older one-per-note format are still swept.
     #[test]
     fn origin_batches_share_one_index_entry() {
         let s = Store::temporary().unwrap();
-        for i in 0..50 {
-            s.put_origin(ALICE, &format!("m{i}"), "<urn:uuid:phone>", 200).unwrap();
-        }
-        s.origins.shared().write_pending().unwrap();
+        note_and_write(&s, 50, 200);
         assert_eq!(s.imdn_expiry.len(), 1, "one entry for the batch");
         s.put_origin(ALICE, "m7", "<urn:uuid:tablet>", 400).unwrap();
         s.origins.shared().write_pending().unwrap();
@@ -273,10 +280,7 @@ mod tests {
     #[test]
     fn large_origin_batches_are_indexed_in_chunks() {
         let s = Store::temporary().unwrap();
-        for i in 0..2500 {
-            s.put_origin(ALICE, &format!("m{i}"), "<urn:uuid:phone>", 200).unwrap();
-        }
-        s.origins.shared().write_pending().unwrap();
+        note_and_write(&s, 2500, 200);
         assert_eq!(s.imdn_origin.len(), 2500);
         assert_eq!(s.imdn_expiry.len(), 3, "1024 + 1024 + 452");
         assert_eq!(s.sweep_imdn(300, 100_000).unwrap(), 2500);
