@@ -13,6 +13,7 @@ use dashmap::DashMap;
 
 use super::fifo::ChunkedFifo;
 use super::{KeyHash, Timers};
+use crate::limits::Limits;
 use crate::lock;
 
 /// Branch + sent-by + method (ACK matches its INVITE) for RFC 3261 branches;
@@ -115,7 +116,7 @@ const RELIEF_INTERVAL: Duration = Duration::from_millis(200);
 
 impl Default for ServerTransactions {
     fn default() -> ServerTransactions {
-        ServerTransactions::with_cap(crate::limits::Limits::SERVER_TX)
+        ServerTransactions::with_cap(Limits::SERVER_TX)
     }
 }
 
@@ -127,8 +128,9 @@ impl ServerTransactions {
             // sweep holds it): each growth on the way there rehashed a
             // shard into fresh memory on the worker, 6-7 ms at 14k, 28k
             // and 57k entries (logged during a 6,000-18,000/s ramp;
-            // docs/performance.md).
-            map: DashMap::with_capacity_and_hasher(cap / 2, KeyHash),
+            // docs/performance.md). Never more than for the default cap: a
+            // configured cap of millions must not reserve its half at start.
+            map: DashMap::with_capacity_and_hasher((cap / 2).min(Limits::SERVER_TX / 2), KeyHash),
             order: Mutex::new(ChunkedFifo::default()),
             cap: cap.max(1),
             relieved: Mutex::new(None),
@@ -396,6 +398,17 @@ mod tests {
 
     /// Above half the cap the oldest completed transactions go, only down
     /// to half the cap and never before 5 s; working ones wait for 64·T1.
+    #[test]
+    fn table_reserves_half_its_cap_up_to_the_default() {
+        let default = ServerTransactions::default().map.capacity();
+        assert!(default >= Limits::SERVER_TX / 2, "{default}");
+        let huge = ServerTransactions::with_cap(20_000_000).map.capacity();
+        assert!(
+            huge < 2 * Limits::SERVER_TX,
+            "a configured cap of millions reserved {huge}"
+        );
+    }
+
     #[test]
     fn sweep_under_pressure_drops_oldest_down_to_half_the_cap() {
         let t = ServerTransactions::with_cap(10);
