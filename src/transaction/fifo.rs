@@ -46,12 +46,10 @@ impl<T> ChunkedFifo<T> {
     pub(crate) fn pop_front(&mut self) -> Option<T> {
         let first = self.chunks.front_mut()?;
         let item = first.pop_front();
-        if first.is_empty() {
-            // Only a chunk that was filled is retired: the last one may
-            // still be taking entries.
-            if self.chunks.len() > 1 || item.is_none() {
-                self.spare = self.chunks.pop_front();
-            }
+        // Only a chunk that was filled is retired: the last one may still
+        // be taking entries.
+        if first.is_empty() && self.chunks.len() > 1 {
+            self.spare = self.chunks.pop_front();
         }
         item
     }
