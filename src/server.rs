@@ -312,31 +312,36 @@ fn peer_hash(peer: &SocketAddr) -> usize {
 /// epoll return per relayed message (perf: 0.9 `write`s per message at
 /// 2,000/s). Costs one wake-up per second.
 async fn keep_timer_wheel_armed() {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker(Duration::from_secs(1));
     loop {
         tick.tick().await;
     }
 }
 
+/// An interval whose ticks missed during a stall are not made up in a burst.
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 /// How often the server transaction table is swept. Under load the sweep
 /// holds the table at half its cap and it refills between two sweeps: with
-/// a 1 s period, 16,000 requests/s took it past the room reserved for it
-/// (114,688 entries) and its shards grew, a rehash into fresh memory on the
-/// worker in the middle of traffic (docs/performance.md, seventh session).
+/// a 1 s period, 16,000 requests/s took it past the room then reserved for
+/// it (114,688 entries) and its shards grew, a rehash into fresh memory on
+/// the worker in the middle of traffic (docs/performance.md, seventh session).
 /// The work per sweep follows what expires, so more often costs no more.
 pub(crate) const SERVER_TX_SWEEP: Duration = Duration::from_millis(200);
 
 /// Timer J for server transactions (every [`SERVER_TX_SWEEP`]); expiry of bindings of passive users
 /// (active PFs run their own timers) through the store's ordered index.
 fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
-    let server_tx = core.clone();
+    let sweep_core = core.clone();
     actix_rt::spawn(async move {
-        let mut tick = tokio::time::interval(SERVER_TX_SWEEP);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = ticker(SERVER_TX_SWEEP);
         loop {
             tick.tick().await;
-            server_tx.server_tx.sweep(&timers);
+            sweep_core.server_tx.sweep(&timers);
         }
     });
     actix_rt::spawn(async move {

@@ -419,7 +419,10 @@ mod tests {
     /// worker at 16,000/s with a 1 s sweep and room for half the cap).
     #[test]
     fn room_between_sweeps_for_a_high_rate() {
-        let room = ServerTransactions::default().map.capacity() - Limits::SERVER_TX / 2;
+        let room = ServerTransactions::default()
+            .map
+            .capacity()
+            .saturating_sub(Limits::SERVER_TX / 2);
         let per_sweep = 100_000.0 * crate::server::SERVER_TX_SWEEP.as_secs_f64();
         assert!(room as f64 >= per_sweep, "room {room} for {per_sweep} per sweep");
     }
