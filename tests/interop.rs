@@ -73,11 +73,34 @@ struct Baresip {
     _dir: TempDir,
 }
 
+/// Baresip's SIP port, ctrl_tcp and cons ports. Baresip also opens its
+/// SIP/TLS listener on the SIP port + 1 whatever `sip_transports` says, so
+/// that port must be free too and must not be handed out as ctrl or cons
+/// (the kernel's ephemeral ports often come in sequence: a run failed with
+/// "SIP/TLS transport failed: Address already in use").
+fn baresip_ports() -> (u16, u16, u16) {
+    let port = loop {
+        let p = free_port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let other = |taken: &[u16]| loop {
+        let p = free_port();
+        if p != port + 1 && !taken.contains(&p) {
+            break p;
+        }
+    };
+    let ctrl = other(&[port]);
+    let cons = other(&[port, ctrl]);
+    (port, ctrl, cons)
+}
+
 impl Baresip {
     fn start(cpm: &Cpm, t: Transport, user: &str, password: &str, peer: &str) -> Baresip {
         require_baresip();
         let dir = TempDir::new().expect("tempdir");
-        let (port, ctrl, cons) = (free_port(), free_port(), free_port());
+        let (port, ctrl, cons) = baresip_ports();
         let modules = ["account", "contact", "menu", "ctrl_tcp"]
             .iter()
             .map(|m| format!("module_app\t{m}.so\n"))
