@@ -6,6 +6,9 @@
 # cpm (release build, --admin off, fresh store) listens on 127.0.0.1:5062; the
 # anchor is ../shared/bench/kamailio (port 5080; for offline with one worker,
 # which its sqlite store needs). Prints both result lines and the CPU ratio.
+# relay also runs examples/null_relay (port 5066), the floor: what two
+# recvfrom and two sendto per message cost on this host, with no work of
+# its own; each server's figure above it is what its own work costs.
 set -eu
 mode=${1:-relay}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +23,9 @@ offline) script=offline.sh; args=("${2:-20000}" "${3:-500}" "${4:-6000}"); one_w
 *) echo "usage: $0 relay|offline [MESSAGES] [USERS] [RATE]" >&2; exit 2 ;;
 esac
 [[ -x $root/target/release/cpm ]] || (cd "$root" && cargo build --release --locked -q)
+if [[ $mode == relay && ! -x $root/target/release/examples/null_relay ]]; then
+  (cd "$root" && cargo build --release --locked -q --example null_relay)
+fi
 
 KAM_ONE_WORKER=$one_worker "$bench/kamailio/run.sh" >"$work/kam.log" 2>&1 &
 pids+=($!)
@@ -34,9 +40,22 @@ pids+=($!); cpm=$!
 sleep 1
 ours=$(cd "$bench" && SERVER_PIDS=$cpm "./$script" 5062 "${args[@]}" | tail -1)
 
+floor=
+if [[ $mode == relay ]]; then
+  "$root/target/release/examples/null_relay" --listen 127.0.0.1:5066 >"$work/floor.log" 2>&1 &
+  pids+=($!); nr=$!
+  sleep 0.5
+  floor=$(cd "$bench" && SERVER_PIDS=$nr "./$script" 5066 "${args[@]}" | tail -1)
+fi
+
 echo "kamailio: $kam"
 echo "cpm:      $ours"
+[[ -n $floor ]] && echo "floor:    $floor"
 us() { sed -n 's/.*server \([0-9.]*\) us cpu.*/\1/p' <<<"$1"; }
 if [[ -n $(us "$kam") && -n $(us "$ours") ]]; then
   awk -v c="$(us "$ours")" -v k="$(us "$kam")" 'BEGIN { printf "cpu per message: cpm / kamailio = %.2f\n", c / k }'
+fi
+if [[ -n $(us "$floor") && -n $(us "$kam") && -n $(us "$ours") ]]; then
+  awk -v c="$(us "$ours")" -v k="$(us "$kam")" -v f="$(us "$floor")" \
+    'BEGIN { printf "above the floor (%.1f us): cpm %.1f us, kamailio %.1f us, ratio %.2f\n", f, c - f, k - f, (c - f) / (k - f) }'
 fi
