@@ -69,6 +69,43 @@ fn three_devices_report_alice_gets_one_of_each_on_the_sending_device() {
     assert!(cpm.log().contains("duplicate report suppressed"));
 }
 
+/// A passivated sender's reports still reach the device that sent the
+/// message (its PF is activated to note it), and a message from a source
+/// that is none of alice's devices has its reports go to every device of
+/// hers.
+#[test]
+fn reports_find_the_sending_device_after_passivation_and_all_devices_otherwise() {
+    let (_dir, cfg) = config("[actors]\nidle_timeout_s = 1\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let mut bob = Device::start_scenario(Transport::Udp, "device_imdn.xml", &[("user", "bob")]);
+    register_each(&cpm, Transport::Udp, "bob", std::slice::from_ref(&bob));
+    let phone = phone(&cpm, "alice");
+    let tablet = RawDevice::start(|_, _| 200);
+    assert_eq!(tablet.register(&cpm, "alice", "alice-tablet", 600), Some(200));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(cpm.log().contains("passivating idle participating function"));
+    let about = |dev: &RawDevice, id: &str| {
+        let tag = format!("<message-id>{id}</message-id>");
+        reports(dev).iter().filter(|r| r.contains(&tag)).count()
+    };
+
+    // From the phone while alice's PF is passive: noted on reactivation.
+    let msg = cpim_message(cpm.udp, phone.port, "bob", "mpassive", "positive-delivery, display", "");
+    assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(200));
+    assert!(wait_until(WAIT, || about(&phone, "mpassive") == 2), "both reports on the phone");
+
+    // From a socket that is none of alice's devices while her PF is
+    // active: nothing to note, so the reports go to each of her devices.
+    let other = RawDevice::start(|_, _| 200);
+    let msg = cpim_message(cpm.udp, other.port, "bob", "mother", "positive-delivery, display", "");
+    assert_eq!(status_of(&other.request(cpm.udp, &msg).expect("answer")), Some(200));
+    assert!(wait_until(WAIT, || about(&phone, "mother") == 2 && about(&tablet, "mother") == 2));
+    std::thread::sleep(Duration::from_millis(1000)); // an extra copy would show by now
+    assert_eq!(about(&tablet, "mpassive"), 0, "the tablet sent nothing: {:#?}", reports(&tablet));
+    assert_eq!(about(&other, "mother"), 0, "no report to a source that is no device");
+    assert_eq!(bob.finish().len(), 2, "bob got both messages");
+}
+
 #[test]
 fn expired_deferred_message_gives_one_negative_delivery_report() {
     let (_d, cfg) = config("[deferred]\ndefault_expiry_s = 1\nmax_expiry_s = 60\n");
