@@ -291,14 +291,14 @@ pub fn stored_user(env: &Env, aor: &Aor, limit: usize) -> Result<StoredUser, Str
 
 impl ParticipatingFunction {
     /// Record a hop or decision of the request `call_id` in the message trace.
-    pub(crate) fn trace(&self, call_id: &str, event: &str, detail: impl AsRef<str>) {
+    pub(crate) fn trace(&self, call_id: &str, event: &'static str, detail: impl AsRef<str>) {
         self.env
             .tracer
             .record(call_id, self.trace_actor.as_str(), event, detail);
     }
 
     /// As `trace`, the detail written into the event's own buffer.
-    pub(crate) fn trace_with(&self, call_id: &str, event: &str, detail: impl FnOnce(&mut String)) {
+    pub(crate) fn trace_with(&self, call_id: &str, event: &'static str, detail: impl FnOnce(&mut String)) {
         self.env
             .tracer
             .record_with(call_id, self.trace_actor.as_str(), event, detail);

@@ -85,6 +85,33 @@ struct Ring {
     /// Strings of a link pushed out are reused for the next one).
     links: VecDeque<(String, String)>,
     next: u64,
+    /// Events recorded, by kind (counted under the ring's lock: one lock
+    /// per event, not two).
+    kinds: KindCounts,
+}
+
+/// A count per event kind, keyed by the address of the kind's static name:
+/// a pointer comparison per entry instead of string comparisons down a
+/// tree. The same name at two addresses (two copies of a literal) gets two
+/// entries, which [`KindCounts::by_name`] adds up.
+#[derive(Default)]
+struct KindCounts(Vec<(&'static str, u64)>);
+
+impl KindCounts {
+    fn bump(&mut self, kind: &'static str) {
+        match self.0.iter_mut().find(|(k, _)| std::ptr::eq(*k, kind)) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((kind, 1)),
+        }
+    }
+
+    fn by_name(&self) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        for (k, n) in &self.0 {
+            *out.entry(*k).or_default() += n;
+        }
+        out
+    }
 }
 
 /// A new slot's buffer: enough for the usual event.
@@ -142,8 +169,6 @@ impl Histogram {
 
 #[derive(Default)]
 struct Counters {
-    /// Event kind → count.
-    events: BTreeMap<String, u64>,
     /// method → status → count.
     responses: BTreeMap<String, BTreeMap<u16, u64>>,
     /// method → latency from request received to final response sent.
@@ -199,25 +224,18 @@ impl Tracer {
     }
 
     /// Record one hop or decision of the request `call_id`.
-    pub fn record(&self, call_id: &str, actor: &str, event: &str, detail: impl AsRef<str>) {
+    pub fn record(&self, call_id: &str, actor: &str, event: &'static str, detail: impl AsRef<str>) {
         self.record_with(call_id, actor, event, |out| out.push_str(detail.as_ref()));
     }
 
     /// As [`Tracer::record`], with the detail written by `detail` straight
     /// into the event's buffer (no String of its own on the hot path).
-    pub fn record_with(&self, call_id: &str, actor: &str, event: &str, detail: impl FnOnce(&mut String)) {
-        if let Ok(mut c) = self.counters.lock() {
-            match c.events.get_mut(event) {
-                Some(n) => *n += 1,
-                None => {
-                    c.events.insert(event.to_string(), 1);
-                }
-            }
-        }
+    pub fn record_with(&self, call_id: &str, actor: &str, event: &'static str, detail: impl FnOnce(&mut String)) {
+        let Ok(mut ring) = self.ring.lock() else { return };
+        ring.kinds.bump(event);
         if self.capacity == 0 {
             return;
         }
-        let Ok(mut ring) = self.ring.lock() else { return };
         let mut slot = ring.take_slot(self.capacity, &self.dropped);
         ring.next += 1;
         slot.seq = ring.next;
@@ -355,11 +373,18 @@ impl Tracer {
     pub fn counters(&self) -> CounterSnapshot {
         let mut snap = CounterSnapshot {
             trace_dropped: self.dropped.load(Ordering::Relaxed),
-            trace_len: self.ring.lock().map(|r| r.events.len()).unwrap_or(0),
             ..CounterSnapshot::default()
         };
+        if let Ok(ring) = self.ring.lock() {
+            snap.trace_len = ring.events.len();
+            snap.events = ring
+                .kinds
+                .by_name()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+        }
         if let Ok(c) = self.counters.lock() {
-            snap.events = c.events.iter().map(|(k, v)| (k.clone(), *v)).collect();
             snap.responses = c
                 .responses
                 .iter()
@@ -419,6 +444,18 @@ pub fn call_id_of(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_are_counted_by_name_whatever_the_address_of_their_text() {
+        let elsewhere: &'static str = Box::leak(String::from("forked").into_boxed_str());
+        assert!(!std::ptr::eq(elsewhere, "forked"));
+        let t = Tracer::new(0); // counters only
+        t.record("c1", "pf", "forked", "");
+        t.record("c2", "pf", elsewhere, "");
+        t.record("c3", "pf", "delivered", "");
+        let events = t.counters().events;
+        assert_eq!(events, vec![("delivered".to_string(), 1), ("forked".to_string(), 2)]);
+    }
 
     #[test]
     fn push_dec_writes_what_display_writes() {
