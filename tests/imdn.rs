@@ -92,7 +92,10 @@ fn reports_find_the_sending_device_after_passivation_and_all_devices_otherwise()
     // From the phone while alice's PF is passive: noted on reactivation.
     let msg = cpim_message(cpm.udp, phone.port, "bob", "mpassive", "positive-delivery, display", "");
     assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(200));
-    assert!(wait_until(WAIT, || about(&phone, "mpassive") == 2), "both reports on the phone");
+    assert!(
+        wait_until(WAIT, || about(&phone, "mpassive") == 2),
+        "both reports on the phone"
+    );
 
     // From a socket that is none of alice's devices while her PF is
     // active: nothing to note, so the reports go to each of her devices.
@@ -101,7 +104,12 @@ fn reports_find_the_sending_device_after_passivation_and_all_devices_otherwise()
     assert_eq!(status_of(&other.request(cpm.udp, &msg).expect("answer")), Some(200));
     assert!(wait_until(WAIT, || about(&phone, "mother") == 2 && about(&tablet, "mother") == 2));
     std::thread::sleep(Duration::from_millis(1000)); // an extra copy would show by now
-    assert_eq!(about(&tablet, "mpassive"), 0, "the tablet sent nothing: {:#?}", reports(&tablet));
+    assert_eq!(
+        about(&tablet, "mpassive"),
+        0,
+        "the tablet sent nothing: {:#?}",
+        reports(&tablet)
+    );
     assert_eq!(about(&other, "mother"), 0, "no report to a source that is no device");
     assert_eq!(bob.finish().len(), 2, "bob got both messages");
 }
