@@ -33,8 +33,9 @@ struct Args {
     device: SocketAddr,
 }
 
-/// Requests waiting for their response at most; beyond, new ones are
-/// dropped (the sender's retransmission or timeout covers them).
+/// Requests waiting for their response at most. A full table holds
+/// requests whose responses never came (lost, or a device that does not
+/// answer): it is emptied, so that the relay goes on relaying.
 const MAX_PENDING: usize = 100_000;
 
 /// The trimmed value of the first header line called `name` (case
@@ -92,7 +93,8 @@ fn main() -> anyhow::Result<()> {
             }
         } else {
             if pending.len() >= MAX_PENDING {
-                continue;
+                eprintln!("{MAX_PENDING} requests without a response: forgotten");
+                pending.clear();
             }
             pending.insert(call_id.to_string(), peer);
             sock.send_to(&buf[..n], args.device)

@@ -39,6 +39,7 @@ kill "$k" 2>/dev/null || true
 pids+=($!); cpm=$!
 sleep 1
 ours=$(cd "$bench" && SERVER_PIDS=$cpm "./$script" 5062 "${args[@]}" | tail -1)
+kill "$cpm" 2>/dev/null || true # the floor runs alone, as each server did
 
 floor=
 if [[ $mode == relay ]]; then
