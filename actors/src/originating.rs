@@ -29,10 +29,14 @@ pub fn fill_conversation_ids(req: &mut Message, sender: &Aor, target: &Aor) {
             (target, sender)
         };
         let key = [a.as_str().as_bytes(), b"|", b.as_str().as_bytes()];
-        let hash = |seed| key.iter().fold(seed, |h, part| fnv1a(part, h));
+        let (h1, h2) = key
+            .iter()
+            .fold((0xcbf2_9ce4_8422_2325, 0x6c62_272e_07bb_0142), |h, part| {
+                fnv1a2(part, h)
+            });
         let mut id = String::with_capacity(32);
-        push_hex(&mut id, hash(0xcbf2_9ce4_8422_2325).into(), 16);
-        push_hex(&mut id, hash(0x6c62_272e_07bb_0142).into(), 16);
+        push_hex(&mut id, h1.into(), 16);
+        push_hex(&mut id, h2.into(), 16);
         req.headers.push("Conversation-ID", id);
     }
     if req.header("Contribution-ID").is_none() {
@@ -40,9 +44,13 @@ pub fn fill_conversation_ids(req: &mut Message, sender: &Aor, target: &Aor) {
     }
 }
 
-fn fnv1a(data: &[u8], seed: u64) -> u64 {
-    data.iter()
-        .fold(seed, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+/// FNV-1a of `data` from two seeds at once: one pass over the bytes.
+fn fnv1a2(data: &[u8], seeds: (u64, u64)) -> (u64, u64) {
+    const PRIME: u64 = 0x0100_0000_01b3;
+    data.iter().fold(seeds, |(a, b), byte| {
+        let x = u64::from(*byte);
+        ((a ^ x).wrapping_mul(PRIME), (b ^ x).wrapping_mul(PRIME))
+    })
 }
 
 /// A process-unique, time-prefixed identifier: nanos, pid and a counter in hex.
@@ -61,13 +69,19 @@ pub fn unique_id() -> String {
     id
 }
 
-/// `v` in lower-case hex, zero-padded to `min_digits`: what `{:0N$x}`
-/// writes, without format!'s machinery (this runs for every message).
+/// `v` in lower-case hex, zero-padded to `min_digits` (at most 32): what
+/// `{:0N$x}` writes, without format!'s machinery or a `push` per digit
+/// (this runs for every message).
 fn push_hex(out: &mut String, v: u128, min_digits: u32) {
-    let digits = (128 - v.leading_zeros()).div_ceil(4).max(min_digits);
-    for i in (0..digits).rev() {
-        out.push(char::from(b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf]));
+    let digits = (128 - v.leading_zeros()).div_ceil(4).max(min_digits).min(32) as usize;
+    let mut buf = [0u8; 32];
+    let mut rest = v;
+    for slot in buf[32 - digits..].iter_mut().rev() {
+        *slot = b"0123456789abcdef"[(rest & 0xf) as usize];
+        rest >>= 4;
     }
+    // Only ASCII hex digits were written.
+    out.push_str(std::str::from_utf8(&buf[32 - digits..]).unwrap_or_default());
 }
 
 /// Remove every trace of the sender's identity the recipient could see, and
@@ -132,6 +146,25 @@ mod tests {
         fill_conversation_ids(&mut m3, &a, &b);
         assert_eq!(m3.header("Conversation-ID"), Some("mine"));
         assert_eq!(m3.header("Contribution-ID"), Some("c1"));
+    }
+
+    #[test]
+    fn conversation_id_is_the_two_fnv1a_hashes_of_the_sorted_pair() {
+        // The value clients and stored messages already hold: it must not change.
+        let fnv = |seed: u64, text: &str| {
+            text.bytes()
+                .fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        };
+        let (a, b) = (Aor::from_canonical("sip:alice@x"), Aor::from_canonical("sip:bob@x"));
+        let pair = format!("{}|{}", a.as_str(), b.as_str());
+        let want = format!(
+            "{:016x}{:016x}",
+            fnv(0xcbf2_9ce4_8422_2325, &pair),
+            fnv(0x6c62_272e_07bb_0142, &pair)
+        );
+        let mut m = msg("", "");
+        fill_conversation_ids(&mut m, &b, &a);
+        assert_eq!(m.header("Conversation-ID"), Some(want.as_str()));
     }
 
     #[test]
