@@ -7,6 +7,7 @@
 
 mod binding;
 mod deferred;
+mod housekeeping;
 pub mod notify;
 mod ordering;
 mod pager;
@@ -15,7 +16,8 @@ mod reports;
 mod routing;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use cpm_store::BindingRecord;
@@ -40,7 +42,10 @@ pub struct ParticipatingFunction {
     /// Requests being worked on; a PF is only passivated with none.
     pub(crate) in_flight: usize,
     pub(crate) last_activity: Instant,
-    pub(crate) expiry_timer: Option<SpawnHandle>,
+    /// Wakes the housekeeping task (expiry and idle check, housekeeping.rs).
+    housekeeping: Arc<tokio::sync::Notify>,
+    /// When that task wakes next, as last told.
+    housekeeping_due: Instant,
     pub(crate) prefs: Preferences,
     /// Do-not-disturb as in force now (stored runtime value, else preference).
     pub(crate) dnd: bool,
@@ -73,7 +78,8 @@ impl ParticipatingFunction {
             devices: HashMap::new(),
             in_flight: 0,
             last_activity: Instant::now(),
-            expiry_timer: None,
+            housekeeping: Arc::default(),
+            housekeeping_due: Instant::now(),
             dnd: prefs.dnd,
             prefs,
             deferred_count: 0,
@@ -144,18 +150,7 @@ impl ParticipatingFunction {
         self.last_activity = Instant::now();
     }
 
-    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
-        if let Some(h) = self.expiry_timer.take() {
-            ctx.cancel_future(h);
-        }
-        let Some(next) = self.bindings.values().map(|b| b.record.expires_at).min() else {
-            return;
-        };
-        let wait = Duration::from_secs(next.saturating_sub(unix_now()));
-        self.expiry_timer = Some(ctx.run_later(wait, |act, ctx| act.purge_expired(ctx)));
-    }
-
-    fn purge_expired(&mut self, ctx: &mut Context<Self>) {
+    fn purge_expired(&mut self) {
         let now = unix_now();
         let expired: Vec<String> = self
             .bindings
@@ -171,7 +166,6 @@ impl ParticipatingFunction {
                 tracing::error!(aor = %self.aor, %key, error = %e, "cannot remove expired binding");
             }
         }
-        self.schedule_expiry(ctx);
     }
 
     /// Returns the keys of the bindings that were added or refreshed.
@@ -214,17 +208,8 @@ impl Actor for ParticipatingFunction {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         self.load();
         self.load_deferred_state();
-        self.schedule_expiry(ctx);
         self.schedule_reminder(ctx);
-        let idle = self.env.policy.get().idle_timeout;
-        let check = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
-        ctx.run_interval(check, move |act, ctx| {
-            // A pending reminder keeps the user active (it is the reminder's timer).
-            if act.in_flight == 0 && act.reminder.is_none() && act.last_activity.elapsed() >= idle {
-                tracing::debug!(aor = %act.aor, "passivating idle participating function");
-                ctx.stop();
-            }
-        });
+        self.start_housekeeping(ctx);
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
@@ -246,7 +231,7 @@ pub struct RegisterOutcome {
 impl Handler<Register> for ParticipatingFunction {
     type Result = ResponseActFuture<Self, Result<RegisterOutcome, RegisterError>>;
 
-    fn handle(&mut self, Register(req): Register, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Register(req): Register, _: &mut Context<Self>) -> Self::Result {
         self.touch();
         let now = unix_now();
         let (changed, refreshed) = match registrar::plan(&self.bindings, &req, &self.env.policy.get(), now) {
@@ -259,7 +244,7 @@ impl Handler<Register> for ParticipatingFunction {
             }
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
-        self.schedule_expiry(ctx);
+        self.reschedule_housekeeping();
         let contacts = registrar::contact_list(&self.aor, self.bindings.values(), now);
         if !changed {
             return Box::pin(fut::ready(Ok(RegisterOutcome { contacts })));
@@ -297,7 +282,7 @@ pub struct PurgeExpired;
 impl Handler<PurgeExpired> for ParticipatingFunction {
     type Result = ();
 
-    fn handle(&mut self, _: PurgeExpired, ctx: &mut Context<Self>) {
-        self.purge_expired(ctx);
+    fn handle(&mut self, _: PurgeExpired, _: &mut Context<Self>) {
+        self.purge_expired();
     }
 }
