@@ -3,20 +3,26 @@
 //! `memchr` for the few bytes a header field holds.
 
 /// ASCII bytes that `char::is_whitespace` accepts (U+0009..U+000D, U+0020).
-fn is_ascii_white(b: u8) -> bool {
+const fn is_ascii_white(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
 }
 
-/// Exactly `str::trim`. ASCII whitespace is cut byte-wise (the cuts are char
-/// boundaries); only when an end is left on a non-ASCII char, which may be
-/// Unicode whitespace, does `str::trim` decode it.
+/// Exactly `str::trim`. Inline: most header fields have nothing to trim,
+/// which two table loads settle without a call.
+#[inline]
 pub(crate) fn trim(s: &str) -> &str {
-    // Most header fields have nothing to trim: two byte tests.
     match s.as_bytes() {
-        [] => return s,
-        [first, .., last] | [first @ last] if is_ascii_kept(*first) && is_ascii_kept(*last) => return s,
-        _ => {}
+        [first, .., last] | [first @ last] if is_ascii_kept(*first) && is_ascii_kept(*last) => s,
+        [] => s,
+        _ => trim_slow(s),
     }
+}
+
+/// [`trim`] when an end needs a look. ASCII whitespace is cut byte-wise (the
+/// cuts are char boundaries); only when an end is left on a non-ASCII char,
+/// which may be Unicode whitespace, does `str::trim` decode it.
+#[inline(never)]
+fn trim_slow(s: &str) -> &str {
     let b = s.as_bytes();
     let mut start = 0;
     let mut end = b.len();
@@ -45,9 +51,18 @@ pub(crate) fn trim_ws(s: &str) -> &str {
     &s[start..end]
 }
 
-/// An ASCII byte `trim` keeps.
+/// An ASCII byte `trim` keeps: one table load.
 fn is_ascii_kept(b: u8) -> bool {
-    b.is_ascii() && !is_ascii_white(b)
+    static KEPT: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 0x80 {
+            t[i] = !is_ascii_white(i as u8);
+            i += 1;
+        }
+        t
+    };
+    KEPT[b as usize]
 }
 
 /// Does `s` hold a char that `char::is_whitespace` accepts?
