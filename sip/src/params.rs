@@ -419,6 +419,14 @@ impl<'a> Cursor<'a> {
         Some(c)
     }
 
+    /// Step over the ASCII byte `b` if it comes next: a byte compare, where
+    /// `peek` and `bump` would each look at the byte again.
+    fn eat(&mut self, b: u8) -> bool {
+        let next = self.s.as_bytes().get(self.pos) == Some(&b);
+        self.pos += usize::from(next);
+        next
+    }
+
     fn at_end(&self) -> bool {
         self.pos >= self.s.len()
     }
@@ -562,10 +570,9 @@ impl<'a> Cursor<'a> {
     fn params(&mut self, out: &mut impl ParamSink<'a>) -> Result<(), ParamError> {
         loop {
             self.skip_ws();
-            if self.peek() != Some(';') {
+            if !self.eat(b';') {
                 return Ok(());
             }
-            self.bump();
             let (name, value) = self.param()?;
             if out.count() >= MAX_PARAMS {
                 return Err(ParamError::TooManyParams);
@@ -590,8 +597,7 @@ impl<'a> Cursor<'a> {
             }));
         }
         self.skip_ws();
-        let value = if self.peek() == Some('=') {
-            self.bump();
+        let value = if self.eat(b'=') {
             self.skip_ws();
             Some(self.param_value(name)?)
         } else {
