@@ -112,7 +112,11 @@ impl Transports {
     pub async fn reply(&self, to: &Source, data: Bytes) -> Result<(), TransportError> {
         match to.transport {
             TransportKind::Udp => {
-                let sock = self.udp.get(&to.local).or(self.first_udp.as_ref());
+                // One listener (the usual case) is the answer without a lookup.
+                let sock = match self.udp.len() {
+                    0 | 1 => self.first_udp.as_ref(),
+                    _ => self.udp.get(&to.local).or(self.first_udp.as_ref()),
+                };
                 let sock = sock.ok_or(TransportError::NoListener(TransportKind::Udp))?;
                 sock.send(to.peer, data)
             }
