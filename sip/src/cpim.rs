@@ -462,149 +462,253 @@ fn sanitize(value: &str) -> ByteString {
 
 /// Read header lines from `data[*pos..]` up to and including the blank line.
 /// Errors are those of the first bad line, checked in this order: framing
-/// (line end, length, count), UTF-8, control characters, syntax. Framing
-/// runs first over the whole block so that its lines are UTF-8-checked once,
-/// as one text all the headers are slices of.
+/// (line end, length, count), UTF-8, control characters, syntax. One pass:
+/// each line is scanned once, and its header kept as offsets until the
+/// blank line ends the block, which then becomes the one text all the
+/// headers are slices of.
 fn read_block(data: &Bytes, pos: &mut usize, block: Block) -> Result<Vec<CpimHeader>, CpimError> {
     let start = *pos;
-    let framing = frame(data, start, block);
-    let (text, utf8) = match ByteString::try_from(data.slice(start..framing.lines)) {
-        Ok(text) => (text, Ok(())),
-        // The lines before the bad one come first: their errors win.
-        Err(e) => (
-            valid_lines(data, start, e.valid_up_to()),
-            Err(CpimError::NotUtf8(block)),
-        ),
-    };
-    let headers = parse_lines(&text, block)?;
-    utf8?;
-    *pos = framing.outcome?;
-    Ok(headers)
-}
-
-/// How far the framing of a block got.
-struct Framing {
-    /// End of the header lines that passed, line ends included.
-    lines: usize,
-    /// Offset after the blank line, or the framing error of the line after
-    /// those.
-    outcome: Result<usize, CpimError>,
-}
-
-/// Line ends and the limits of the block starting at `data[start..]`.
-fn frame(data: &[u8], start: usize, block: Block) -> Framing {
-    let mut pos = start;
+    let mut spans = [Span::default(); MAX_HEADER_LINES];
+    let mut count: usize = 0;
+    // Values of folded headers (rare): header index and unfolded text.
+    let mut unfolded: Vec<(usize, String)> = Vec::new();
+    let mut at = start;
     let mut lines = 0;
-    let fail = |pos, e| Framing {
-        lines: pos,
-        outcome: Err(e),
-    };
-    loop {
-        let rest = &data[pos..];
+    let end = loop {
+        let rest = &data[at..];
         // Never look further than one maximal line (plus CRLF) for its end.
         let window = &rest[..rest.len().min(MAX_LINE + 2)];
-        let Some(nl) = memchr::memchr(b'\n', window) else {
-            return fail(
-                pos,
-                if rest.len() > MAX_LINE + 1 {
-                    CpimError::LineTooLong(block)
-                } else {
-                    CpimError::Unterminated(block)
-                },
-            );
+        let Some((nl, odd)) = scan_line(window) else {
+            return Err(if rest.len() > MAX_LINE + 1 {
+                CpimError::LineTooLong(block)
+            } else {
+                CpimError::Unterminated(block)
+            });
         };
         let len = if nl > 0 && rest[nl - 1] == b'\r' { nl - 1 } else { nl };
         if len == 0 {
-            return Framing {
-                lines: pos,
-                outcome: Ok(pos + nl + 1),
-            };
+            *pos = at + nl + 1;
+            break at;
         }
         if len > MAX_LINE {
-            return fail(pos, CpimError::LineTooLong(block));
+            return Err(CpimError::LineTooLong(block));
         }
         lines += 1;
         if lines > MAX_HEADER_LINES {
-            return fail(pos, CpimError::TooManyHeaders(block));
+            return Err(CpimError::TooManyHeaders(block));
         }
-        pos += nl + 1;
-    }
-}
-
-/// The whole lines of `data[start..]` before the one holding the first
-/// invalid UTF-8 byte, at `start + valid_up_to`.
-fn valid_lines(data: &Bytes, start: usize, valid_up_to: usize) -> ByteString {
-    let valid = &data[start..start + valid_up_to];
-    let end = memchr::memrchr(b'\n', valid).map_or(0, |nl| nl + 1);
-    // Valid by construction; empty if it were not (the error is NotUtf8 anyway).
-    ByteString::try_from(data.slice(start..start + end)).unwrap_or_default()
-}
-
-/// The headers of `text`: whole lines that passed the framing.
-fn parse_lines(text: &ByteString, block: Block) -> Result<Vec<CpimHeader>, CpimError> {
-    // Enough for the usual message headers without regrowing.
-    let mut out: Vec<CpimHeader> = Vec::with_capacity(match block {
-        Block::Message => 8,
-        Block::Content => 2,
-    });
-    let mut rest: &str = text;
-    // Whole lines only: each one ends with a line feed.
-    while let Some(nl) = memchr::memchr(b'\n', rest.as_bytes()) {
-        let (raw, next) = (&rest[..nl], &rest[nl + 1..]);
-        rest = next;
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        // Without the early exit the test vectorizes: lines are short.
-        if line.bytes().fold(false, |bad, b| bad | is_ctl(b)) {
-            return Err(CpimError::ControlCharacter(block));
-        }
-        if line.starts_with([' ', '\t']) {
+        let line = &rest[..len];
+        check_text(line, odd, block)?;
+        let offset = at - start;
+        if matches!(line[0], b' ' | b'\t') {
             // RFC 3862 message headers are never folded; MIME headers may be.
-            match (block, out.last_mut()) {
-                (Block::Content, Some(last)) => unfold(last, trim_ws(line), block)?,
-                _ => return Err(CpimError::Malformed(block, "line starts with whitespace")),
-            }
-            continue;
+            let Some(last) = count.checked_sub(1).filter(|_| block == Block::Content) else {
+                return Err(CpimError::Malformed(block, "line starts with whitespace"));
+            };
+            unfold(data, start, &spans[last], last, &mut unfolded, line, block)?;
+        } else {
+            spans[count] = header_span(line, offset, block)?;
+            count += 1;
         }
-        out.push(header(text, line, block)?);
+        at += nl + 1;
+    };
+    // Every line passed `check_text`: the block is UTF-8.
+    let text = ByteString::try_from(data.slice(start..end)).map_err(|_| CpimError::NotUtf8(block))?;
+    let mut headers: Vec<CpimHeader> = spans[..count]
+        .iter()
+        .map(|s| CpimHeader {
+            name: s.name.slice_of(&text),
+            value: s.value.slice_of(&text),
+        })
+        .collect();
+    for (i, value) in unfolded {
+        headers[i].value = value.into();
     }
-    Ok(out)
+    Ok(headers)
 }
 
-/// One `name: value` line of `text`, as slices of it.
-fn header(text: &ByteString, line: &str, block: Block) -> Result<CpimHeader, CpimError> {
-    let Some(colon) = memchr::memchr(b':', line.as_bytes()) else {
-        return Err(CpimError::Malformed(block, "no colon"));
-    };
-    let name = trim_ws(&line[..colon]);
-    if name.is_empty() {
-        return Err(CpimError::Malformed(block, "empty name"));
+/// Where a header's name and value lie in its block (offsets from the
+/// block's start; a block is at most [`MAX_HEADER_LINES`] lines of
+/// [`MAX_LINE`] bytes, so they fit `u32`).
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: Range32,
+    value: Range32,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Range32 {
+    start: u32,
+    end: u32,
+}
+
+impl Range32 {
+    fn new(start: usize, end: usize) -> Range32 {
+        Range32 {
+            start: start as u32,
+            end: end as u32,
+        }
     }
-    if !name.bytes().all(is_tchar) {
-        return Err(CpimError::Malformed(block, "invalid character in name"));
+
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
     }
-    let value = trim_ws(&line[colon + 1..]);
-    if name.len() + 2 + value.len() > MAX_LINE {
-        return Err(CpimError::LineTooLong(block));
+
+    /// This range of `text`, sharing its buffer. The offsets are those of
+    /// ASCII bytes, so always char boundaries; empty if they were not.
+    fn slice_of(self, text: &ByteString) -> ByteString {
+        text.get(self.range())
+            .map_or_else(ByteString::new, |s| text.slice_ref(s))
     }
-    Ok(CpimHeader {
-        name: text.slice_ref(name),
-        value: text.slice_ref(value),
+}
+
+/// What [`scan_line`] saw in a line besides printable ASCII, HT and the CR
+/// of its CRLF.
+const CONTROL: u8 = 1;
+const NON_ASCII: u8 = 2;
+
+/// The offset of the first LF in `window`, and which of [`CONTROL`] and
+/// [`NON_ASCII`] the bytes before it hold. Eight bytes at a time: a word
+/// of printable ASCII (nearly all of a header) costs a few instructions.
+fn scan_line(window: &[u8]) -> Option<(usize, u8)> {
+    let mut odd = 0;
+    let (words, tail) = window.as_chunks::<8>();
+    for (k, word) in words.iter().enumerate() {
+        let mut special = special_bytes(u64::from_le_bytes(*word));
+        while special != 0 {
+            let at = k * 8 + (special.trailing_zeros() / 8) as usize;
+            match classify(window, at) {
+                None => return Some((at, odd)),
+                Some(class) => odd |= class,
+            }
+            // Next special byte of the word.
+            special &= special - 1;
+        }
+    }
+    let base = words.len() * 8;
+    for at in base..base + tail.len() {
+        match classify(window, at) {
+            None => return Some((at, odd)),
+            Some(class) => odd |= class,
+        }
+    }
+    None
+}
+
+/// The high bit of each byte of `w` that is below 0x20, 0x7f, or not
+/// ASCII. Exact per byte: no sum carries into the next byte (each is at
+/// most 0x7f + 0x60).
+fn special_bytes(w: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low = w & LOW7;
+    let at_least_space = low + 0x6060_6060_6060_6060;
+    let del = low + 0x0101_0101_0101_0101;
+    (!at_least_space | del | w) & HIGH
+}
+
+/// `None` for the LF at `window[at]`; else what the byte there adds to a
+/// line's [`scan_line`] classes (nothing for printable ASCII, HT, and the
+/// CR of a CRLF).
+fn classify(window: &[u8], at: usize) -> Option<u8> {
+    Some(match window[at] {
+        b'\n' => return None,
+        b'\r' if window.get(at + 1) == Some(&b'\n') => 0,
+        b if b >= 0x80 => NON_ASCII,
+        b if is_ctl(b) => CONTROL,
+        _ => 0,
     })
 }
 
-/// Append a continuation line (`more`, trimmed) to `last`'s value, which
-/// then owns its text.
-fn unfold(last: &mut CpimHeader, more: &str, block: Block) -> Result<(), CpimError> {
-    if !more.is_empty() {
-        let mut value = String::with_capacity(last.value.len() + 1 + more.len());
-        value.push_str(&last.value);
-        if !value.is_empty() {
-            value.push(' ');
-        }
-        value.push_str(more);
-        last.value = value.into();
+/// The UTF-8 and control-character checks of a line [`scan_line`] found
+/// `odd` in, UTF-8 first.
+fn check_text(line: &[u8], odd: u8, block: Block) -> Result<(), CpimError> {
+    if odd & NON_ASCII != 0 && std::str::from_utf8(line).is_err() {
+        return Err(CpimError::NotUtf8(block));
     }
-    if last.name.len() + 2 + last.value.len() > MAX_LINE {
+    if odd & CONTROL != 0 {
+        return Err(CpimError::ControlCharacter(block));
+    }
+    Ok(())
+}
+
+/// One `name: value` line at `offset` in its block (not starting with
+/// whitespace).
+fn header_span(line: &[u8], offset: usize, block: Block) -> Result<Span, CpimError> {
+    // The usual line: tchars, maybe spaces, then the colon.
+    let name_len = line.iter().take_while(|&&b| is_tchar(b)).count();
+    let after_ws = name_len
+        + line[name_len..]
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+    let colon = match line.get(after_ws) {
+        Some(b':') if name_len > 0 => after_ws,
+        _ => return Err(header_error(line, block)),
+    };
+    let value = trim_ws_bytes(&line[colon + 1..]);
+    if name_len + 2 + value.len() > MAX_LINE {
+        return Err(CpimError::LineTooLong(block));
+    }
+    let value_start = offset + (value.as_ptr() as usize - line.as_ptr() as usize);
+    Ok(Span {
+        name: Range32::new(offset, offset + name_len),
+        value: Range32::new(value_start, value_start + value.len()),
+    })
+}
+
+/// Why a line that [`header_span`] refused is not a header.
+fn header_error(line: &[u8], block: Block) -> CpimError {
+    let Some(colon) = memchr::memchr(b':', line) else {
+        return CpimError::Malformed(block, "no colon");
+    };
+    if trim_ws_bytes(&line[..colon]).is_empty() {
+        return CpimError::Malformed(block, "empty name");
+    }
+    CpimError::Malformed(block, "invalid character in name")
+}
+
+/// [`trim_ws`] for bytes.
+fn trim_ws_bytes(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|&c| c != b' ' && c != b'\t').unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|&c| c != b' ' && c != b'\t')
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+/// Append a continuation line (`line`, trimmed) to the value of header
+/// `last` (at `span` in the block at `data[start..]`), which then owns its
+/// text in `unfolded`.
+fn unfold(
+    data: &[u8],
+    start: usize,
+    span: &Span,
+    last: usize,
+    unfolded: &mut Vec<(usize, String)>,
+    line: &[u8],
+    block: Block,
+) -> Result<(), CpimError> {
+    // Lines that passed `check_text`: never an error.
+    let utf8 = |b| std::str::from_utf8(b).map_err(|_| CpimError::NotUtf8(block));
+    let more = utf8(trim_ws_bytes(line))?;
+    if !more.is_empty() {
+        if unfolded.last().is_none_or(|(i, _)| *i != last) {
+            unfolded.push((last, utf8(&data[start..][span.value.range()])?.to_string()));
+        }
+        if let Some((_, value)) = unfolded.last_mut() {
+            if !value.is_empty() {
+                value.push(' ');
+            }
+            value.push_str(more);
+        }
+    }
+    let value_len = match unfolded.last() {
+        Some((i, value)) if *i == last => value.len(),
+        _ => span.value.range().len(),
+    };
+    if span.name.range().len() + 2 + value_len > MAX_LINE {
         return Err(CpimError::LineTooLong(block));
     }
     Ok(())
@@ -1136,6 +1240,41 @@ mod tests {
         for i in 0..20_000 {
             let input = rng.mutate(seeds[i % seeds.len()]);
             assert_eq!(new(&input), old(&input), "{:?}", String::from_utf8_lossy(&input));
+        }
+    }
+
+    /// The word-at-a-time line scan against a byte loop, on windows of
+    /// every length up to a few words over the bytes it treats apart.
+    #[test]
+    fn scan_line_matches_byte_loop() {
+        fn old(window: &[u8]) -> Option<(usize, u8)> {
+            let nl = memchr::memchr(b'\n', window)?;
+            let raw = &window[..nl];
+            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let mut odd = 0;
+            if line.iter().any(|&b| b >= 0x80) {
+                odd |= NON_ASCII;
+            }
+            if line.iter().any(|&b| is_ctl(b)) {
+                odd |= CONTROL;
+            }
+            Some((nl, odd))
+        }
+        const BYTES: &[u8] = b"\n\r\t \x00\x1f\x7f\x80\xc3\xffa:~";
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        for _ in 0..200_000 {
+            let len = rng.below(40);
+            let window: Vec<u8> = (0..len)
+                .map(|_| match rng.below(3) {
+                    0 => BYTES[rng.below(BYTES.len())],
+                    _ => b'a' + rng.below(26) as u8,
+                })
+                .collect();
+            assert_eq!(scan_line(&window), old(&window), "{window:?}");
+        }
+        for b in 0..=255u8 {
+            let window = [b'x', b, b'\r', b'\n'];
+            assert_eq!(scan_line(&window), old(&window), "{b:#x}");
         }
     }
 
