@@ -253,13 +253,14 @@ impl Cpim {
     pub fn disposition_request(&self) -> DispositionRequest {
         let mut r = DispositionRequest::default();
         for i in self.ns_match_iter(IMDN_NS, DISPOSITION_NOTIFICATION) {
-            for token in self.headers[i].value.split(',') {
-                let token = token.trim_matches(|c| c == ' ' || c == '\t');
-                if token.eq_ignore_ascii_case("positive-delivery") {
+            // Bytes: the separators and the values compared with are ASCII.
+            for token in self.headers[i].value.as_bytes().split(|&b| b == b',') {
+                let token = trim_ws_bytes(token);
+                if token.eq_ignore_ascii_case(b"positive-delivery") {
                     r.positive_delivery = true;
-                } else if token.eq_ignore_ascii_case("negative-delivery") {
+                } else if token.eq_ignore_ascii_case(b"negative-delivery") {
                     r.negative_delivery = true;
-                } else if token.eq_ignore_ascii_case("display") {
+                } else if token.eq_ignore_ascii_case(b"display") {
                     r.display = true;
                 }
             }
@@ -334,15 +335,18 @@ impl Cpim {
     /// Does message header `i` resolve to `name` in `ns_uri`? Only the
     /// headers before it matter.
     fn resolves_to(&self, i: usize, ns_uri: &str, name: &str) -> bool {
-        let h = &self.headers[i];
-        let Some(dot) = find_byte(b'.', h.name.as_bytes()) else {
+        let h = self.headers[i].name.as_bytes();
+        // The local name follows the first dot, so a match puts that dot
+        // `name.len() + 1` bytes from the end: most headers fail on length.
+        let Some(dot) = h.len().checked_sub(name.len() + 1) else {
             return false;
         };
-        let (prefix, local) = (&h.name[..dot], &h.name[dot + 1..]);
-        local.eq_ignore_ascii_case(name)
+        h[dot] == b'.'
+            && find_byte(b'.', &h[..dot]).is_none()
+            && same_text(&h[dot + 1..], name.as_bytes())
             && self
-                .declared_before(i, prefix)
-                .is_some_and(|uri| uri.eq_ignore_ascii_case(ns_uri))
+                .declared_before(i, &self.headers[i].name[..dot])
+                .is_some_and(|uri| same_text(uri.as_bytes(), ns_uri.as_bytes()))
     }
 
     /// Remove the headers from index `from` on that resolve to `name` in
@@ -369,7 +373,7 @@ impl Cpim {
                 Some((Some(p), uri)) => Some((p, uri)),
                 _ => None,
             })
-            .find(|(p, _)| p.eq_ignore_ascii_case(prefix))
+            .find(|(p, _)| same_text(p.as_bytes(), prefix.as_bytes()))
             .map(|(_, uri)| uri)
     }
 
@@ -408,10 +412,16 @@ impl Cpim {
     }
 }
 
+/// ASCII case-insensitive equality, trying the usual exact match first: a
+/// memcmp is cheaper than folding the case of every byte.
+fn same_text(a: &[u8], b: &[u8]) -> bool {
+    a == b || a.eq_ignore_ascii_case(b)
+}
+
 fn find<'a>(headers: &'a [CpimHeader], name: &str) -> Option<&'a str> {
     headers
         .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .find(|h| same_text(h.name.as_bytes(), name.as_bytes()))
         .map(|h| &*h.value)
 }
 
@@ -419,7 +429,12 @@ fn find<'a>(headers: &'a [CpimHeader], name: &str) -> Option<&'a str> {
 /// Read on every namespace lookup: byte searches rather than char patterns.
 fn parse_ns(value: &str) -> Option<(Option<&str>, &str)> {
     let lt = find_byte(b'<', value.as_bytes())?;
-    let uri = trim(value[lt + 1..].trim_end().strip_suffix('>')?);
+    let after = &value[lt + 1..];
+    // `trim_end` decodes chars; a value ending in `>` has nothing to trim.
+    let uri = trim(match after.strip_suffix('>') {
+        Some(inner) => inner,
+        None => after.trim_end().strip_suffix('>')?,
+    });
     let prefix = trim(&value[..lt]);
     if uri.is_empty() || !prefix.bytes().all(|b| b != b'.' && is_tchar(b)) {
         return None;
@@ -780,6 +795,10 @@ mod tests {
             "IMDN.message-id",
             "x.Message-ID",
             "a.b.Message-ID",
+            "b.Message-ID",
+            "imdn.ID",
+            ".Message-ID",
+            "imdn.Disposition-Notification",
             "From",
         ];
         const VALUES: &[&str] = &[
@@ -787,8 +806,25 @@ mod tests {
             "x <URN:IETF:PARAMS:IMDN>",
             "imdn <urn:other>",
             "<urn:ietf:params:imdn>",
+            "a <urn:ietf:params:imdn>",
             "m1",
+            "positive-delivery",
+            " Display ,negative-DELIVERY,, x",
+            "display\u{a0}, é",
         ];
+        // The str-based parse of the disposition tokens it replaced.
+        fn old_disposition(c: &Cpim) -> DispositionRequest {
+            let mut r = DispositionRequest::default();
+            for i in old(c, IMDN_NS, DISPOSITION_NOTIFICATION) {
+                for token in c.headers[i].value.split(',') {
+                    let token = token.trim_matches(|c| c == ' ' || c == '\t');
+                    r.positive_delivery |= token.eq_ignore_ascii_case("positive-delivery");
+                    r.negative_delivery |= token.eq_ignore_ascii_case("negative-delivery");
+                    r.display |= token.eq_ignore_ascii_case("display");
+                }
+            }
+            r
+        }
         let mut rng = XorShift(0x0123_4567_89ab_cdef);
         for _ in 0..3000 {
             let headers = (0..rng.below(8))
@@ -802,6 +838,15 @@ mod tests {
             let want = old(&c, IMDN_NS, "Message-ID");
             assert_eq!(c.ns_matches(IMDN_NS, "Message-ID"), want, "{:?}", c.headers);
             assert_eq!(c.imdn_message_id(), want.first().map(|&i| &*c.headers[i].value));
+            for name in ["message-id", "b.Message-ID", "ID", "", DISPOSITION_NOTIFICATION] {
+                assert_eq!(
+                    c.ns_matches(IMDN_NS, name),
+                    old(&c, IMDN_NS, name),
+                    "{name} {:?}",
+                    c.headers
+                );
+            }
+            assert_eq!(c.disposition_request(), old_disposition(&c), "{:?}", c.headers);
         }
     }
 
@@ -1275,6 +1320,29 @@ mod tests {
         for b in 0..=255u8 {
             let window = [b'x', b, b'\r', b'\n'];
             assert_eq!(scan_line(&window), old(&window), "{b:#x}");
+        }
+    }
+
+    /// `parse_ns` without `trim_end` when the value ends in `>`, against
+    /// the form that always trimmed, over values built from its syntax.
+    #[test]
+    fn parse_ns_matches_trim_end_form() {
+        fn old(value: &str) -> Option<(Option<&str>, &str)> {
+            let lt = value.find('<')?;
+            let uri = value[lt + 1..].trim_end().strip_suffix('>')?.trim();
+            let prefix = value[..lt].trim();
+            if uri.is_empty() || !prefix.bytes().all(|b| b != b'.' && is_tchar(b)) {
+                return None;
+            }
+            Some(((!prefix.is_empty()).then_some(prefix), uri))
+        }
+        const PARTS: &[&str] = &[
+            "imdn", " ", "\t", "<", ">", "urn:x", ".", "\u{a0}", "\u{2003}", "é", "\x0b",
+        ];
+        let mut rng = XorShift(0x3c6e_f372_fe94_f82b);
+        for _ in 0..50_000 {
+            let value: String = (0..rng.below(7)).map(|_| PARTS[rng.below(PARTS.len())]).collect();
+            assert_eq!(parse_ns(&value), old(&value), "{value:?}");
         }
     }
 
