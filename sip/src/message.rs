@@ -8,7 +8,7 @@ use bytestring::ByteString;
 use crate::decimal::decimal;
 use crate::headers::{Header, HeaderName, Headers};
 use crate::params::{check_name_addr, parse_name_addr, NameAddr};
-use crate::text::trim;
+use crate::text::{find_byte, is_ascii_white, trim};
 use crate::via::{split_list, Via};
 use crate::{Method, ParseError, SipUri};
 
@@ -143,16 +143,9 @@ impl Message {
     /// CSeq number and method.
     pub fn cseq(&self) -> Result<(u32, Method), ParseError> {
         let v = self.headers.get("CSeq").ok_or(ParseError::Missing("CSeq"))?;
-        let mut it = v.split_whitespace();
-        let num = it
-            .next()
-            .and_then(|n| n.parse::<u32>().ok())
-            .ok_or(ParseError::Invalid("CSeq"))?;
-        let method = it.next().map(Method::parse).ok_or(ParseError::Invalid("CSeq"))?;
-        if it.next().is_some() {
-            return Err(ParseError::Invalid("CSeq"));
-        }
-        Ok((num, method))
+        let (num, method) = two_words(v).ok_or(ParseError::Invalid("CSeq"))?;
+        let num = num.parse::<u32>().map_err(|_| ParseError::Invalid("CSeq"))?;
+        Ok((num, Method::parse(method)))
     }
 
     pub fn from(&self) -> Result<NameAddr, ParseError> {
@@ -173,9 +166,27 @@ impl Message {
 
     /// Lower-case media type without parameters (`message/cpim`).
     pub fn content_type(&self) -> Option<String> {
+        self.media_type().map(str::to_ascii_lowercase)
+    }
+
+    /// `content_type().as_deref() == Some(expected)` without building the
+    /// lower-case copy.
+    pub fn content_type_is(&self, expected: &str) -> bool {
+        self.media_type().is_some_and(|media| {
+            media.len() == expected.len()
+                && media
+                    .bytes()
+                    .zip(expected.bytes())
+                    .all(|(m, e)| m.to_ascii_lowercase() == e)
+        })
+    }
+
+    /// The Content-Type media type as written, parameters and surrounding
+    /// whitespace cut off.
+    fn media_type(&self) -> Option<&str> {
         let v = self.headers.get("Content-Type")?;
-        let media = v.split(';').next().unwrap_or_default().trim();
-        Some(media.to_ascii_lowercase())
+        // `;` is ASCII: a byte search finds what `split(';')` would.
+        Some(trim(&v[..find_byte(b';', v.as_bytes()).unwrap_or(v.len())]))
     }
 
     /// Checks every request must pass before a transaction exists for it
@@ -377,9 +388,7 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
             reason: reason.to_string(),
         });
     }
-    let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let Some((method, uri, version)) = three_fields(line) else {
         return Err(syntax("request line"));
     };
     if !version.eq_ignore_ascii_case("SIP/2.0") {
@@ -398,6 +407,40 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         method: Method::parse(method),
         uri,
     })
+}
+
+/// `line` split at single spaces into exactly three fields (some may be
+/// empty), as `line.split(' ')` would; `None` for any other count. Byte
+/// searches: a space is ASCII.
+fn three_fields(line: &str) -> Option<(&str, &str, &str)> {
+    let first = find_byte(b' ', line.as_bytes())?;
+    let (a, rest) = (&line[..first], &line[first + 1..]);
+    let second = find_byte(b' ', rest.as_bytes())?;
+    let (b, c) = (&rest[..second], &rest[second + 1..]);
+    find_byte(b' ', c.as_bytes()).is_none().then_some((a, b, c))
+}
+
+/// Exactly two words of `v`, as `split_whitespace` would find them; `None`
+/// for any other count. Byte-wise for an ASCII value (whose whitespace is
+/// exactly [`is_ascii_white`]).
+fn two_words(v: &str) -> Option<(&str, &str)> {
+    if !v.is_ascii() {
+        let mut it = v.split_whitespace();
+        let pair = (it.next()?, it.next()?);
+        return it.next().is_none().then_some(pair);
+    }
+    let b = v.as_bytes();
+    let word = |from: usize| {
+        let start = from + b[from..].iter().position(|&c| !is_ascii_white(c))?;
+        let end = b[start..]
+            .iter()
+            .position(|&c| is_ascii_white(c))
+            .map_or(b.len(), |n| start + n);
+        Some((start, end))
+    };
+    let (s1, e1) = word(0)?;
+    let (s2, e2) = word(e1)?;
+    word(e2).is_none().then(|| (&v[s1..e1], &v[s2..e2]))
 }
 
 /// `piece` as `&str`: sliced out of `whole_str` (the already validated
@@ -511,6 +554,55 @@ CSeq: 1 MESSAGE\r\n\
 Max-Forwards: 70\r\n\
 Content-Type: text/plain\r\n\
 l: 5\r\n\r\nhello";
+
+    /// The byte-wise splits against the `str` iterators they replace, on
+    /// strings over an alphabet of separators, whitespace and non-ASCII.
+    #[test]
+    fn splits_match_str_iterators() {
+        const PARTS: &[&str] = &[
+            " ", "a", "1", "\t", "\x0b", "\r\n", "\u{a0}", "\u{2003}", "é", "MESSAGE",
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            let mut s = String::new();
+            for _ in 0..x % 7 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                s.push_str(PARTS[(x >> 32) as usize % PARTS.len()]);
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut it = s.split_whitespace();
+            let old_words = match (it.next(), it.next(), it.next()) {
+                (Some(a), Some(b), None) => Some((a, b)),
+                _ => None,
+            };
+            assert_eq!(two_words(&s), old_words, "{s:?}");
+            let mut it = s.split(' ');
+            let old_fields = match (it.next(), it.next(), it.next(), it.next()) {
+                (Some(a), Some(b), Some(c), None) => Some((a, b, c)),
+                _ => None,
+            };
+            assert_eq!(three_fields(&s), old_fields, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn content_type_is_compares_the_lower_case_form() {
+        let m = Message::parse(Bytes::from(MSG.replace("text/plain", " Text/PLAIN ;charset=x"))).unwrap();
+        assert_eq!(m.content_type().as_deref(), Some("text/plain"));
+        for expected in ["text/plain", "Text/PLAIN", "text/plai", "text/plain ", ""] {
+            assert_eq!(
+                m.content_type_is(expected),
+                m.content_type().as_deref() == Some(expected),
+                "{expected}"
+            );
+        }
+        let bare = Message::parse(Bytes::from(MSG.replace("Content-Type: text/plain\r\n", ""))).unwrap();
+        assert!(!bare.content_type_is(""));
+    }
 
     #[test]
     fn parses_compact_message() {

@@ -3,7 +3,7 @@
 //! `memchr` for the few bytes a header field holds.
 
 /// ASCII bytes that `char::is_whitespace` accepts (U+0009..U+000D, U+0020).
-const fn is_ascii_white(b: u8) -> bool {
+pub(crate) const fn is_ascii_white(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
 }
 
