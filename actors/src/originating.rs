@@ -103,7 +103,7 @@ pub fn anonymize(req: &mut Message) {
     ] {
         req.headers.remove_all(h);
     }
-    if req.content_type().as_deref() == Some("message/cpim") {
+    if req.content_type_is("message/cpim") {
         if let Ok(mut cpim) = Cpim::parse_bytes(&req.body) {
             cpim.set_header("From", &format!("<{ANONYMOUS_URI}>"));
             cpim.set_disposition_request(DispositionRequest::default());

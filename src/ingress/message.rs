@@ -256,7 +256,7 @@ pub(super) struct Payload {
 }
 
 pub(super) fn parse_cpim(req: &Message, tracer: &Tracer) -> Option<Payload> {
-    if req.content_type().as_deref() != Some("message/cpim") {
+    if !req.content_type_is("message/cpim") {
         return None;
     }
     let cpim = Cpim::parse_bytes(&req.body).ok()?;
@@ -423,7 +423,7 @@ pub(super) fn assert_identity(req: &mut Message, sender: &Aor) {
 /// Actions on deferred messages (notify and wait) or a do-not-disturb change
 /// from one of the sender's own devices.
 async fn deferred_actions(r: Reply, user: Aor) {
-    if r.req.content_type().as_deref() != Some(notify::ACTION_TYPE) {
+    if !r.req.content_type_is(notify::ACTION_TYPE) {
         let resp = r.builder(415).header("Accept", notify::ACTION_TYPE).build();
         return r.send(resp).await;
     }

@@ -80,7 +80,7 @@ impl ControllingFunction {
             .set("Call-ID", format!("{}-{call_id}", crate::originating::unique_id()));
         copy.headers.set("P-Asserted-Identity", format!("<{sender}>"));
         copy.headers.set("Max-Forwards", "70");
-        if copy.content_type().as_deref() == Some("message/cpim") {
+        if copy.content_type_is("message/cpim") {
             if let Ok(mut cpim) = Cpim::parse_bytes(&copy.body) {
                 if cpim.imdn_message_id().is_some() {
                     let prefix = cpim_prefix(&cpim).unwrap_or_else(|| "imdn".to_string());
@@ -260,7 +260,9 @@ impl Handler<GroupMessage> for ControllingFunction {
             .map(|m| Aor::from_canonical(m.clone()))
             .collect();
         // Reports on this message come back here; remember who asked.
-        let cpim = (msg.request.content_type().as_deref() == Some("message/cpim"))
+        let cpim = msg
+            .request
+            .content_type_is("message/cpim")
             .then(|| Cpim::parse_bytes(&msg.request.body).ok())
             .flatten();
         if let Some((id, asked)) = cpim

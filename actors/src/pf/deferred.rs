@@ -328,7 +328,7 @@ fn rebuild(raw: &[u8]) -> Option<Message> {
 /// the PF gave that report when it stored the message (003 §5.2.6).
 fn without_delivery_request(req: &Message) -> Message {
     let mut kept = req.clone();
-    if kept.content_type().as_deref() == Some("message/cpim") {
+    if kept.content_type_is("message/cpim") {
         if let Ok(mut cpim) = Cpim::parse_bytes(&kept.body) {
             let mut asked = cpim.disposition_request();
             asked.positive_delivery = false;

@@ -152,7 +152,7 @@ fn make_report(
     status: Status,
     domains: &crate::LocalDomains,
 ) -> Option<(Aor, Message, String)> {
-    if req.content_type().as_deref() != Some("message/cpim") {
+    if !req.content_type_is("message/cpim") {
         return None;
     }
     let cpim = Cpim::parse_bytes(&req.body).ok()?;
