@@ -403,7 +403,8 @@ impl Tracer {
 /// Append `n` in decimal, as Display writes it, without the formatter
 /// (trace details are written for every event).
 pub fn push_dec(out: &mut String, n: u64) {
-    out.push_str(cpm_sip::decimal(n, &mut [0u8; 20]));
+    // Digit by digit: cheaper than the UTF-8 check of a &str of them.
+    out.extend(cpm_sip::decimal_bytes(n, &mut [0u8; 20]).iter().map(|&d| char::from(d)));
 }
 
 /// Append `addr` as its Display writes it (`a.b.c.d:port`, `[v6]:port`),

@@ -9,7 +9,7 @@
 pub mod caps;
 pub mod cpim;
 mod decimal;
-pub use decimal::decimal;
+pub use decimal::{decimal, decimal_bytes};
 mod error;
 mod headers;
 pub mod imdn;

@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
-use crate::decimal::decimal;
+use crate::decimal::decimal_bytes;
 use crate::headers::{Header, HeaderName, Headers};
 use crate::params::{check_name_addr, parse_name_addr, NameAddr};
 use crate::text::{find_byte, is_ascii_white, trim};
@@ -235,7 +235,7 @@ impl Message {
         };
         let headers_len: usize = self.headers.0.iter().map(|h| h.name.len() + h.value.len() + 4).sum();
         let mut digits = [0; 20];
-        let body_len = decimal(self.body.len() as u64, &mut digits);
+        let body_len = decimal_bytes(self.body.len() as u64, &mut digits);
         let tail_len = "Content-Length: \r\n\r\n".len() + body_len.len() + self.body.len();
         let mut out = BytesMut::with_capacity(start_len + headers_len + tail_len);
         match &self.start {
@@ -247,7 +247,7 @@ impl Message {
             }
             StartLine::Response { code, reason } => {
                 out.put_slice(b"SIP/2.0 ");
-                out.put_slice(decimal((*code).into(), &mut [0; 20]).as_bytes());
+                out.put_slice(decimal_bytes((*code).into(), &mut [0; 20]));
                 out.put_u8(b' ');
                 out.put_slice(reason.as_bytes());
                 out.put_slice(b"\r\n");
@@ -263,7 +263,7 @@ impl Message {
             out.put_slice(b"\r\n");
         }
         out.put_slice(b"Content-Length: ");
-        out.put_slice(body_len.as_bytes());
+        out.put_slice(body_len);
         out.put_slice(b"\r\n\r\n");
         out.put_slice(&self.body);
         out.freeze()
