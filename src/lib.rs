@@ -6,6 +6,7 @@
 //! `cpm-store`, the wire format in `cpm-sip`.
 
 pub mod admin;
+pub mod allocator;
 pub mod auth;
 pub mod config;
 pub mod ingress;

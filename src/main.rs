@@ -9,7 +9,7 @@ use cpm::server::{start, Listen, ServeOptions};
 // glibc malloc spends ~20% of relay CPU in arena locks and consolidation
 // (perf, docs/performance.md); mimalloc keeps per-thread heaps.
 #[global_allocator]
-static GLOBAL: cpm::memory::Allocator = cpm::memory::Allocator;
+static GLOBAL: cpm::allocator::Allocator = cpm::allocator::Allocator;
 
 #[derive(Parser)]
 #[command(name = "cpm", version, about = "OMA CPM messaging server")]
