@@ -37,13 +37,18 @@ extern "C" {
 /// What `malloc` guarantees on the targets we build for (`max_align_t`):
 /// mimalloc's unaligned entry points give it for every size of at least it.
 const MALLOC_ALIGN: usize = 16;
-/// Size classes are multiples of this (so every block is 16-aligned).
+/// Size classes up to [`SMALL`] bytes are multiples of this (so every
+/// block is 16-aligned)...
 const CLASS: usize = 16;
+const SMALL: usize = 1024;
+/// ... and up to [`MAX_CACHED`] multiples of this: the futures an actor
+/// hop or a spawned request boxes are 1-4 KiB, moved into a block each.
+const LARGE_CLASS: usize = 256;
 /// Larger blocks are not cached.
-const MAX_CACHED: usize = 1024;
-const CLASSES: usize = MAX_CACHED / CLASS;
-/// Blocks kept per class and thread: at most 16 × (16 + 32 + ... + 1024)
-/// bytes, about 0.5 MiB, per thread, and far less in practice.
+const MAX_CACHED: usize = 4096;
+const CLASSES: usize = SMALL / CLASS + (MAX_CACHED - SMALL) / LARGE_CLASS;
+/// Blocks kept per class and thread: at most 16 × (16 + 32 + ... + 4096)
+/// bytes, about 1 MiB, per thread, and far less in practice.
 const DEPTH: usize = 16;
 
 /// One class's stack of free blocks.
@@ -89,11 +94,20 @@ thread_local! {
 /// The class index of a layout that the cache serves.
 fn class_of(layout: Layout) -> Option<usize> {
     let size = layout.size();
-    (layout.align() <= MALLOC_ALIGN && size <= MAX_CACHED && size > 0).then(|| (size - 1) / CLASS)
+    if layout.align() > MALLOC_ALIGN || size == 0 || size > MAX_CACHED {
+        return None;
+    }
+    Some(match size <= SMALL {
+        true => (size - 1) / CLASS,
+        false => SMALL / CLASS + (size - SMALL - 1) / LARGE_CLASS,
+    })
 }
 
 fn class_size(class: usize) -> usize {
-    (class + 1) * CLASS
+    match class < SMALL / CLASS {
+        true => (class + 1) * CLASS,
+        false => SMALL + (class + 1 - SMALL / CLASS) * LARGE_CLASS,
+    }
 }
 
 /// A cached block of `class`, if this thread has one (and is not ending).
@@ -176,7 +190,14 @@ unsafe impl GlobalAlloc for Allocator {
         if layout.align() <= MALLOC_ALIGN {
             // Rounded up to the class size: the block may come back to a
             // cache under its new layout.
-            mi_realloc(ptr.cast(), new_size.div_ceil(CLASS).max(1) * CLASS).cast()
+            let size = match Layout::from_size_align(new_size, layout.align())
+                .ok()
+                .and_then(class_of)
+            {
+                Some(class) => class_size(class),
+                None => new_size,
+            };
+            mi_realloc(ptr.cast(), size).cast()
         } else {
             mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()
         }
@@ -191,7 +212,7 @@ mod tests {
     fn allocator_honours_every_alignment_and_zeroes_and_keeps_bytes_on_resize() {
         let a = Allocator;
         for align in [1, 2, 8, 16, 32, 64, 4096] {
-            for size in [1, 7, 8, 24, 100, 1024, 1025, 1500, 70_000] {
+            for size in [1, 7, 8, 24, 100, 1024, 1025, 1500, 4096, 4097, 70_000] {
                 let layout = Layout::from_size_align(size, align).unwrap();
                 for new_size in [size / 2 + 1, size * 3] {
                     let kept = (size / 2 + 1).min(new_size);
@@ -221,6 +242,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_size_maps_to_the_smallest_class_that_holds_it() {
+        let mut last = 0;
+        for size in 1..=MAX_CACHED {
+            let class = class_of(Layout::from_size_align(size, 1).unwrap()).unwrap();
+            assert!(class_size(class) >= size, "{size}");
+            assert!(class == 0 || class_size(class - 1) < size, "{size}");
+            assert!(class_size(class).is_multiple_of(CLASS));
+            assert!(class >= last && class < CLASSES);
+            last = class;
+        }
+        assert_eq!(last, CLASSES - 1);
+        assert_eq!(class_of(Layout::from_size_align(MAX_CACHED + 1, 1).unwrap()), None);
+        assert_eq!(class_of(Layout::from_size_align(64, 32).unwrap()), None);
     }
 
     #[test]
