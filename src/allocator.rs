@@ -37,17 +37,24 @@ extern "C" {
 /// What `malloc` guarantees on the targets we build for (`max_align_t`):
 /// mimalloc's unaligned entry points give it for every size of at least it.
 const MALLOC_ALIGN: usize = 16;
-/// Size classes up to [`SMALL`] bytes are multiples of this (so every
-/// block is 16-aligned)...
+/// Size classes: multiples of 8 bytes up to [`TINY`] (mimalloc's own bins
+/// there: coarser classes would round a 24-byte String up to 32 and cost
+/// a million users' directory a third more), of 16 up to [`SMALL`], of
+/// 256 up to [`MAX_CACHED`] (the futures an actor hop or a spawned request
+/// boxes are 1-4 KiB, moved into a block each). A layout aligned to 16 is
+/// served from the class of its size rounded up to 16, whose blocks are
+/// 16-aligned.
+const WORD: usize = 8;
+const TINY: usize = 64;
 const CLASS: usize = 16;
 const SMALL: usize = 1024;
-/// ... and up to [`MAX_CACHED`] multiples of this: the futures an actor
-/// hop or a spawned request boxes are 1-4 KiB, moved into a block each.
 const LARGE_CLASS: usize = 256;
 /// Larger blocks are not cached.
 const MAX_CACHED: usize = 4096;
-const CLASSES: usize = SMALL / CLASS + (MAX_CACHED - SMALL) / LARGE_CLASS;
-/// Blocks kept per class and thread: at most 16 × (16 + 32 + ... + 4096)
+const TINY_CLASSES: usize = TINY / WORD;
+const SMALL_CLASSES: usize = TINY_CLASSES + (SMALL - TINY) / CLASS;
+const CLASSES: usize = SMALL_CLASSES + (MAX_CACHED - SMALL) / LARGE_CLASS;
+/// Blocks kept per class and thread: at most 16 × (8 + 16 + ... + 4096)
 /// bytes, about 1 MiB, per thread, and far less in practice.
 const DEPTH: usize = 16;
 
@@ -93,20 +100,29 @@ thread_local! {
 
 /// The class index of a layout that the cache serves.
 fn class_of(layout: Layout) -> Option<usize> {
-    let size = layout.size();
-    if layout.align() > MALLOC_ALIGN || size == 0 || size > MAX_CACHED {
+    let align = layout.align();
+    if align > MALLOC_ALIGN || layout.size() == 0 || layout.size() > MAX_CACHED {
         return None;
     }
-    Some(match size <= SMALL {
-        true => (size - 1) / CLASS,
-        false => SMALL / CLASS + (size - SMALL - 1) / LARGE_CLASS,
+    // Rounded up to the alignment: a class's blocks are aligned to the
+    // largest power of two (up to 16) dividing its size.
+    let size = layout.size().next_multiple_of(align);
+    Some(if size <= TINY {
+        (size - 1) / WORD
+    } else if size <= SMALL {
+        TINY_CLASSES + (size - TINY - 1) / CLASS
+    } else {
+        SMALL_CLASSES + (size - SMALL - 1) / LARGE_CLASS
     })
 }
 
 fn class_size(class: usize) -> usize {
-    match class < SMALL / CLASS {
-        true => (class + 1) * CLASS,
-        false => SMALL + (class + 1 - SMALL / CLASS) * LARGE_CLASS,
+    if class < TINY_CLASSES {
+        (class + 1) * WORD
+    } else if class < SMALL_CLASSES {
+        TINY + (class + 1 - TINY_CLASSES) * CLASS
+    } else {
+        SMALL + (class + 1 - SMALL_CLASSES) * LARGE_CLASS
     }
 }
 
@@ -251,27 +267,35 @@ mod tests {
             let class = class_of(Layout::from_size_align(size, 1).unwrap()).unwrap();
             assert!(class_size(class) >= size, "{size}");
             assert!(class == 0 || class_size(class - 1) < size, "{size}");
-            assert!(class_size(class).is_multiple_of(CLASS));
+            assert!(class_size(class).is_multiple_of(WORD));
             assert!(class >= last && class < CLASSES);
             last = class;
         }
         assert_eq!(last, CLASSES - 1);
         assert_eq!(class_of(Layout::from_size_align(MAX_CACHED + 1, 1).unwrap()), None);
         assert_eq!(class_of(Layout::from_size_align(64, 32).unwrap()), None);
+        // A 16-aligned layout gets a class whose size is a multiple of 16.
+        for size in 1..=MAX_CACHED {
+            let class = class_of(Layout::from_size_align(size, 16).unwrap()).unwrap();
+            assert!(
+                class_size(class).is_multiple_of(16) && class_size(class) >= size,
+                "{size}"
+            );
+        }
     }
 
     #[test]
     fn a_freed_small_block_is_the_next_one_given_out_and_the_stack_is_bounded() {
         let a = Allocator;
-        let layout = Layout::from_size_align(40, 8).unwrap();
-        let same_class = Layout::from_size_align(48, 16).unwrap();
+        let layout = Layout::from_size_align(34, 2).unwrap();
+        let same_class = Layout::from_size_align(40, 8).unwrap();
         // SAFETY: blocks are written within their layouts and freed once.
         unsafe {
             let p = a.alloc(layout);
             a.dealloc(p, layout);
             let q = a.alloc(same_class);
             assert_eq!(p, q, "the warm block is reused for its class");
-            q.write_bytes(0x5a, 48); // the whole class size is usable
+            q.write_bytes(0x5a, 40); // the whole class size is usable
             a.dealloc(q, same_class);
             // More frees than the stack holds: the rest go back to mimalloc.
             let many: Vec<*mut u8> = (0..DEPTH * 3).map(|_| a.alloc(layout)).collect();
