@@ -139,7 +139,7 @@ impl Handler<SnapshotPf> for ParticipatingFunction {
         let snap = PfSnapshot {
             aor: self.aor.to_string(),
             age_ms: ms(self.started),
-            idle_ms: ms(self.last_activity),
+            idle_ms: ms(self.timing.last_activity()),
             in_flight: self.in_flight,
             dnd: self.dnd,
             deferred_count: self.deferred_count,

@@ -3,12 +3,15 @@
 //! actix polls every timer of a context each time the actor wakes, so two
 //! timers in the PF (binding expiry and the idle check) were polled two or
 //! three times per relayed message: 1.5 % of the relay's instructions
-//! (callgrind, docs/performance.md). Here one task per active PF sleeps
-//! until the earlier of the two deadlines and then asks the PF, through its
-//! mailbox, to do what is due and name the next deadline. A registration
-//! that brings an expiry closer wakes the task early.
+//! (callgrind, docs/performance.md). Here one task per active PF, on the
+//! PF's own thread, reads the PF's last activity and next binding expiry
+//! from [`Timing`] and sleeps until the earlier of the two is due. Only
+//! then does it ask the PF (`Housekeep`) to purge or passivate: once per
+//! activation in the usual life of a PF, so a user who registers and goes
+//! quiet costs one message more than before, not one per check.
 
-use std::sync::Arc;
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -17,80 +20,96 @@ use tokio::sync::Notify;
 use super::ParticipatingFunction;
 use crate::unix_now;
 
-/// Purge what expired, passivate if idle; answers the next wait, or `None`
-/// when the PF is stopping.
+/// What the task needs to know of its PF, shared on the PF's thread.
+#[derive(Default)]
+pub(crate) struct Timing {
+    /// The PF's last activity (set on every request it handles).
+    last_activity: Cell<Option<Instant>>,
+    /// The earliest expiry (Unix seconds) of the PF's bindings.
+    next_expiry: Cell<Option<u64>>,
+    /// The task re-reads the deadlines (an expiry came closer).
+    wake: Notify,
+}
+
+impl Timing {
+    pub(crate) fn last_activity(&self) -> Instant {
+        self.last_activity.get().unwrap_or_else(Instant::now)
+    }
+}
+
+/// Purge what expired, passivate if idle; answers false when the PF is
+/// stopping.
 #[derive(Message)]
-#[rtype(result = "Option<Duration>")]
+#[rtype(result = "bool")]
 pub(super) struct Housekeep;
 
 impl Handler<Housekeep> for ParticipatingFunction {
-    type Result = Option<Duration>;
+    type Result = bool;
 
-    fn handle(&mut self, _: Housekeep, ctx: &mut Context<Self>) -> Option<Duration> {
-        let now = unix_now();
-        if self.bindings.values().any(|b| !b.is_live(now)) {
-            self.purge_expired();
-        }
-        // A pending reminder keeps the user active (it is the reminder's timer).
+    fn handle(&mut self, _: Housekeep, ctx: &mut Context<Self>) -> bool {
+        // Also brings the task's next expiry up to date, whatever changed.
+        self.purge_expired();
         let idle = self.env.policy.get().idle_timeout;
-        if self.in_flight == 0 && self.reminder.is_none() && self.last_activity.elapsed() >= idle {
-            tracing::debug!(aor = %self.aor, "passivating idle participating function");
-            ctx.stop();
-            return None;
+        if self.timing.last_activity().elapsed() < idle {
+            return true;
         }
-        let next = self.next_housekeeping();
-        self.housekeeping_due = Instant::now() + next;
-        Some(next)
+        // A pending reminder keeps the user active (it is the reminder's
+        // timer), and so does work in flight: asked again an idle period on.
+        if self.in_flight > 0 || self.reminder.is_some() {
+            self.touch();
+            return true;
+        }
+        tracing::debug!(aor = %self.aor, "passivating idle participating function");
+        ctx.stop();
+        false
     }
 }
 
 impl ParticipatingFunction {
-    /// How often an active PF checks whether it has been idle long enough.
-    pub(super) fn idle_check(&self) -> Duration {
-        (self.env.policy.get().idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30))
-    }
-
-    /// The wait until the next binding expires or the next idle check,
-    /// whichever comes first.
-    pub(super) fn next_housekeeping(&self) -> Duration {
-        let check = self.idle_check();
-        let now = unix_now();
-        match self.bindings.values().map(|b| b.record.expires_at).min() {
-            Some(at) => check.min(Duration::from_secs(at.saturating_sub(now))),
-            None => check,
-        }
+    pub(super) fn touch(&mut self) {
+        self.timing.last_activity.set(Some(Instant::now()));
     }
 
     /// Start the task; it ends when the PF has stopped.
     pub(super) fn start_housekeeping(&mut self, ctx: &mut Context<Self>) {
-        let pf = ctx.address().downgrade();
-        let wake = self.housekeeping.clone();
-        let first = self.next_housekeeping();
-        self.housekeeping_due = Instant::now() + first;
-        actix_rt::spawn(run(pf, wake, first));
+        self.touch();
+        self.note_bindings_changed();
+        let idle = self.env.policy.get().idle_timeout;
+        actix_rt::spawn(run(ctx.address().downgrade(), self.timing.clone(), idle));
     }
 
-    /// The bindings changed: if a binding now expires before the task's
-    /// next wake-up, the task asks again now (most registrations only
-    /// extend, and cost no wake-up).
-    pub(super) fn reschedule_housekeeping(&self) {
-        if Instant::now() + self.next_housekeeping() < self.housekeeping_due {
-            self.housekeeping.notify_one();
+    /// The bindings changed: the task learns the next expiry, and wakes if
+    /// it now comes before what it sleeps for.
+    pub(super) fn note_bindings_changed(&self) {
+        let next = self.bindings.values().map(|b| b.record.expires_at).min();
+        let old = self.timing.next_expiry.replace(next);
+        if next.is_some_and(|n| old.is_none_or(|o| n < o)) {
+            self.timing.wake.notify_one();
         }
     }
 }
 
-async fn run(pf: actix::WeakAddr<ParticipatingFunction>, wake: Arc<Notify>, mut wait: Duration) {
+async fn run(pf: actix::WeakAddr<ParticipatingFunction>, timing: Rc<Timing>, idle: Duration) {
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = wake.notified() => {}
+        let now = Instant::now();
+        let idle_at = timing.last_activity() + idle;
+        let expiry_in = timing
+            .next_expiry
+            .get()
+            .map(|at| Duration::from_secs(at.saturating_sub(unix_now())));
+        let due = expiry_in.map_or(idle_at, |d| idle_at.min(now + d));
+        if due > now {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due.into()) => {}
+                _ = timing.wake.notified() => {}
+            }
+            continue; // the deadlines may have moved meanwhile
         }
         let Some(addr) = pf.upgrade() else { return };
         match addr.send(Housekeep).await {
-            Ok(Some(next)) => wait = next,
+            Ok(true) => {}
             // Stopping, or stopped meanwhile.
-            Ok(None) | Err(_) => return,
+            Ok(false) | Err(_) => return,
         }
     }
 }

@@ -16,7 +16,7 @@ mod reports;
 mod routing;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -41,11 +41,9 @@ pub struct ParticipatingFunction {
     pub(crate) devices: HashMap<String, Addr<ClientRegistration>>,
     /// Requests being worked on; a PF is only passivated with none.
     pub(crate) in_flight: usize,
-    pub(crate) last_activity: Instant,
-    /// Wakes the housekeeping task (expiry and idle check, housekeeping.rs).
-    housekeeping: Arc<tokio::sync::Notify>,
-    /// When that task wakes next, as last told.
-    housekeeping_due: Instant,
+    /// Last activity and next expiry, shared with the task that times
+    /// passivation and expiry (housekeeping.rs).
+    pub(crate) timing: Rc<housekeeping::Timing>,
     pub(crate) prefs: Preferences,
     /// Do-not-disturb as in force now (stored runtime value, else preference).
     pub(crate) dnd: bool,
@@ -77,9 +75,7 @@ impl ParticipatingFunction {
             bindings: BTreeMap::new(),
             devices: HashMap::new(),
             in_flight: 0,
-            last_activity: Instant::now(),
-            housekeeping: Arc::default(),
-            housekeeping_due: Instant::now(),
+            timing: Rc::default(),
             dnd: prefs.dnd,
             prefs,
             deferred_count: 0,
@@ -146,10 +142,6 @@ impl ParticipatingFunction {
         )
     }
 
-    fn touch(&mut self) {
-        self.last_activity = Instant::now();
-    }
-
     fn purge_expired(&mut self) {
         let now = unix_now();
         let expired: Vec<String> = self
@@ -166,6 +158,7 @@ impl ParticipatingFunction {
                 tracing::error!(aor = %self.aor, %key, error = %e, "cannot remove expired binding");
             }
         }
+        self.note_bindings_changed();
     }
 
     /// Returns the keys of the bindings that were added or refreshed.
@@ -244,7 +237,7 @@ impl Handler<Register> for ParticipatingFunction {
             }
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
-        self.reschedule_housekeeping();
+        self.note_bindings_changed();
         let contacts = registrar::contact_list(&self.aor, self.bindings.values(), now);
         if !changed {
             return Box::pin(fut::ready(Ok(RegisterOutcome { contacts })));
