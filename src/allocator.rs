@@ -38,8 +38,8 @@ extern "C" {
 /// mimalloc's unaligned entry points give it for every size of at least it.
 const MALLOC_ALIGN: usize = 16;
 /// Size classes: multiples of 8 bytes up to [`TINY`] (mimalloc's own bins
-/// there: coarser classes would round a 24-byte String up to 32 and cost
-/// a million users' directory a third more), of 16 up to [`SMALL`], of
+/// there: 16-byte classes would round every 24-, 40- and 56-byte block
+/// up, a third more for a 24-byte String), of 16 up to [`SMALL`], of
 /// 256 up to [`MAX_CACHED`] (the futures an actor hop or a spawned request
 /// boxes are 1-4 KiB, moved into a block each). A layout aligned to 16 is
 /// served from the class of its size rounded up to 16, whose blocks are
