@@ -39,7 +39,7 @@
 //! parsed buffer ([`Cpim::parse_bytes`]): a relayed message costs no
 //! allocation per header.
 
-use crate::text::{trim, trim_ws};
+use crate::text::{same_text, trim, trim_ws, trim_ws_bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 /// The text type of [`CpimHeader`] names and values.
 pub use bytestring::ByteString;
@@ -412,12 +412,6 @@ impl Cpim {
     }
 }
 
-/// ASCII case-insensitive equality, trying the usual exact match first: a
-/// memcmp is cheaper than folding the case of every byte.
-fn same_text(a: &[u8], b: &[u8]) -> bool {
-    a == b || a.eq_ignore_ascii_case(b)
-}
-
 fn find<'a>(headers: &'a [CpimHeader], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -681,16 +675,6 @@ fn header_error(line: &[u8], block: Block) -> CpimError {
         return CpimError::Malformed(block, "empty name");
     }
     CpimError::Malformed(block, "invalid character in name")
-}
-
-/// [`trim_ws`] for bytes.
-fn trim_ws_bytes(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|&c| c != b' ' && c != b'\t').unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|&c| c != b' ' && c != b'\t')
-        .map_or(start, |e| e + 1);
-    &b[start..end]
 }
 
 /// Append a continuation line (`line`, trimmed) to the value of header

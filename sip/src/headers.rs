@@ -8,6 +8,8 @@ use std::ops::Deref;
 
 use bytestring::ByteString;
 
+use crate::text::same_text;
+
 /// One header line; `name` is canonical (see [`canonical_name`]). A parsed
 /// `value` shares the received buffer, so parsing and cloning a message
 /// do not allocate per header.
@@ -138,14 +140,17 @@ pub struct Headers(pub Vec<Header>);
 impl Headers {
     /// First value of a header, by canonical name.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|h| same_name(&h.name, name)).map(|h| &*h.value)
+        self.0
+            .iter()
+            .find(|h| same_text(h.name.as_bytes(), name.as_bytes()))
+            .map(|h| &*h.value)
     }
 
     /// All values of a header in order (each line; comma lists are not split here).
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0
             .iter()
-            .filter(move |h| same_name(&h.name, name))
+            .filter(move |h| same_text(h.name.as_bytes(), name.as_bytes()))
             .map(|h| &*h.value)
     }
 
@@ -170,19 +175,26 @@ impl Headers {
     /// Replace the first occurrence or append.
     pub fn set(&mut self, name: &str, value: impl Into<ByteString>) {
         let value = value.into();
-        match self.0.iter_mut().find(|h| same_name(&h.name, name)) {
+        match self
+            .0
+            .iter_mut()
+            .find(|h| same_text(h.name.as_bytes(), name.as_bytes()))
+        {
             Some(h) => h.value = value,
             None => self.push(name, value),
         }
     }
 
     pub fn remove_all(&mut self, name: &str) {
-        self.0.retain(|h| !same_name(&h.name, name));
+        self.0.retain(|h| !same_text(h.name.as_bytes(), name.as_bytes()));
     }
 
     /// Remove the first occurrence; returns its value.
     pub fn remove_first(&mut self, name: &str) -> Option<ByteString> {
-        let i = self.0.iter().position(|h| same_name(&h.name, name))?;
+        let i = self
+            .0
+            .iter()
+            .position(|h| same_text(h.name.as_bytes(), name.as_bytes()))?;
         Some(self.0.remove(i).value)
     }
 
@@ -193,13 +205,6 @@ impl Headers {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-}
-
-/// ASCII case-insensitive name equality. Stored names are canonical and
-/// callers ask by canonical name: a memcmp settles the usual match without
-/// folding the case of every byte.
-fn same_name(stored: &str, asked: &str) -> bool {
-    stored.len() == asked.len() && (stored == asked || stored.eq_ignore_ascii_case(asked))
 }
 
 /// Expand compact forms (RFC 3261 §7.3.3, RFC 3841, RFC 4028 ...) and fix the

@@ -33,7 +33,7 @@ use quick_xml::Reader;
 use thiserror::Error;
 
 use crate::cpim::{Cpim, CpimHeader, IMDN_NS};
-use crate::text::{find_byte, trim};
+use crate::text::media_type;
 
 /// Media type of an IMDN document.
 pub const CONTENT_TYPE: &str = "message/imdn+xml";
@@ -394,9 +394,7 @@ pub fn report_of(cpim: &Cpim) -> Option<Imdn> {
 }
 
 fn media_type_is(value: &str, expected: &str) -> bool {
-    // `;` is ASCII: a byte search finds what `split(';')` would.
-    let media = &value[..find_byte(b';', value.as_bytes()).unwrap_or(value.len())];
-    trim(media).eq_ignore_ascii_case(expected)
+    media_type(value).eq_ignore_ascii_case(expected)
 }
 
 #[cfg(test)]

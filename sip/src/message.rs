@@ -8,7 +8,7 @@ use bytestring::ByteString;
 use crate::decimal::decimal_bytes;
 use crate::headers::{Header, HeaderName, Headers};
 use crate::params::{check_name_addr, parse_name_addr, NameAddr};
-use crate::text::{find_byte, is_ascii_white, trim};
+use crate::text::{find_byte, is_ascii_white, media_type, trim};
 use crate::via::{split_list, Via};
 use crate::{Method, ParseError, SipUri};
 
@@ -184,9 +184,7 @@ impl Message {
     /// The Content-Type media type as written, parameters and surrounding
     /// whitespace cut off.
     fn media_type(&self) -> Option<&str> {
-        let v = self.headers.get("Content-Type")?;
-        // `;` is ASCII: a byte search finds what `split(';')` would.
-        Some(trim(&v[..find_byte(b';', v.as_bytes()).unwrap_or(v.len())]))
+        self.headers.get("Content-Type").map(media_type)
     }
 
     /// Checks every request must pass before a transaction exists for it

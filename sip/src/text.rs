@@ -42,13 +42,36 @@ fn trim_slow(s: &str) -> &str {
 
 /// Trim SP/HTAB; byte-wise (both are ASCII, so the cuts are char boundaries).
 pub(crate) fn trim_ws(s: &str) -> &str {
-    let b = s.as_bytes();
+    &s[ws_trimmed(s.as_bytes())]
+}
+
+/// [`trim_ws`] for bytes.
+pub(crate) fn trim_ws_bytes(b: &[u8]) -> &[u8] {
+    &b[ws_trimmed(b)]
+}
+
+/// The range of `b` left once leading and trailing SP/HTAB are cut.
+fn ws_trimmed(b: &[u8]) -> std::ops::Range<usize> {
     let start = b.iter().position(|&c| c != b' ' && c != b'\t').unwrap_or(b.len());
     let end = b
         .iter()
         .rposition(|&c| c != b' ' && c != b'\t')
         .map_or(start, |e| e + 1);
-    &s[start..end]
+    start..end
+}
+
+/// ASCII case-insensitive equality, trying the usual exact match first
+/// (names and tokens are mostly written in their canonical case): a memcmp
+/// is cheaper than folding the case of every byte.
+pub(crate) fn same_text(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && (a == b || a.eq_ignore_ascii_case(b))
+}
+
+/// The media type of a Content-Type value as written: parameters and the
+/// whitespace around it cut off (`;` is ASCII: a byte search finds what
+/// `split(';')` would).
+pub(crate) fn media_type(value: &str) -> &str {
+    trim(&value[..find_byte(b';', value.as_bytes()).unwrap_or(value.len())])
 }
 
 /// An ASCII byte `trim` keeps: one table load.
