@@ -112,23 +112,15 @@ fn needs_squeeze(s: &str) -> bool {
 }
 
 /// First element of a comma-separated header line, ignoring commas in quotes.
-/// Byte-wise: `"` and `,` are ASCII, so the cut is a char boundary. Jumps
-/// from one `"` or `,` to the next: most lines hold neither.
 fn first_of_list(value: &str) -> &str {
-    let mut quoted = false;
-    for i in memchr::memchr2_iter(b'"', b',', value.as_bytes()) {
-        match value.as_bytes()[i] {
-            b'"' => quoted = !quoted,
-            _ if !quoted => return &value[..i],
-            _ => {}
-        }
-    }
-    value
+    first_of_list_scan(value).0
 }
 
 /// [`first_of_list`], and whether the element holds a tab or a space beside
-/// a `/`: when not, nothing of it [`needs_squeeze`]. One pass for both;
-/// spaces are looked at rather than slashes, a Via has fewer of them.
+/// a `/`: when not, nothing of it [`needs_squeeze`]. One pass for both,
+/// eight bytes a step; byte-wise, as `"` and `,` are ASCII, so the cut is a
+/// char boundary. Spaces are looked at rather than slashes: a Via has
+/// fewer of them.
 fn first_of_list_scan(value: &str) -> (&str, bool) {
     let b = value.as_bytes();
     let (mut quoted, mut squeeze) = (false, false);
@@ -283,7 +275,19 @@ mod tests {
 
     /// The element split and squeeze test before their fused scan.
     fn old_first(value: &str) -> (&str, bool) {
-        let first = trim(first_of_list(value));
+        let mut first = value;
+        let mut quoted = false;
+        for i in memchr::memchr2_iter(b'"', b',', value.as_bytes()) {
+            match value.as_bytes()[i] {
+                b'"' => quoted = !quoted,
+                _ if !quoted => {
+                    first = &value[..i];
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let first = trim(first);
         (first, needs_squeeze(first))
     }
 
