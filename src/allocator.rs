@@ -161,8 +161,10 @@ pub struct Allocator;
 // SAFETY: every block comes from mimalloc and goes back to it (mi_free and
 // mi_realloc find a block's size and alignment from the pointer itself).
 // A block of a cached class is at least its class's size (it was requested
-// at that size, or resized to it), 16-aligned, and held by no one while it
-// sits in a cache, so it can serve any layout of its class.
+// at that size, or resized to it), aligned as mimalloc aligns that size
+// (to the largest power of two up to 16 dividing it, which `class_of`
+// rounds every layout's size up to), and held by no one while it sits in a
+// cache, so it can serve any layout of its class.
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if let Some(class) = class_of(layout) {
