@@ -21,10 +21,9 @@ use super::ParticipatingFunction;
 use crate::unix_now;
 
 /// What the task needs to know of its PF, shared on the PF's thread.
-#[derive(Default)]
 pub(crate) struct Timing {
     /// The PF's last activity (set on every request it handles).
-    last_activity: Cell<Option<Instant>>,
+    last_activity: Cell<Instant>,
     /// The earliest expiry (Unix seconds) of the PF's bindings.
     next_expiry: Cell<Option<u64>>,
     /// The task re-reads the deadlines (an expiry came closer).
@@ -32,8 +31,16 @@ pub(crate) struct Timing {
 }
 
 impl Timing {
+    pub(crate) fn new() -> Timing {
+        Timing {
+            last_activity: Cell::new(Instant::now()),
+            next_expiry: Cell::new(None),
+            wake: Notify::new(),
+        }
+    }
+
     pub(crate) fn last_activity(&self) -> Instant {
-        self.last_activity.get().unwrap_or_else(Instant::now)
+        self.last_activity.get()
     }
 }
 
@@ -67,19 +74,20 @@ impl Handler<Housekeep> for ParticipatingFunction {
 
 impl ParticipatingFunction {
     pub(super) fn touch(&mut self) {
-        self.timing.last_activity.set(Some(Instant::now()));
+        self.timing.last_activity.set(Instant::now());
     }
 
-    /// Start the task; it ends when the PF has stopped.
+    /// Start the task (the bindings are loaded: `load` told it their next
+    /// expiry); it ends when the PF has stopped.
     pub(super) fn start_housekeeping(&mut self, ctx: &mut Context<Self>) {
         self.touch();
-        self.note_bindings_changed();
         let idle = self.env.policy.get().idle_timeout;
         actix_rt::spawn(run(ctx.address().downgrade(), self.timing.clone(), idle));
     }
 
-    /// The bindings changed: the task learns the next expiry, and wakes if
-    /// it now comes before what it sleeps for.
+    /// The bindings changed (`load`, `apply`, `purge_expired`): the task
+    /// learns the next expiry, and wakes if it now comes before what it
+    /// sleeps for.
     pub(super) fn note_bindings_changed(&self) {
         let next = self.bindings.values().map(|b| b.record.expires_at).min();
         let old = self.timing.next_expiry.replace(next);

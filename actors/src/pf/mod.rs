@@ -75,7 +75,7 @@ impl ParticipatingFunction {
             bindings: BTreeMap::new(),
             devices: HashMap::new(),
             in_flight: 0,
-            timing: Rc::default(),
+            timing: Rc::new(housekeeping::Timing::new()),
             dnd: prefs.dnd,
             prefs,
             deferred_count: 0,
@@ -107,6 +107,7 @@ impl ParticipatingFunction {
             }
             Err(e) => tracing::error!(aor = %self.aor, error = %e, "cannot load bindings"),
         }
+        self.note_bindings_changed();
     }
 
     fn device(&mut self, key: &str) -> Option<Addr<ClientRegistration>> {
@@ -190,6 +191,7 @@ impl ParticipatingFunction {
             }
             self.bindings.insert(key, b);
         }
+        self.note_bindings_changed();
         Ok(refreshed)
     }
 }
@@ -237,7 +239,6 @@ impl Handler<Register> for ParticipatingFunction {
             }
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
-        self.note_bindings_changed();
         let contacts = registrar::contact_list(&self.aor, self.bindings.values(), now);
         if !changed {
             return Box::pin(fut::ready(Ok(RegisterOutcome { contacts })));
