@@ -37,6 +37,12 @@ impl HeaderName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Is this `name`, ASCII case aside? (Exact bytes first: names are
+    /// mostly written in their canonical case.)
+    pub fn is(&self, name: &str) -> bool {
+        same_text(self.as_bytes(), name.as_bytes())
+    }
 }
 
 impl Deref for HeaderName {
@@ -140,18 +146,12 @@ pub struct Headers(pub Vec<Header>);
 impl Headers {
     /// First value of a header, by canonical name.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|h| same_text(h.name.as_bytes(), name.as_bytes()))
-            .map(|h| &*h.value)
+        self.0.iter().find(|h| h.name.is(name)).map(|h| &*h.value)
     }
 
     /// All values of a header in order (each line; comma lists are not split here).
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
-            .iter()
-            .filter(move |h| same_text(h.name.as_bytes(), name.as_bytes()))
-            .map(|h| &*h.value)
+        self.0.iter().filter(move |h| h.name.is(name)).map(|h| &*h.value)
     }
 
     pub fn push(&mut self, name: &str, value: impl Into<ByteString>) {
@@ -175,26 +175,19 @@ impl Headers {
     /// Replace the first occurrence or append.
     pub fn set(&mut self, name: &str, value: impl Into<ByteString>) {
         let value = value.into();
-        match self
-            .0
-            .iter_mut()
-            .find(|h| same_text(h.name.as_bytes(), name.as_bytes()))
-        {
+        match self.0.iter_mut().find(|h| h.name.is(name)) {
             Some(h) => h.value = value,
             None => self.push(name, value),
         }
     }
 
     pub fn remove_all(&mut self, name: &str) {
-        self.0.retain(|h| !same_text(h.name.as_bytes(), name.as_bytes()));
+        self.0.retain(|h| !h.name.is(name));
     }
 
     /// Remove the first occurrence; returns its value.
     pub fn remove_first(&mut self, name: &str) -> Option<ByteString> {
-        let i = self
-            .0
-            .iter()
-            .position(|h| same_text(h.name.as_bytes(), name.as_bytes()))?;
+        let i = self.0.iter().position(|h| h.name.is(name))?;
         Some(self.0.remove(i).value)
     }
 
