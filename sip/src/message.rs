@@ -560,18 +560,9 @@ l: 5\r\n\r\nhello";
         const PARTS: &[&str] = &[
             " ", "a", "1", "\t", "\x0b", "\r\n", "\u{a0}", "\u{2003}", "é", "MESSAGE",
         ];
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = crate::cpim::mutate::XorShift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..100_000 {
-            let mut s = String::new();
-            for _ in 0..x % 7 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                s.push_str(PARTS[(x >> 32) as usize % PARTS.len()]);
-            }
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let s: String = (0..rng.below(7)).map(|_| PARTS[rng.below(PARTS.len())]).collect();
             let mut it = s.split_whitespace();
             let old_words = match (it.next(), it.next(), it.next()) {
                 (Some(a), Some(b), None) => Some((a, b)),
