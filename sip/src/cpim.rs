@@ -692,22 +692,20 @@ fn unfold(
     // Lines that passed `check_text`: never an error.
     let utf8 = |b| std::str::from_utf8(b).map_err(|_| CpimError::NotUtf8(block));
     let more = utf8(trim_ws_bytes(line))?;
-    if !more.is_empty() {
-        if unfolded.last().is_none_or(|(i, _)| *i != last) {
-            unfolded.push((last, utf8(&data[start..][span.value.range()])?.to_string()));
-        }
-        if let Some((_, value)) = unfolded.last_mut() {
-            if !value.is_empty() {
-                value.push(' ');
-            }
-            value.push_str(more);
-        }
+    if more.is_empty() {
+        return Ok(()); // the value is as long as when it was last checked
     }
-    let value_len = match unfolded.last() {
-        Some((i, value)) if *i == last => value.len(),
-        _ => span.value.range().len(),
+    if unfolded.last().is_none_or(|(i, _)| *i != last) {
+        unfolded.push((last, utf8(&data[start..][span.value.range()])?.to_string()));
+    }
+    let Some((_, value)) = unfolded.last_mut() else {
+        return Ok(());
     };
-    if span.name.range().len() + 2 + value_len > MAX_LINE {
+    if !value.is_empty() {
+        value.push(' ');
+    }
+    value.push_str(more);
+    if span.name.range().len() + 2 + value.len() > MAX_LINE {
         return Err(CpimError::LineTooLong(block));
     }
     Ok(())
