@@ -80,8 +80,7 @@ fn push_hex(out: &mut String, v: u128, min_digits: u32) {
         *slot = b"0123456789abcdef"[(rest & 0xf) as usize];
         rest >>= 4;
     }
-    // Digit by digit, as trace::push_dec: cheaper than the UTF-8 check of a &str of them.
-    out.extend(buf[32 - digits..].iter().map(|&d| char::from(d)));
+    crate::trace::push_digits(out, &buf[32 - digits..]);
 }
 
 /// Remove every trace of the sender's identity the recipient could see, and

@@ -403,8 +403,14 @@ impl Tracer {
 /// Append `n` in decimal, as Display writes it, without the formatter
 /// (trace details are written for every event).
 pub fn push_dec(out: &mut String, n: u64) {
-    // Digit by digit: cheaper than the UTF-8 check of a &str of them.
-    out.extend(cpm_sip::decimal_bytes(n, &mut [0u8; 20]).iter().map(|&d| char::from(d)));
+    push_digits(out, cpm_sip::decimal_bytes(n, &mut [0u8; 20]));
+}
+
+/// Append ASCII `digits` one by one: cheaper than the UTF-8 check of a
+/// `&str` of them (digits of any base; a non-ASCII byte would be taken as
+/// the Latin-1 char of that value, never as invalid text).
+pub(crate) fn push_digits(out: &mut String, digits: &[u8]) {
+    out.extend(digits.iter().map(|&d| char::from(d)));
 }
 
 /// Append `addr` as its Display writes it (`a.b.c.d:port`, `[v6]:port`),
