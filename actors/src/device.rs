@@ -1,21 +1,26 @@
 //! ClientRegistration: one registered device of a user, alive while its
 //! Participating Function is. It owns the delivery leg to that device.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use cpm_sip::{ByteString, Header, Headers, Message, StartLine};
 
+use crate::answer::{Answer, Busy};
 use crate::pf::Binding;
 use crate::{Aor, Outbound, OutboundError};
 
 pub struct ClientRegistration {
     pub(crate) binding: Binding,
     outbound: Arc<dyn Outbound>,
-    pub(crate) delivered: u64,
-    /// Inspector: forks sent, forks not yet answered, age, last fork.
+    /// Inspector: forks answered 2xx, forks sent, forks not yet answered
+    /// (shared with the forks, which wait outside the context: answer.rs),
+    /// age, last fork.
+    pub(crate) delivered: Rc<Cell<u64>>,
     pub(crate) forks: u64,
-    pub(crate) pending: usize,
+    pub(crate) pending: Busy,
     pub(crate) started: std::time::Instant,
     pub(crate) last_activity: std::time::Instant,
     /// `<aor>`: the P-Called-Party-ID of every fork (formatted once, each
@@ -29,9 +34,9 @@ impl ClientRegistration {
             called_party: format!("<{aor}>").into(),
             binding,
             outbound,
-            delivered: 0,
+            delivered: Rc::default(),
             forks: 0,
-            pending: 0,
+            pending: Busy::default(),
             started: std::time::Instant::now(),
             last_activity: std::time::Instant::now(),
         }
@@ -110,25 +115,27 @@ pub struct Fork {
 }
 
 impl Handler<Fork> for ClientRegistration {
-    type Result = ResponseActFuture<Self, Result<Message, OutboundError>>;
+    type Result = Answer<Self, Result<Message, OutboundError>>;
 
     fn handle(&mut self, msg: Fork, _: &mut Context<Self>) -> Self::Result {
         let request = self.retarget(&msg.request);
         let Some(target) = self.binding.target else {
             let err = OutboundError::Transport(([0, 0, 0, 0], 0).into(), "contact has no reachable address".into());
-            return Box::pin(fut::ready(Err(err)));
+            return Answer::ready(Err(err));
         };
         let sent = self.outbound.send_request(request, target);
         self.forks += 1;
-        self.pending += 1;
         self.last_activity = std::time::Instant::now();
-        Box::pin(sent.into_actor(self).map(|res, act, _| {
-            act.pending -= 1;
+        // The transaction's wait needs nothing of the actor (answer.rs).
+        let (pending, delivered) = (self.pending.enter(), self.delivered.clone());
+        Answer::Detached(Box::pin(async move {
+            let res = sent.await;
+            drop(pending);
             if res
                 .as_ref()
                 .is_ok_and(|r| r.status().is_some_and(|s| (200..300).contains(&s)))
             {
-                act.delivered += 1;
+                delivered.set(delivered.get() + 1);
             }
             res
         }))

@@ -140,7 +140,7 @@ impl Handler<SnapshotPf> for ParticipatingFunction {
             aor: self.aor.to_string(),
             age_ms: ms(self.started),
             idle_ms: ms(self.timing.last_activity()),
-            in_flight: self.in_flight,
+            in_flight: self.in_flight.get(),
             dnd: self.dnd,
             deferred_count: self.deferred_count,
             deferred_bytes: self.deferred_bytes,
@@ -185,8 +185,8 @@ impl Handler<SnapshotDevice> for ClientRegistration {
             age_ms: ms(self.started),
             idle_ms: ms(self.last_activity),
             forks: self.forks,
-            pending: self.pending,
-            delivered: self.delivered,
+            pending: self.pending.get(),
+            delivered: self.delivered.get(),
         })
     }
 }
@@ -292,15 +292,11 @@ pub fn stored_user(env: &Env, aor: &Aor, limit: usize) -> Result<StoredUser, Str
 impl ParticipatingFunction {
     /// Record a hop or decision of the request `call_id` in the message trace.
     pub(crate) fn trace(&self, call_id: &str, event: &'static str, detail: impl AsRef<str>) {
-        self.env
-            .tracer
-            .record(call_id, self.trace_actor.as_str(), event, detail);
+        self.env.tracer.record(call_id, &self.trace_actor, event, detail);
     }
 
     /// As `trace`, the detail written into the event's own buffer.
     pub(crate) fn trace_with(&self, call_id: &str, event: &'static str, detail: impl FnOnce(&mut String)) {
-        self.env
-            .tracer
-            .record_with(call_id, self.trace_actor.as_str(), event, detail);
+        self.env.tracer.record_with(call_id, &self.trace_actor, event, detail);
     }
 }

@@ -16,6 +16,7 @@
 //! Actors hold no sockets: everything that leaves the process goes through the
 //! [`Outbound`] seam, so routing logic is testable without a network.
 
+mod answer;
 mod aor;
 pub mod cf;
 mod device;

@@ -410,14 +410,14 @@ impl Handler<PushNext> for ParticipatingFunction {
         let call_id = request.call_id().unwrap_or_default().to_string();
         self.trace(&call_id, "deferred-push", format!("seq {seq} to {key}"));
         self.claimed.insert(seq);
-        self.in_flight += 1;
+        let busy = self.in_flight.enter();
         Box::pin(
             dev.send(Fork {
                 request: request.into(),
             })
             .into_actor(self)
             .then(move |res, act, _| {
-                act.in_flight -= 1;
+                drop(busy);
                 act.claimed.remove(&seq);
                 let accepted = matches!(&res, Ok(Ok(r)) if r.status().is_some_and(|s| (200..300).contains(&s)));
                 if !accepted {

@@ -42,6 +42,11 @@ impl Timing {
     pub(crate) fn last_activity(&self) -> Instant {
         self.last_activity.get()
     }
+
+    /// Activity now (the PF, or work of its that ended outside its context).
+    pub(crate) fn touch(&self) {
+        self.last_activity.set(Instant::now());
+    }
 }
 
 /// Purge what expired, passivate if idle; answers false when the PF is
@@ -62,7 +67,7 @@ impl Handler<Housekeep> for ParticipatingFunction {
         }
         // A pending reminder keeps the user active (it is the reminder's
         // timer), and so does work in flight: asked again an idle period on.
-        if self.in_flight > 0 || self.reminder.is_some() {
+        if self.in_flight.get() > 0 || self.reminder.is_some() {
             self.touch();
             return true;
         }
@@ -74,7 +79,7 @@ impl Handler<Housekeep> for ParticipatingFunction {
 
 impl ParticipatingFunction {
     pub(super) fn touch(&mut self) {
-        self.timing.last_activity.set(Instant::now());
+        self.timing.touch();
     }
 
     /// Start the task (the bindings are loaded: `load` told it their next

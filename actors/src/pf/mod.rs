@@ -29,6 +29,7 @@ pub use registrar::{public_gruu, ContactSpec, RegisterError, RegisterRequest, Re
 pub use reports::{kind_name, ClaimReport, NoteOrigin};
 pub use routing::{Criteria, Skip};
 
+use crate::answer::Busy;
 use crate::device::Rebind;
 use crate::preferences::Preferences;
 use crate::{unix_now, Aor, ClientRegistration, Directory, Env};
@@ -40,7 +41,8 @@ pub struct ParticipatingFunction {
     pub(crate) bindings: BTreeMap<String, Binding>,
     pub(crate) devices: HashMap<String, Addr<ClientRegistration>>,
     /// Requests being worked on; a PF is only passivated with none.
-    pub(crate) in_flight: usize,
+    /// Shared with the deliveries that wait outside the context (answer.rs).
+    pub(crate) in_flight: Busy,
     /// Last activity and next expiry, shared with the task that times
     /// passivation and expiry (housekeeping.rs).
     pub(crate) timing: Rc<housekeeping::Timing>,
@@ -59,8 +61,9 @@ pub struct ParticipatingFunction {
     pub(crate) reminder: Option<SpawnHandle>,
     /// When this activation started (inspector: age).
     pub(crate) started: Instant,
-    /// `pf:<aor>`, the actor name of its trace events (formatted once).
-    pub(crate) trace_actor: String,
+    /// `pf:<aor>`, the actor name of its trace events (formatted once,
+    /// shared with the deliveries that wait outside the context).
+    pub(crate) trace_actor: Rc<str>,
 }
 
 impl ParticipatingFunction {
@@ -68,13 +71,13 @@ impl ParticipatingFunction {
         let env = dir.env().clone();
         let prefs = env.users.preferences(&aor);
         ParticipatingFunction {
-            trace_actor: format!("pf:{aor}"),
+            trace_actor: format!("pf:{aor}").into(),
             aor,
             dir,
             env,
             bindings: BTreeMap::new(),
             devices: HashMap::new(),
-            in_flight: 0,
+            in_flight: Busy::default(),
             timing: Rc::new(housekeeping::Timing::new()),
             dnd: prefs.dnd,
             prefs,
@@ -131,13 +134,13 @@ impl ParticipatingFunction {
         &mut self,
         then: impl FnOnce(Result<(), cpm_store::StoreError>, &mut Self, &mut Context<Self>) -> R + 'static,
     ) -> ResponseActFuture<Self, R> {
-        self.in_flight += 1;
+        let busy = self.in_flight.enter();
         let store = self.env.store.clone();
         Box::pin(
             async move { store.flush().await }
                 .into_actor(self)
                 .map(move |res, act, ctx| {
-                    act.in_flight -= 1;
+                    drop(busy);
                     then(res, act, ctx)
                 }),
         )

@@ -12,6 +12,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::ordering::ForkResult;
 use super::{routing, ParticipatingFunction};
+use crate::answer::Answer;
 use crate::preferences::{Declined, Unavailable};
 use crate::trace::push_dec;
 use crate::{unix_now, Aor};
@@ -54,9 +55,9 @@ pub enum DeliveryOutcome {
 }
 
 impl Handler<DeliverPager> for ParticipatingFunction {
-    type Result = ResponseActFuture<Self, DeliveryOutcome>;
+    type Result = Answer<Self, DeliveryOutcome>;
 
-    fn handle(&mut self, msg: DeliverPager, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: DeliverPager, ctx: &mut Context<Self>) -> Self::Result {
         self.touch();
         // Borrowed, not copied (no String per message); the continuation
         // below reads it from `msg` again.
@@ -70,7 +71,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         if let Err(why) = self.prefs.check(msg.sender.as_str(), msg.anonymous, &types) {
             tracing::info!(aor = %self.aor, %call_id, ?why, "declined by preference");
             self.trace(call_id, "declined", format!("{why:?} (preference rule)"));
-            return Box::pin(fut::ready(DeliveryOutcome::Declined(why)));
+            return Answer::ready(DeliveryOutcome::Declined(why));
         }
         let now = unix_now();
         let criteria = routing::Criteria::new(&msg.request, msg.gruu.clone(), msg.sender_source);
@@ -110,34 +111,59 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                 "no-eligible-device",
                 format!("when_unavailable = {:?}", self.prefs.when_unavailable),
             );
-            return self.unavailable(msg);
+            return Answer::Actor(self.unavailable(msg));
         }
         tracing::debug!(aor = %self.aor, %call_id, forks = n, "forking");
         self.trace_with(call_id, "forked", |out| forked_detail(out, n, &chosen));
-        self.in_flight += 1;
+        // The wait for the devices' answers does not need the PF: it runs
+        // outside its context (answer.rs), and only a delivery no device
+        // took comes back to the PF, for its preferences.
+        let busy = self.in_flight.enter();
         let work = first_success(forks, self.env.policy.get().fork_timeout);
-        Box::pin(work.into_actor(self).then(move |outcome, act, _| {
-            act.in_flight -= 1;
-            act.touch();
+        let (timing, tracer, actor) = (self.timing.clone(), self.env.tracer.clone(), self.trace_actor.clone());
+        let pf = ctx.address();
+        Answer::Detached(Box::pin(async move {
+            let outcome = work.await;
+            timing.touch();
             let call_id = msg.request.call_id().unwrap_or_default();
             match outcome {
                 Some(response) => {
-                    tracing::debug!(aor = %act.aor, %call_id, forks = n, "delivered");
-                    act.trace_with(call_id, "delivered", |out| delivered_detail(out, response.status(), n));
-                    let done = DeliveryOutcome::Delivered { response, forks: n };
-                    Box::pin(fut::ready(done)) as ResponseActFuture<Self, DeliveryOutcome>
+                    tracing::debug!(pf = %actor, %call_id, forks = n, "delivered");
+                    tracer.record_with(call_id, &actor, "delivered", |out| {
+                        delivered_detail(out, response.status(), n)
+                    });
+                    DeliveryOutcome::Delivered { response, forks: n }
                 }
                 None => {
-                    tracing::info!(aor = %act.aor, %call_id, forks = n, "no device accepted the message");
-                    act.trace(
-                        call_id,
-                        "no-device-accepted",
-                        format!("{n} fork(s), timeout or refusals"),
-                    );
-                    act.unavailable(msg)
+                    let outcome = pf.send(Undelivered { msg, forks: n }).await;
+                    drop(busy);
+                    outcome.unwrap_or_else(|e| DeliveryOutcome::Failed(format!("participating function gone: {e}")))
                 }
             }
         }))
+    }
+}
+
+/// No device took a delivery (DeliverPager): the PF's preferences decide.
+#[derive(Message)]
+#[rtype(result = "DeliveryOutcome")]
+struct Undelivered {
+    msg: DeliverPager,
+    forks: usize,
+}
+
+impl Handler<Undelivered> for ParticipatingFunction {
+    type Result = ResponseActFuture<Self, DeliveryOutcome>;
+
+    fn handle(&mut self, Undelivered { msg, forks }: Undelivered, _: &mut Context<Self>) -> Self::Result {
+        let call_id = msg.request.call_id().unwrap_or_default();
+        tracing::info!(aor = %self.aor, %call_id, forks, "no device accepted the message");
+        self.trace(
+            call_id,
+            "no-device-accepted",
+            format!("{forks} fork(s), timeout or refusals"),
+        );
+        self.unavailable(msg)
     }
 }
 
