@@ -28,9 +28,12 @@ snapshot() {
 before=$(mktemp); after=$(mktemp)
 trap 'rm -f "$before" "$after"' EXIT
 snapshot >"$before"
-"$@"
+# A failing command (a load run that missed its target) still gets its table.
+status=0
+"$@" || status=$?
 snapshot >"$after"
 printf '%-8s %-16s %9s %9s %9s %9s\n' tid thread user_ms sys_ms vol_cs invol_cs
 join "$before" "$after" | awk -v ms="$tick_ms" '{
   u = ($8 - $3) * ms; s = ($9 - $4) * ms; v = $10 - $5; n = $11 - $6
   if (u + s + v + n > 0) printf "%-8s %-16s %9d %9d %9d %9d\n", $1, $2, u, s, v, n }'
+exit "$status"
