@@ -50,6 +50,11 @@ pub struct Limits {
     /// Seconds a TCP connection may stay without any traffic at all (keep-alives count).
     #[arg(long = "tcp-quiet-timeout", value_name = "SECS", default_value_t = Limits::TCP_QUIET_S)]
     pub tcp_quiet_s: u64,
+    /// Milliseconds a new UDP request may have waited since the kernel received
+    /// it (socket buffer and worker queues) before it is answered 503 instead
+    /// of handled; 0 disables the limit.
+    #[arg(long = "max-queue-delay", value_name = "MS", default_value_t = Limits::QUEUE_DELAY_MS)]
+    pub queue_delay_ms: u64,
     /// Retry-After (seconds) on the 503s of overload shedding.
     #[arg(long = "retry-after", value_name = "SECS", default_value_t = Limits::RETRY_AFTER_S)]
     pub retry_after_s: u32,
@@ -67,6 +72,9 @@ impl Limits {
     pub const TCP_IDLE_S: u64 = 30;
     pub const TCP_QUIET_S: u64 = 3_600;
     pub const RETRY_AFTER_S: u32 = 5;
+    /// Below the clients' first retransmission (T1, 500 ms): a request
+    /// answered later has been sent again already (docs/overload.md).
+    pub const QUEUE_DELAY_MS: u64 = 200;
 
     pub fn tcp_idle(&self) -> Duration {
         Duration::from_secs(self.tcp_idle_s.max(1))
@@ -74,6 +82,11 @@ impl Limits {
 
     pub fn tcp_quiet(&self) -> Duration {
         Duration::from_secs(self.tcp_quiet_s.max(1))
+    }
+
+    /// The queue-delay limit, None when disabled.
+    pub fn queue_delay(&self) -> Option<Duration> {
+        (self.queue_delay_ms > 0).then(|| Duration::from_millis(self.queue_delay_ms))
     }
 }
 
@@ -91,6 +104,7 @@ impl Default for Limits {
             tcp_idle_s: Limits::TCP_IDLE_S,
             tcp_quiet_s: Limits::TCP_QUIET_S,
             retry_after_s: Limits::RETRY_AFTER_S,
+            queue_delay_ms: Limits::QUEUE_DELAY_MS,
         }
     }
 }
@@ -107,6 +121,8 @@ pub struct ShedCounters {
     pub dropped: AtomicU64,
     /// New server transactions refused (table full).
     pub server_tx_full: AtomicU64,
+    /// New requests refused for having waited beyond `--max-queue-delay`.
+    pub late: AtomicU64,
     /// TCP connections closed at accept (too many).
     pub tcp_refused: AtomicU64,
     /// TCP connections closed for sending no complete message in time.
@@ -114,13 +130,14 @@ pub struct ShedCounters {
 }
 
 impl ShedCounters {
-    pub fn snapshot(&self) -> [(&'static str, u64); 6] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 7] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("rate_limited", g(&self.rate_limited)),
             ("overloaded", g(&self.overloaded)),
             ("dropped", g(&self.dropped)),
             ("server_tx_full", g(&self.server_tx_full)),
+            ("late", g(&self.late)),
             ("tcp_refused", g(&self.tcp_refused)),
             ("tcp_idle_closed", g(&self.tcp_idle_closed)),
         ]

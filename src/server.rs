@@ -233,6 +233,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         to_tag,
         shed,
         retry_after_s: opts.limits.retry_after_s,
+        max_queue_delay: opts.limits.queue_delay(),
         auth: Arc::new(crate::auth::Authenticator::new(opts.config.auth.clone())),
     });
     let actors: Vec<Addr<SipIngress>> = handles

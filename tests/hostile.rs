@@ -372,3 +372,113 @@ fn udp_flood_gets_503_and_memory_stays_bounded() {
     service_works(&cpm, Transport::Udp, "zed");
     assert!(cpm.log().contains("overload protection shed load"));
 }
+
+/// Statuses answered per Call-ID (with whether each had Retry-After),
+/// gathered until `want` Call-IDs have one or `limit` has passed.
+type Answers = std::collections::HashMap<String, Vec<(u16, bool)>>;
+
+fn gather(sock: &UdpSocket, answers: &mut Answers, want: usize, limit: Duration) {
+    let start = Instant::now();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = vec![0u8; 65_535];
+    while answers.len() < want && start.elapsed() < limit {
+        let Ok((len, _)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..len]);
+        let (Some(status), Some(call_id)) = (status_of(&text), header(&text, "Call-ID")) else {
+            continue;
+        };
+        let retry = header(&text, "Retry-After").is_some();
+        answers.entry(call_id).or_default().push((status, retry));
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// 100 OPTIONS answered at once (after one that warms the server up: its
+/// first request faults in fresh memory, ~10 ms here); then, with the
+/// server stopped (SIGSTOP) for 200 ms so that they wait in its socket, 1,000 more (the first 100
+/// of them twice, as a retransmission) and a retransmission of 10 of the
+/// answered ones. Returns the answers to the first 100 and to the rest.
+fn options_after_a_stall(cpm: &Cpm) -> (Answers, Answers) {
+    let (server, pid) = (cpm.udp, cpm.pid().expect("pid"));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Room for every answer: they come in a burst once the server resumes.
+    socket2::SockRef::from(&sock).set_recv_buffer_size(8 << 20).unwrap();
+    let via_port = sock.local_addr().unwrap().port();
+    let send = |i: usize| {
+        let req = options(server, via_port, i, "UDP");
+        sock.send_to(req.as_bytes(), ("127.0.0.1", server)).unwrap();
+    };
+    let mut before = Answers::default();
+    send(5000);
+    gather(&sock, &mut before, 1, Duration::from_secs(10));
+    before.clear();
+    (0..100).for_each(send);
+    gather(&sock, &mut before, 100, Duration::from_secs(10));
+    signal(pid, "-STOP");
+    for i in 100..1100 {
+        send(i);
+        if i < 200 {
+            send(i);
+        }
+    }
+    (0..10).for_each(send);
+    std::thread::sleep(Duration::from_millis(200));
+    signal(pid, "-CONT");
+    let mut after = Answers::default();
+    gather(&sock, &mut after, 1010, Duration::from_secs(20));
+    (before, after)
+}
+
+fn statuses(answers: &Answers) -> Vec<u16> {
+    let mut all: Vec<u16> = answers.values().flatten().map(|(s, _)| *s).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+#[test]
+fn requests_that_waited_beyond_the_queue_delay_get_503_and_retransmissions_the_same_answer() {
+    let mut cpm = Cpm::start(&["--open", "--rate-limit", "0", "--max-queue-delay", "50"]);
+    let (before, after) = options_after_a_stall(&cpm);
+    assert_eq!(before.len(), 100, "answers before the stall");
+    assert_eq!(statuses(&before), [200], "nothing waited before the stall");
+    assert_eq!(after.len(), 1010, "every request got an answer; log: {}", tail(&cpm));
+    for (call_id, got) in &after {
+        let n: usize = call_id.trim_start_matches("opt-").parse().unwrap();
+        let want = if n < 100 { 200 } else { 503 };
+        // A retransmission of an answered request gets that answer again,
+        // and one of a refused request the same 503: never two answers.
+        assert!(
+            got.iter().all(|(s, _)| *s == want),
+            "{call_id}: {got:?}, expected {want}"
+        );
+        if want == 503 {
+            assert!(
+                got.iter().all(|(_, retry)| *retry),
+                "{call_id}: 503 without Retry-After"
+            );
+        }
+    }
+    // Logged by the once-a-second overload report.
+    let logged = wait_until(Duration::from_secs(5), || cpm.log().contains("(\"late\", 1000)"));
+    assert!(logged, "shed counter; log: {}", tail(&cpm));
+    // A backlog, not a fault: service goes on.
+    service_works(&cpm, Transport::Udp, "quinn");
+    assert!(cpm.alive());
+
+    // The same with the limit off: everything is handled.
+    let mut cpm = Cpm::start(&["--open", "--rate-limit", "0", "--max-queue-delay", "0"]);
+    let (before, after) = options_after_a_stall(&cpm);
+    assert_eq!((before.len(), after.len()), (100, 1010), "log: {}", tail(&cpm));
+    assert_eq!(statuses(&after), [200]);
+    assert!(cpm.alive());
+}

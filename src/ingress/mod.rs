@@ -35,6 +35,8 @@ pub struct Core {
     pub shed: Arc<ShedCounters>,
     /// Retry-After (seconds) on overload 503s.
     pub retry_after_s: u32,
+    /// A new request that waited longer since it arrived gets 503 (None: no limit).
+    pub max_queue_delay: Option<std::time::Duration>,
     /// Digest authentication (docs/auth.md); unused with --open.
     pub auth: Arc<crate::auth::Authenticator>,
 }
@@ -63,7 +65,7 @@ impl Handler<Received> for SipIngress {
     type Result = ();
 
     fn handle(&mut self, Received(inbound, _in_flight): Received, _: &mut Context<Self>) {
-        let Inbound { data, source } = inbound;
+        let Inbound { data, source, arrived } = inbound;
         let msg = match Message::parse(data.clone()) {
             Ok(m) => m,
             Err(e) => return reject_unparsable(&self.core, &data, &source, &e),
@@ -107,6 +109,9 @@ impl Handler<Received> for SipIngress {
         }
         let msg = Arc::new(msg);
         let reply = Reply::new(self.core.clone(), msg.clone(), source, Some(key));
+        if let Some(waited) = self.too_late(arrived).filter(|_| !is_ack) {
+            return self.refuse_late(reply, waited);
+        }
         // Checks every method shares (RFC 3261 §8.2.1-8.2.2), ACK excepted.
         if let Some(bad) = register::unsupported_requires(&msg).filter(|_| !is_ack) {
             return reply.spawn_with(420, move |b| b.header("Unsupported", bad));
@@ -130,6 +135,29 @@ impl Handler<Received> for SipIngress {
             Some(_) => reply.spawn_with(405, |b| b.header("Allow", ALLOW)),
             None => {}
         }
+    }
+}
+
+impl SipIngress {
+    /// How long a message that arrived at `arrived` has waited, when that is
+    /// beyond the queue-delay limit.
+    fn too_late(&self, arrived: Option<std::time::Instant>) -> Option<std::time::Duration> {
+        let waited = arrived?.elapsed();
+        (waited > self.core.max_queue_delay?).then_some(waited)
+    }
+
+    /// The server is behind by more than the queue-delay limit: answer this
+    /// new request 503 at once instead of handling it (docs/overload.md).
+    /// Only new transactions are refused, after the transaction lookup: a
+    /// retransmission of a request being handled is still absorbed, and
+    /// responses (which end our own transactions) are always handled, so
+    /// the backlog drains instead of growing with retransmissions. The 503
+    /// ends the transaction: the request's retransmissions get it again.
+    fn refuse_late(&self, reply: Reply, waited: std::time::Duration) {
+        self.core.shed.late.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(peer = %reply.source.peer, waited_ms = waited.as_millis() as u64, "request waited too long; 503");
+        let after = self.core.retry_after_s.to_string();
+        reply.spawn_with(503, move |b| b.header("Retry-After", after.as_str()));
     }
 }
 

@@ -58,6 +58,7 @@ impl MemoryTransport {
                 peer: from,
                 local: self.local,
             },
+            arrived: None,
         };
         let admit = sink(inbound);
         if let (Admit::Reject(resp), Some(peer)) = (&admit, self.peer.get()) {

@@ -6,6 +6,7 @@
 mod framing;
 mod memory;
 mod outbox;
+mod stamped;
 mod tcp;
 mod tls;
 mod udp;
@@ -39,6 +40,10 @@ pub struct Source {
 pub struct Inbound {
     pub data: Bytes,
     pub source: Source,
+    /// When the kernel received it (UDP, from SO_TIMESTAMPNS): the ingress
+    /// refuses a new request that waited longer than `--max-queue-delay`.
+    /// None where there is no such time (TCP, in-process).
+    pub arrived: Option<std::time::Instant>,
 }
 
 /// Takes each received message; the answer says whether the transport has

@@ -255,7 +255,11 @@ impl TcpHub {
                     match framer.next_frame() {
                         Ok(Some(data)) => {
                             got_frame = true;
-                            if let Admit::Reject(resp) = (hub.sink)(Inbound { data, source }) {
+                            if let Admit::Reject(resp) = (hub.sink)(Inbound {
+                                data,
+                                source,
+                                arrived: None,
+                            }) {
                                 let _ = own.try_send(resp);
                             }
                         }

@@ -8,6 +8,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::outbox::{send_to, Outbox};
+use super::stamped::{self, Clocks};
 use super::{Admit, Inbound, Source, TransportError};
 
 /// Takes a datagram received by worker `usize`.
@@ -118,13 +120,15 @@ impl UdpTransport {
                 }
             };
             let mut read = 0;
+            let clocks = Clocks::now();
             for _ in 0..READ_BATCH {
-                match sock.get_ref().recv_from(&mut buf) {
-                    Ok((n, peer)) => {
+                match stamped::recv_from(sock.get_ref(), &mut buf) {
+                    Ok((n, peer, stamp)) => {
                         read += 1;
                         // Keep-alive CRLFs (RFC 5626 §3.5.1) carry nothing to parse.
                         if !buf[..n].iter().all(|b| b.is_ascii_whitespace()) {
-                            self.received(&buf[..n], peer, worker, &sink);
+                            let arrived = stamp.map(|s| clocks.instant(s));
+                            self.received(&buf[..n], peer, arrived, worker, &sink);
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -154,7 +158,7 @@ impl UdpTransport {
         }
     }
 
-    fn received(&self, data: &[u8], peer: SocketAddr, worker: usize, sink: &WorkerSink) {
+    fn received(&self, data: &[u8], peer: SocketAddr, arrived: Option<Instant>, worker: usize, sink: &WorkerSink) {
         let inbound = Inbound {
             data: Bytes::copy_from_slice(data),
             source: Source {
@@ -162,6 +166,7 @@ impl UdpTransport {
                 peer,
                 local: self.local,
             },
+            arrived,
         };
         // Refused (overload, rate limit): answered from here, never queued.
         if let Admit::Reject(resp) = sink(worker, inbound) {
@@ -181,5 +186,10 @@ fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
     }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
-    Ok(sock.into())
+    let sock: UdpSocket = sock.into();
+    // Without receive times the queue-delay limit does not apply (logged once per socket).
+    if let Err(e) = stamped::enable(&sock) {
+        tracing::warn!(%addr, error = %e, "no kernel receive times: --max-queue-delay is not enforced on UDP");
+    }
+    Ok(sock)
 }
