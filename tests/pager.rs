@@ -382,3 +382,28 @@ fn wait_for_final(sock: &UdpSocket, buf: &mut [u8]) -> Option<String> {
     }
     None
 }
+
+#[test]
+fn a_delivery_in_flight_keeps_its_user_active_and_a_refusal_comes_back_to_the_preferences() {
+    // The PF's idle timeout (1 s) passes while bob's only device takes
+    // 2.5 s to refuse the message. The wait runs outside the PF's context
+    // (actors/src/answer.rs) but still counts as work in flight: the PF is
+    // not passivated under it, and the refusal comes back to the PF, whose
+    // default preference defers the message (202), not a 500.
+    let (_dir, cfg) = config("[actors]\nidle_timeout_s = 1\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let device = RawDevice::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(2500));
+        486
+    });
+    assert_eq!(device.register(&cpm, "bob", "slow-1", 600), Some(200));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let msg = raw_message(cpm.udp, port, "z9hG4bKslow", "slow-1", "", "take your time");
+    let resp = udp_exchange(&sock, cpm.udp, msg.as_bytes(), Duration::from_secs(8)).expect("an answer");
+    assert_eq!(status_of(&resp), Some(202), "deferred after the refusal: {resp}");
+    assert_eq!(device.received().len(), 1, "one delivery attempt");
+    let log = cpm.log();
+    assert!(log.contains("no device accepted the message"), "the PF decided: {log}");
+    assert!(!log.contains("participating function gone"), "{log}");
+}
