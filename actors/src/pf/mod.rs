@@ -61,6 +61,10 @@ pub struct ParticipatingFunction {
     pub(crate) reminder: Option<SpawnHandle>,
     /// When this activation started (inspector: age).
     pub(crate) started: Instant,
+    /// This PF's own address, taken once when it starts: a delivery that
+    /// no device took comes back through it (pager.rs). Weak, so it keeps
+    /// nothing alive; `ctx.address()` per message would allocate a sender.
+    pub(crate) me: Option<actix::WeakAddr<Self>>,
     /// `pf:<aor>`, the actor name of its trace events (formatted once,
     /// shared with the deliveries that wait outside the context).
     pub(crate) trace_actor: Rc<str>,
@@ -88,6 +92,7 @@ impl ParticipatingFunction {
             held: HashMap::new(),
             reminder: None,
             started: Instant::now(),
+            me: None,
         }
     }
 
@@ -204,6 +209,7 @@ impl Actor for ParticipatingFunction {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        self.me = Some(ctx.address().downgrade());
         self.load();
         self.load_deferred_state();
         self.schedule_reminder(ctx);

@@ -57,7 +57,7 @@ pub enum DeliveryOutcome {
 impl Handler<DeliverPager> for ParticipatingFunction {
     type Result = Answer<Self, DeliveryOutcome>;
 
-    fn handle(&mut self, msg: DeliverPager, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: DeliverPager, _: &mut Context<Self>) -> Self::Result {
         self.touch();
         // Borrowed, not copied (no String per message); the continuation
         // below reads it from `msg` again.
@@ -121,7 +121,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         let busy = self.in_flight.enter();
         let work = first_success(forks, self.env.policy.get().fork_timeout);
         let (timing, tracer, actor) = (self.timing.clone(), self.env.tracer.clone(), self.trace_actor.clone());
-        let pf = ctx.address();
+        let pf = self.me.clone();
         Answer::Detached(Box::pin(async move {
             let outcome = work.await;
             timing.touch();
@@ -135,7 +135,10 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                     DeliveryOutcome::Delivered { response, forks: n }
                 }
                 None => {
-                    let outcome = pf.send(Undelivered { msg, forks: n }).await;
+                    let outcome = match pf.and_then(|pf| pf.upgrade()) {
+                        Some(pf) => pf.send(Undelivered { msg, forks: n }).await.map_err(|e| e.to_string()),
+                        None => Err("stopped".to_string()),
+                    };
                     drop(busy);
                     outcome.unwrap_or_else(|e| DeliveryOutcome::Failed(format!("participating function gone: {e}")))
                 }
