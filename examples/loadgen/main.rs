@@ -10,7 +10,7 @@
 //!     cargo run --release --example loadgen -- --server 127.0.0.1:5060 \
 //!         --users 1000 --messages 100000 --rate 20000 [--server-pids "PID ..."]
 //!     cargo run --release --example loadgen -- --server 127.0.0.1:5060 \
-//!         --ramp 2000,4000,6000 --step-secs 5      # capacity search
+//!         --ramp 2000,4000,6000 --step-secs 5 [--warmup-rate 4000]   # capacity search
 //!
 //! See docs/performance.md ("Capacity") for the figures and how they were run.
 
@@ -81,6 +81,11 @@ struct Args {
     /// Keep stepping after a failing step (to see the whole curve).
     #[arg(long)]
     ramp_all: bool,
+    /// Before the ramp, one step of --step-secs at this rate that is
+    /// printed but not judged: a fresh server faults its memory in as it
+    /// first uses it, which fails a first step that it passes warm. 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    warmup_rate: f64,
     /// Repeat a failing ramp step this many times before concluding (a
     /// shared machine's noise fails single steps).
     #[arg(long, default_value_t = 1)]
@@ -289,6 +294,13 @@ fn real_main(args: &Args) -> Result<bool, String> {
 fn capacity(args: &Args, lanes: &lanes::Lanes) -> Result<bool, String> {
     let mut best = None;
     let mut run = 0;
+    if args.warmup_rate > 0.0 {
+        run += 1;
+        println!("warm-up (not judged):");
+        let messages = (args.warmup_rate * args.step_secs).round().max(1.0) as u64;
+        step(args, lanes, run, args.warmup_rate, messages).map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
     'ramp: for &rate in &args.ramp {
         let messages = (rate * args.step_secs).round().max(1.0) as u64;
         for attempt in 0..=args.retries {
