@@ -19,16 +19,18 @@ use futures::future::LocalBoxFuture;
 
 /// What a handler answers with.
 pub enum Answer<A: Actor, T> {
+    /// Known now: sent at once, no future and no task.
+    Ready(T),
     /// Work that needs the actor when it ends (kept in its context).
     Actor(ResponseActFuture<A, T>),
     /// Work that does not: run as a task of its own on this thread.
     Detached(LocalBoxFuture<'static, T>),
 }
 
-impl<A: Actor, T: 'static> Answer<A, T> {
+impl<A: Actor, T> Answer<A, T> {
     /// An answer known now.
     pub fn ready(value: T) -> Answer<A, T> {
-        Answer::Detached(Box::pin(std::future::ready(value)))
+        Answer::Ready(value)
     }
 }
 
@@ -40,6 +42,11 @@ where
 {
     fn handle(self, ctx: &mut A::Context, tx: Option<OneshotSender<M::Result>>) {
         match self {
+            Answer::Ready(value) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(value); // the asker may have gone (do_send, timeout)
+                }
+            }
             Answer::Actor(work) => MessageResponse::<A, M>::handle(work, ctx, tx),
             Answer::Detached(work) => MessageResponse::<A, M>::handle(work, ctx, tx),
         }
