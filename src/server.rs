@@ -145,7 +145,8 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     for l in &opts.listen {
         match *l {
             Listen::Udp(a) => {
-                let t = UdpTransport::bind(a, workers).with_context(|| format!("binding udp:{a}"))?;
+                let t = UdpTransport::bind(a, workers, opts.limits.queue_delay().is_some())
+                    .with_context(|| format!("binding udp:{a}"))?;
                 addrs.push(t.local().to_string());
                 udp.push(t);
             }

@@ -286,7 +286,7 @@ mod tests {
     #[tokio::test]
     async fn timers_retransmit_then_time_out() {
         use crate::transport::UdpTransport;
-        let udp = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let udp = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), 1, false).unwrap();
         let transports = Arc::new(Transports::new(vec![udp], None, None));
         let txs = Arc::new(ClientTransactions::new(transports, Timers::default()));
         let device = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

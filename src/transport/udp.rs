@@ -45,19 +45,21 @@ pub struct UdpTransport {
 }
 
 impl UdpTransport {
-    /// Bind `shards` sockets (at least one) to `addr`; port 0 picks one port for all.
-    pub fn bind(addr: SocketAddr, shards: usize) -> std::io::Result<Arc<UdpTransport>> {
+    /// Bind `shards` sockets (at least one) to `addr`; port 0 picks one port
+    /// for all. `stamp`: the kernel records each datagram's receive time
+    /// (only what `--max-queue-delay` reads; off, no stamp and no clock read).
+    pub fn bind(addr: SocketAddr, shards: usize, stamp: bool) -> std::io::Result<Arc<UdpTransport>> {
         let shards = shards.max(1);
         let mut all = Vec::with_capacity(shards);
         if shards == 1 {
-            all.push(socket(addr, false)?);
+            all.push(socket(addr, false, stamp)?);
         } else {
             // SO_REUSEPORT would let a second server of the same user share
             // the port silently: claim it with a plain bind first, so "address
             // in use" is still reported (and port 0 resolves here).
             let port = UdpSocket::bind(addr)?.local_addr()?;
             for _ in 0..shards {
-                all.push(socket(port, true)?);
+                all.push(socket(port, true, stamp)?);
             }
         }
         let local = all[0].local_addr()?;
@@ -120,14 +122,15 @@ impl UdpTransport {
                 }
             };
             let mut read = 0;
-            let clocks = Clocks::now();
+            // Read once per batch, and only when a datagram carries a stamp.
+            let mut clocks: Option<Clocks> = None;
             for _ in 0..READ_BATCH {
                 match stamped::recv_from(sock.get_ref(), &mut buf) {
                     Ok((n, peer, stamp)) => {
                         read += 1;
                         // Keep-alive CRLFs (RFC 5626 §3.5.1) carry nothing to parse.
                         if !buf[..n].iter().all(|b| b.is_ascii_whitespace()) {
-                            let arrived = stamp.map(|s| clocks.instant(s));
+                            let arrived = stamp.map(|s| clocks.get_or_insert_with(Clocks::now).instant(s));
                             self.received(&buf[..n], peer, arrived, worker, &sink);
                         }
                     }
@@ -176,7 +179,7 @@ impl UdpTransport {
 }
 
 /// A non-blocking UDP socket with the large receive buffer.
-fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
+fn socket(addr: SocketAddr, reuse_port: bool, stamp: bool) -> std::io::Result<UdpSocket> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if reuse_port {
         sock.set_reuse_port(true)?;
@@ -188,6 +191,9 @@ fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
     sock.bind(&addr.into())?;
     let sock: UdpSocket = sock.into();
     // Without receive times the queue-delay limit does not apply (logged once per socket).
+    if !stamp {
+        return Ok(sock);
+    }
     if let Err(e) = stamped::enable(&sock) {
         tracing::warn!(%addr, error = %e, "no kernel receive times: --max-queue-delay is not enforced on UDP");
     }
