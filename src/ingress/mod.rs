@@ -92,9 +92,7 @@ impl Handler<Received> for SipIngress {
                 // Transaction table at its cap: shed without creating one.
                 let shed = &self.core.shed.server_tx_full;
                 shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let reply = Reply::new(self.core.clone(), Arc::new(msg), source, None);
-                let after = self.core.retry_after_s.to_string();
-                return reply.spawn_with(503, move |b| b.header("Retry-After", after.as_str()));
+                return Reply::new(self.core.clone(), Arc::new(msg), source, None).spawn_overloaded();
             }
             ServerLookup::Resend(bytes) => {
                 tracing::debug!(peer = %source.peer, "retransmission answered from transaction");
@@ -157,8 +155,7 @@ impl SipIngress {
     fn refuse_late(&self, reply: Reply, waited: std::time::Duration) {
         self.core.shed.late.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(peer = %reply.source.peer, waited_ms = waited.as_millis() as u64, "request waited too long; 503");
-        let after = self.core.retry_after_s.to_string();
-        reply.spawn_with(503, move |b| b.header("Retry-After", after.as_str()));
+        reply.spawn_overloaded();
     }
 }
 

@@ -97,6 +97,12 @@ impl Reply {
         });
     }
 
+    /// 503 with the configured Retry-After: load shed by overload protection.
+    pub fn spawn_overloaded(self) {
+        let after = self.core.retry_after_s;
+        self.spawn_with(503, move |b| b.header("Retry-After", after.to_string()));
+    }
+
     pub fn spawn_with(self, code: u16, f: impl FnOnce(ResponseBuilder) -> ResponseBuilder + 'static) {
         self.spawn(move |r| async move {
             let resp = f(r.builder(code)).build();
