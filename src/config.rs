@@ -45,6 +45,34 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub trace: TraceConfig,
+}
+
+/// `[trace]`: the admin inspector's message trace (actors/src/trace.rs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceConfig {
+    /// Events kept, all calls together (0: none; the counters still count).
+    pub events: usize,
+    /// Least history the ring keeps, in seconds: under heavier traffic whole
+    /// calls are sampled (0: every call, however fast the ring turns over).
+    pub keep_s: u64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig {
+            events: cpm_actors::trace::DEFAULT_CAPACITY,
+            keep_s: cpm_actors::trace::DEFAULT_KEEP.as_secs(),
+        }
+    }
+}
+
+impl TraceConfig {
+    pub fn tracer(&self) -> cpm_actors::Tracer {
+        cpm_actors::Tracer::sampled(self.events, Duration::from_secs(self.keep_s))
+    }
 }
 
 /// `[tls]`: PEM files, read at startup (a relative path is relative to the

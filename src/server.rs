@@ -216,7 +216,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         domains: Arc::new(domains),
         interworking: Arc::new(interworking),
         groups: Arc::new(groups),
-        tracer: Arc::new(cpm_actors::Tracer::default()),
+        tracer: Arc::new(opts.config.trace.tracer()),
     };
 
     let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();

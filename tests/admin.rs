@@ -446,6 +446,8 @@ fn metrics_count_requests_deliveries_and_actors() {
         "cpm_actors{kind=\"device_actor\"} 1",
         "cpm_events_total{event=\"forked\"} 3",
         "# TYPE cpm_sip_request_duration_seconds histogram",
+        // A few messages: the trace ring records every call.
+        "cpm_trace_sampling 1",
     ] {
         assert!(m.contains(want), "{want} missing from\n{m}");
     }

@@ -8,18 +8,34 @@
 //! A Call-ID can be linked to a CPIM `imdn.Message-ID` so that a trace can
 //! be asked for by either.
 //!
+//! Under load the ring would turn over in well under a second (a relayed
+//! message records about seven events), and recording an event is about
+//! 900 instructions: 7 % of a relayed message's CPU (callgrind,
+//! docs/performance.md). So the ring keeps at least `keep` of history:
+//! when recording every call would push events out sooner, whole calls
+//! are sampled by a hash of their Call-ID, 1 in a power of two, re-chosen
+//! every `keep` or every `capacity` events. A call sampled at one level is
+//! sampled at every lower one, so a call in flight loses events only when
+//! the sampling gets sparser. The counters below count every event.
+//!
 //! The same calls feed the Prometheus counters: one counter per event kind,
 //! requests by method and status, and a latency histogram per method.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 /// Default ring size (events, all calls together).
 pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// Default history the ring keeps before calls are sampled.
+pub const DEFAULT_KEEP: Duration = Duration::from_secs(10);
+
+/// Sparsest sampling: 1 call in 2^20.
+const MAX_LEVEL: u32 = 20;
 
 /// Upper bounds (seconds) of the request latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -88,6 +104,45 @@ struct Ring {
     /// Events recorded, by kind (counted under the ring's lock: one lock
     /// per event, not two).
     kinds: KindCounts,
+    /// Calls are sampled 1 in 2^level (0: every call).
+    level: u32,
+    /// Events offered since `window_start` (recorded or not).
+    offered: u64,
+    window_start: Option<Instant>,
+}
+
+impl Ring {
+    /// Re-choose the sampling level once `keep` has passed or `capacity`
+    /// events were offered since the last choice: as sparse as keeps the
+    /// ring's turnover at `keep` or longer at the rate just seen.
+    fn adapt(&mut self, now: Instant, capacity: usize, keep: Duration) {
+        self.offered += 1;
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if self.offered < capacity as u64 && elapsed < keep {
+            return;
+        }
+        let elapsed_us = elapsed.as_micros().max(1);
+        // Events one `keep` would bring at this rate, per ring's worth.
+        let per_keep = u128::from(self.offered) * keep.as_micros() / elapsed_us;
+        let one_in = per_keep.div_ceil(capacity.max(1) as u128).max(1);
+        self.level = one_in.next_power_of_two().trailing_zeros().min(MAX_LEVEL);
+        self.offered = 0;
+        self.window_start = Some(now);
+    }
+
+    /// Is `call_id` among the calls recorded at the current level? The
+    /// top `level` bits of a mixed hash are zero: true at every lower
+    /// level too.
+    fn samples(&self, call_id: &str) -> bool {
+        if self.level == 0 {
+            return true;
+        }
+        let h = call_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - self.level) == 0
+    }
 }
 
 /// A count per event kind, keyed by the address of the kind's static name:
@@ -178,6 +233,11 @@ struct Counters {
 /// The process-wide tracer (one per server, in [`crate::Env`]).
 pub struct Tracer {
     capacity: usize,
+    /// Least history the ring keeps before it samples calls (zero: never samples).
+    keep: Duration,
+    /// A monotonic instant and the Unix milliseconds it was: one clock
+    /// read per event gives both the sampling window and `at_ms`.
+    epoch: (Instant, u64),
     ring: Mutex<Ring>,
     counters: Mutex<Counters>,
     dropped: AtomicU64,
@@ -185,7 +245,7 @@ pub struct Tracer {
 
 impl Default for Tracer {
     fn default() -> Tracer {
-        Tracer::new(DEFAULT_CAPACITY)
+        Tracer::sampled(DEFAULT_CAPACITY, DEFAULT_KEEP)
     }
 }
 
@@ -199,20 +259,26 @@ pub struct CounterSnapshot {
     /// Trace events pushed out of the ring by newer ones.
     pub trace_dropped: u64,
     pub trace_len: usize,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    /// The ring records 1 call in this many (1: every call).
+    pub trace_sampling: u64,
 }
 
 impl Tracer {
-    /// `capacity` events are kept (0: none, counters only).
+    /// `capacity` events are kept (0: none, counters only), of every call.
     pub fn new(capacity: usize) -> Tracer {
+        Tracer::sampled(capacity, Duration::ZERO)
+    }
+
+    /// `capacity` events are kept, and at least `keep` of history: under
+    /// heavier traffic whole calls are sampled (`keep` zero: never).
+    pub fn sampled(capacity: usize, keep: Duration) -> Tracer {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         Tracer {
             capacity,
+            keep,
+            epoch: (Instant::now(), unix_ms),
             ring: Mutex::new(Ring::default()),
             counters: Mutex::new(Counters::default()),
             dropped: AtomicU64::new(0),
@@ -223,6 +289,16 @@ impl Tracer {
         self.capacity
     }
 
+    /// The ring records 1 call in this many right now (1: every call).
+    pub fn sampling(&self) -> u64 {
+        self.ring.lock().map_or(1, |r| 1 << r.level)
+    }
+
+    fn unix_ms(&self, now: Instant) -> u64 {
+        let (at, unix_ms) = self.epoch;
+        unix_ms + now.saturating_duration_since(at).as_millis() as u64
+    }
+
     /// Record one hop or decision of the request `call_id`.
     pub fn record(&self, call_id: &str, actor: &str, event: &'static str, detail: impl AsRef<str>) {
         self.record_with(call_id, actor, event, |out| out.push_str(detail.as_ref()));
@@ -231,15 +307,32 @@ impl Tracer {
     /// As [`Tracer::record`], with the detail written by `detail` straight
     /// into the event's buffer (no String of its own on the hot path).
     pub fn record_with(&self, call_id: &str, actor: &str, event: &'static str, detail: impl FnOnce(&mut String)) {
+        self.record_at(Instant::now(), call_id, actor, event, detail);
+    }
+
+    fn record_at(
+        &self,
+        now: Instant,
+        call_id: &str,
+        actor: &str,
+        event: &'static str,
+        detail: impl FnOnce(&mut String),
+    ) {
         let Ok(mut ring) = self.ring.lock() else { return };
         ring.kinds.bump(event);
         if self.capacity == 0 {
             return;
         }
+        if !self.keep.is_zero() {
+            ring.adapt(now, self.capacity, self.keep);
+        }
+        if !ring.samples(call_id) {
+            return;
+        }
         let mut slot = ring.take_slot(self.capacity, &self.dropped);
         ring.next += 1;
         slot.seq = ring.next;
-        slot.at_ms = now_ms();
+        slot.at_ms = self.unix_ms(now);
         slot.text.push_str(call_id);
         slot.call_end = slot.text.len();
         slot.text.push_str(actor);
@@ -256,6 +349,9 @@ impl Tracer {
             return;
         }
         let Ok(mut ring) = self.ring.lock() else { return };
+        if !ring.samples(call_id) {
+            return; // its events are not recorded either
+        }
         // Only the newest few are checked: a full scan would cost O(capacity)
         // on every message (it doubled relay CPU); a rare duplicate is harmless.
         if ring
@@ -377,6 +473,7 @@ impl Tracer {
         };
         if let Ok(ring) = self.ring.lock() {
             snap.trace_len = ring.events.len();
+            snap.trace_sampling = 1 << ring.level;
             snap.events = ring
                 .kinds
                 .by_name()
@@ -549,6 +646,80 @@ mod tests {
         t.record("c", "a", "e", "y");
         let ring = t.ring.lock().unwrap();
         assert!(ring.events[0].text.capacity() <= MAX_KEPT_SLOT);
+    }
+
+    #[test]
+    fn under_load_whole_calls_are_sampled_and_every_call_again_once_quiet() {
+        // 10,000 events a second into a ring of 1,000 that should keep 1 s:
+        // ten times too many, so 1 call in 16 (the next power of two).
+        let t = Tracer::sampled(1000, Duration::from_secs(1));
+        let t0 = Instant::now();
+        let mut at = t0;
+        let mut tick = || {
+            at += Duration::from_micros(100);
+            at
+        };
+        for i in 0..1000 {
+            t.record_at(tick(), &format!("warm-{i}"), "ingress", "received", |_| {});
+        }
+        assert_eq!(t.sampling(), 16);
+        let formatted = std::cell::Cell::new(0);
+        let mut kept = 0;
+        for i in 0..3000 {
+            let call = format!("call-{i}");
+            for event in ["received", "forked", "responded"] {
+                t.record_at(tick(), &call, "ingress", event, |out| {
+                    formatted.set(formatted.get() + 1);
+                    out.push_str("x");
+                });
+            }
+            t.link(&call, &format!("m-{i}"));
+            let events = t.by_call_id(&call);
+            assert!(
+                events.len() == 3 || events.is_empty(),
+                "{call}: {} events",
+                events.len()
+            );
+            assert_eq!(
+                t.message_ids(&call).len(),
+                events.len() / 3,
+                "{call}: linked iff sampled"
+            );
+            kept += usize::from(!events.is_empty());
+        }
+        assert_eq!(t.sampling(), 16, "the rate did not change");
+        assert!((3000 / 32..3000 / 8).contains(&kept), "{kept} of 3000 calls kept");
+        assert_eq!(formatted.get(), 3 * kept, "details are written only for sampled calls");
+        assert_eq!(
+            t.counters().events,
+            vec![
+                ("forked".into(), 3000),
+                ("received".into(), 4000),
+                ("responded".into(), 3000)
+            ]
+        );
+        // Quiet for longer than `keep`: the next call is recorded whatever its hash.
+        let quiet = at + Duration::from_secs(2);
+        t.record_at(quiet, "after-the-load", "ingress", "received", |_| {});
+        assert_eq!(t.sampling(), 1);
+        assert_eq!(t.by_call_id("after-the-load").len(), 1);
+        assert_eq!(t.counters().trace_sampling, 1);
+    }
+
+    #[test]
+    fn a_call_sampled_at_one_level_is_sampled_at_every_lower_one() {
+        let mut ring = Ring::default();
+        for i in 0..2000 {
+            let call = format!("c{i}");
+            let levels: Vec<bool> = (0..=12)
+                .map(|l| {
+                    ring.level = l;
+                    ring.samples(&call)
+                })
+                .collect();
+            // true up to some level, false from there on.
+            assert!(levels.windows(2).all(|w| w[0] || !w[1]), "{call}: {levels:?}");
+        }
     }
 
     #[test]

@@ -176,6 +176,13 @@ pub async fn metrics(_: Authorized, state: web::Data<AdminState>) -> HttpRespons
     let _ = writeln!(out, "cpm_trace_dropped_total {}", c.trace_dropped);
     help(
         &mut out,
+        "cpm_trace_sampling",
+        "gauge",
+        "The trace ring records 1 call in this many (1: every call; more under load, [trace] keep_s).",
+    );
+    let _ = writeln!(out, "cpm_trace_sampling {}", c.trace_sampling);
+    help(
+        &mut out,
         "cpm_uptime_seconds",
         "gauge",
         "Seconds since the admin server started.",

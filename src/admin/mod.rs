@@ -268,8 +268,12 @@ async fn trace(
         }
     };
     if events.is_empty() {
+        let sampled = match tracer.sampling() {
+            1 => String::new(),
+            n => format!("; under the current load it records 1 call in {n}"),
+        };
         return Err(ApiError::not_found(format!(
-            "no trace events for {} (the trace keeps the last {} events)",
+            "no trace events for {} (the trace keeps the last {} events{sampled})",
             q.call_id.as_deref().or(q.message_id.as_deref()).unwrap_or_default(),
             tracer.capacity()
         )));
