@@ -379,7 +379,8 @@ pub fn authenticate(r: &Reply) -> Result<Option<Aor>, Box<Message>> {
     let call_id = req.call_id().unwrap_or_default();
     let resp = match outcome {
         Outcome::Authenticated(aor) => {
-            env.tracer.record(call_id, "ingress", "authenticated", aor.to_string());
+            env.tracer
+                .record_with(call_id, "ingress", "authenticated", |out| out.push_str(aor.as_str()));
             return Ok(Some(aor));
         }
         Outcome::Challenge { realm, stale } => {

@@ -4,6 +4,7 @@
 //! per-user state yet. The terminating side is the target's
 //! ParticipatingFunction, which forks to the eligible devices.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -221,14 +222,23 @@ pub(super) async fn claim_report(r: &Reply, sender: &Aor, report: &imdn::Imdn) -
     let call_id = r.req.call_id().unwrap_or_default();
     match r.core.dir.send(sender, claim).await {
         Ok(Ok(true)) => {
-            let what = format!("first {:?} report on {}", report.kind, report.message_id);
-            r.core.env.tracer.record(call_id, "ingress", "report-forwarded", what);
+            // Written only if the call is traced (trace.rs samples under load).
+            r.core
+                .env
+                .tracer
+                .record_with(call_id, "ingress", "report-forwarded", |out| {
+                    let _ = write!(out, "first {:?} report on {}", report.kind, report.message_id);
+                });
             Ok(true)
         }
         Ok(Ok(false)) => {
             tracing::debug!(%sender, id = %report.message_id, "duplicate report suppressed");
-            let what = format!("duplicate {:?} report on {}", report.kind, report.message_id);
-            r.core.env.tracer.record(call_id, "ingress", "report-suppressed", what);
+            r.core
+                .env
+                .tracer
+                .record_with(call_id, "ingress", "report-suppressed", |out| {
+                    let _ = write!(out, "duplicate {:?} report on {}", report.kind, report.message_id);
+                });
             r.send(r.builder(200).reason("OK (duplicate report suppressed)").build())
                 .await;
             Ok(false)

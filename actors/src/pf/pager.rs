@@ -2,6 +2,7 @@
 //! user's reject rules, fork to every eligible device, and when none takes
 //! it do what the preferences say: defer, store, interwork or reject.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,11 +80,9 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         let mut chosen = Vec::new();
         for (key, b) in &self.bindings {
             if origin.as_ref().is_some_and(|o| o != key) {
-                self.trace(
-                    call_id,
-                    "device-skipped",
-                    format!("{key}: not the device that sent the original"),
-                );
+                self.trace_with(call_id, "device-skipped", |out| {
+                    out.extend([key.as_str(), ": not the device that sent the original"])
+                });
                 continue; // CPM 2.0: the report goes to the device that sent the original
             }
             match criteria.check(b, now) {
@@ -95,7 +94,9 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                 }
                 Err(skip) => {
                     tracing::debug!(aor = %self.aor, %key, ?skip, %call_id, "device skipped");
-                    self.trace(call_id, "device-skipped", format!("{key}: {skip:?}"));
+                    self.trace_with(call_id, "device-skipped", |out| {
+                        let _ = write!(out, "{key}: {skip:?}");
+                    });
                 }
             }
         }
