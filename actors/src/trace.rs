@@ -117,6 +117,12 @@ impl Ring {
     /// ring's turnover at `keep` or longer at the rate just seen.
     fn adapt(&mut self, now: Instant, capacity: usize, keep: Duration) {
         self.offered += 1;
+        self.refresh(now, capacity, keep);
+    }
+
+    /// [`Ring::adapt`] without an event: after a quiet spell the level
+    /// read (`cpm_trace_sampling`) is the one the next event will meet.
+    fn refresh(&mut self, now: Instant, capacity: usize, keep: Duration) {
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
         if self.offered < capacity as u64 && elapsed < keep {
@@ -291,7 +297,14 @@ impl Tracer {
 
     /// The ring records 1 call in this many right now (1: every call).
     pub fn sampling(&self) -> u64 {
-        self.ring.lock().map_or(1, |r| 1 << r.level)
+        self.ring.lock().map_or(1, |mut r| self.level(&mut r, Instant::now()))
+    }
+
+    fn level(&self, ring: &mut Ring, now: Instant) -> u64 {
+        if !self.keep.is_zero() && self.capacity > 0 {
+            ring.refresh(now, self.capacity, self.keep);
+        }
+        1 << ring.level
     }
 
     fn unix_ms(&self, now: Instant) -> u64 {
@@ -471,9 +484,9 @@ impl Tracer {
             trace_dropped: self.dropped.load(Ordering::Relaxed),
             ..CounterSnapshot::default()
         };
-        if let Ok(ring) = self.ring.lock() {
+        if let Ok(mut ring) = self.ring.lock() {
             snap.trace_len = ring.events.len();
-            snap.trace_sampling = 1 << ring.level;
+            snap.trace_sampling = self.level(&mut ring, Instant::now());
             snap.events = ring
                 .kinds
                 .by_name()
@@ -698,8 +711,10 @@ mod tests {
                 ("responded".into(), 3000)
             ]
         );
-        // Quiet for longer than `keep`: the next call is recorded whatever its hash.
+        // Quiet for longer than `keep`: the level read says so before any
+        // new event, and the next call is recorded whatever its hash.
         let quiet = at + Duration::from_secs(2);
+        assert_eq!(t.level(&mut t.ring.lock().unwrap(), quiet), 1);
         t.record_at(quiet, "after-the-load", "ingress", "received", |_| {});
         assert_eq!(t.sampling(), 1);
         assert_eq!(t.by_call_id("after-the-load").len(), 1);
