@@ -10,8 +10,8 @@
 //!
 //! Under load the ring would turn over in well under a second (a relayed
 //! message records about seven events), and recording an event is about
-//! 900 instructions: 7 % of a relayed message's CPU (callgrind,
-//! docs/performance.md). So the ring keeps at least `keep` of history:
+//! 850 instructions: 7 % of the worker's instructions for a relayed
+//! message (callgrind, docs/performance.md). So the ring keeps at least `keep` of history:
 //! when recording every call would push events out sooner, whole calls
 //! are sampled by a hash of their Call-ID, 1 in a power of two, re-chosen
 //! every `keep` or every `capacity` events. A call sampled at one level is
@@ -241,9 +241,6 @@ pub struct Tracer {
     capacity: usize,
     /// Least history the ring keeps before it samples calls (zero: never samples).
     keep: Duration,
-    /// A monotonic instant and the Unix milliseconds it was: one clock
-    /// read per event gives both the sampling window and `at_ms`.
-    epoch: (Instant, u64),
     ring: Mutex<Ring>,
     counters: Mutex<Counters>,
     dropped: AtomicU64,
@@ -278,13 +275,9 @@ impl Tracer {
     /// `capacity` events are kept, and at least `keep` of history: under
     /// heavier traffic whole calls are sampled (`keep` zero: never).
     pub fn sampled(capacity: usize, keep: Duration) -> Tracer {
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         Tracer {
             capacity,
             keep,
-            epoch: (Instant::now(), unix_ms),
             ring: Mutex::new(Ring::default()),
             counters: Mutex::new(Counters::default()),
             dropped: AtomicU64::new(0),
@@ -307,9 +300,12 @@ impl Tracer {
         1 << ring.level
     }
 
-    fn unix_ms(&self, now: Instant) -> u64 {
-        let (at, unix_ms) = self.epoch;
-        unix_ms + now.saturating_duration_since(at).as_millis() as u64
+    /// Wall-clock time of a recorded event (read only for those: an
+    /// unsampled event reads the monotonic clock alone).
+    fn unix_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 
     /// Record one hop or decision of the request `call_id`.
@@ -345,7 +341,7 @@ impl Tracer {
         let mut slot = ring.take_slot(self.capacity, &self.dropped);
         ring.next += 1;
         slot.seq = ring.next;
-        slot.at_ms = self.unix_ms(now);
+        slot.at_ms = Tracer::unix_ms();
         slot.text.push_str(call_id);
         slot.call_end = slot.text.len();
         slot.text.push_str(actor);
