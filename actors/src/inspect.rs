@@ -291,7 +291,8 @@ pub fn stored_user(env: &Env, aor: &Aor, limit: usize) -> Result<StoredUser, Str
 
 impl ParticipatingFunction {
     /// Record a hop or decision of the request `call_id` in the message trace.
-    pub(crate) fn trace(&self, call_id: &str, event: &'static str, detail: impl AsRef<str>) {
+    /// Lazy like [`crate::Tracer::record`]: pass `format_args!(...)`.
+    pub(crate) fn trace(&self, call_id: &str, event: &'static str, detail: impl std::fmt::Display) {
         self.env.tracer.record(call_id, &self.trace_actor, event, detail);
     }
 

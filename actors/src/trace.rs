@@ -308,9 +308,14 @@ impl Tracer {
             .map_or(0, |d| d.as_millis() as u64)
     }
 
-    /// Record one hop or decision of the request `call_id`.
-    pub fn record(&self, call_id: &str, actor: &str, event: &'static str, detail: impl AsRef<str>) {
-        self.record_with(call_id, actor, event, |out| out.push_str(detail.as_ref()));
+    /// Record one hop or decision of the request `call_id`. The detail is
+    /// written only if the call is recorded: pass `format_args!(...)`, not
+    /// a `format!`ed String, and an untraced call formats nothing.
+    pub fn record(&self, call_id: &str, actor: &str, event: &'static str, detail: impl std::fmt::Display) {
+        self.record_with(call_id, actor, event, |out| {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{detail}");
+        });
     }
 
     /// As [`Tracer::record`], with the detail written by `detail` straight

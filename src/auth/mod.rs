@@ -379,8 +379,7 @@ pub fn authenticate(r: &Reply) -> Result<Option<Aor>, Box<Message>> {
     let call_id = req.call_id().unwrap_or_default();
     let resp = match outcome {
         Outcome::Authenticated(aor) => {
-            env.tracer
-                .record_with(call_id, "ingress", "authenticated", |out| out.push_str(aor.as_str()));
+            env.tracer.record(call_id, "ingress", "authenticated", &aor);
             return Ok(Some(aor));
         }
         Outcome::Challenge { realm, stale } => {
@@ -400,7 +399,7 @@ pub fn authenticate(r: &Reply) -> Result<Option<Aor>, Box<Message>> {
         Outcome::BadRequest(why) => r.builder(400).reason(&format!("Bad Request ({why})")).build(),
         Outcome::Unavailable => r.builder(500).build(),
     };
-    let what = format!(
+    let what = format_args!(
         "{} {}",
         resp.status().unwrap_or(0),
         claimed.as_ref().map_or("-", |c| c.as_str())

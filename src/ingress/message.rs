@@ -4,7 +4,6 @@
 //! per-user state yet. The terminating side is the target's
 //! ParticipatingFunction, which forks to the eligible devices.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -183,10 +182,7 @@ fn refuse_originator(r: &Reply, sender: &Aor, refusal: Refusal) -> Message {
     match refusal {
         Refusal::Barred => {
             tracing::info!(%sender, "barred originator refused");
-            r.core
-                .env
-                .tracer
-                .record(call_id, "ingress", "barred", sender.to_string());
+            r.core.env.tracer.record(call_id, "ingress", "barred", sender);
             r.builder(403)
                 .reason("Forbidden (originator not allowed)")
                 .header("Warning", warning(r, "Originator is not allowed to send"))
@@ -195,7 +191,7 @@ fn refuse_originator(r: &Reply, sender: &Aor, refusal: Refusal) -> Message {
         Refusal::ClientRelease { required, found } => {
             let found = found.map_or("none".to_string(), |f| f.to_string());
             tracing::info!(%sender, %required, %found, "client release refused");
-            let what = format!("client release {found}, need {required}");
+            let what = format_args!("client release {found}, need {required}");
             r.core.env.tracer.record(call_id, "ingress", "client-release", what);
             let info = r.core.env.policy.get().originator.upgrade_info_uri.clone();
             r.builder(403)
@@ -222,23 +218,14 @@ pub(super) async fn claim_report(r: &Reply, sender: &Aor, report: &imdn::Imdn) -
     let call_id = r.req.call_id().unwrap_or_default();
     match r.core.dir.send(sender, claim).await {
         Ok(Ok(true)) => {
-            // Written only if the call is traced (trace.rs samples under load).
-            r.core
-                .env
-                .tracer
-                .record_with(call_id, "ingress", "report-forwarded", |out| {
-                    let _ = write!(out, "first {:?} report on {}", report.kind, report.message_id);
-                });
+            let what = format_args!("first {:?} report on {}", report.kind, report.message_id);
+            r.core.env.tracer.record(call_id, "ingress", "report-forwarded", what);
             Ok(true)
         }
         Ok(Ok(false)) => {
             tracing::debug!(%sender, id = %report.message_id, "duplicate report suppressed");
-            r.core
-                .env
-                .tracer
-                .record_with(call_id, "ingress", "report-suppressed", |out| {
-                    let _ = write!(out, "duplicate {:?} report on {}", report.kind, report.message_id);
-                });
+            let what = format_args!("duplicate {:?} report on {}", report.kind, report.message_id);
+            r.core.env.tracer.record(call_id, "ingress", "report-suppressed", what);
             r.send(r.builder(200).reason("OK (duplicate report suppressed)").build())
                 .await;
             Ok(false)

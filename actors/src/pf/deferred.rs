@@ -48,7 +48,7 @@ impl ParticipatingFunction {
             self.trace(
                 msg.request.call_id().unwrap_or_default(),
                 "queue-full",
-                format!("{} messages", self.deferred_count),
+                format_args!("{} messages", self.deferred_count),
             );
             return Box::pin(fut::ready(DeliveryOutcome::QueueFull {
                 retry_after: policy.retry_after,
@@ -90,7 +90,7 @@ impl ParticipatingFunction {
         self.trace(
             msg.request.call_id().unwrap_or_default(),
             "deferred",
-            format!("seq {seq}, expires at {}", rec.expires_at),
+            format_args!("seq {seq}, expires at {}", rec.expires_at),
         );
         self.after_flush(move |res, act, ctx| {
             if let Err(e) = res {
@@ -117,7 +117,7 @@ impl ParticipatingFunction {
                 self.trace(
                     msg.request.call_id().unwrap_or_default(),
                     "stored",
-                    format!("MSS object {id}"),
+                    format_args!("MSS object {id}"),
                 );
                 self.report(&msg.request.to_bytes(), Status::Delivered);
                 self.after_flush(move |res, _, _| match res {
@@ -408,7 +408,7 @@ impl Handler<PushNext> for ParticipatingFunction {
         };
         let seq = rec.seq;
         let call_id = request.call_id().unwrap_or_default().to_string();
-        self.trace(&call_id, "deferred-push", format!("seq {seq} to {key}"));
+        self.trace(&call_id, "deferred-push", format_args!("seq {seq} to {key}"));
         self.claimed.insert(seq);
         let busy = self.in_flight.enter();
         Box::pin(
@@ -428,7 +428,11 @@ impl Handler<PushNext> for ParticipatingFunction {
                         Err(e) => e.to_string(),
                     };
                     tracing::info!(aor = %act.aor, %key, seq, %why, "deferred message not accepted; push stopped");
-                    act.trace(&call_id, "deferred-push-stopped", format!("seq {seq} to {key}: {why}"));
+                    act.trace(
+                        &call_id,
+                        "deferred-push-stopped",
+                        format_args!("seq {seq} to {key}: {why}"),
+                    );
                     if only.is_none() {
                         act.pushing.remove(&key);
                         act.release_held(&key);
@@ -436,7 +440,7 @@ impl Handler<PushNext> for ParticipatingFunction {
                     return Box::pin(fut::ready(())) as ResponseActFuture<Self, ()>;
                 }
                 tracing::info!(aor = %act.aor, %key, seq, "deferred message delivered");
-                act.trace(&call_id, "deferred-delivered", format!("seq {seq} to {key}"));
+                act.trace(&call_id, "deferred-delivered", format_args!("seq {seq} to {key}"));
                 act.take(seq);
                 let store = act.env.store.clone();
                 Box::pin(
@@ -483,7 +487,7 @@ impl Handler<ExpireDeferred> for ParticipatingFunction {
                         self.trace(
                             &crate::trace::call_id_of(&rec.request),
                             "deferred-expired",
-                            format!("seq {seq}: {action:?}"),
+                            format_args!("seq {seq}: {action:?}"),
                         );
                         if action == ExpiryAction::Discard {
                             // Finally undeliverable: negative delivery, if asked for.

@@ -33,7 +33,7 @@ impl ParticipatingFunction {
             return Some(Box::pin(dev.send(Fork { request })));
         }
         let call_id = request.call_id().unwrap_or_default().to_string();
-        self.trace(&call_id, "fork-held", format!("{key}: behind its deferred push"));
+        self.trace(&call_id, "fork-held", format_args!("{key}: behind its deferred push"));
         let (reply, wait) = oneshot::channel();
         self.held
             .entry(key.to_string())

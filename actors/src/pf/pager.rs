@@ -2,7 +2,6 @@
 //! user's reject rules, fork to every eligible device, and when none takes
 //! it do what the preferences say: defer, store, interwork or reject.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +70,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         };
         if let Err(why) = self.prefs.check(msg.sender.as_str(), msg.anonymous, &types) {
             tracing::info!(aor = %self.aor, %call_id, ?why, "declined by preference");
-            self.trace(call_id, "declined", format!("{why:?} (preference rule)"));
+            self.trace(call_id, "declined", format_args!("{why:?} (preference rule)"));
             return Answer::ready(DeliveryOutcome::Declined(why));
         }
         let now = unix_now();
@@ -80,9 +79,11 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         let mut chosen = Vec::new();
         for (key, b) in &self.bindings {
             if origin.as_ref().is_some_and(|o| o != key) {
-                self.trace_with(call_id, "device-skipped", |out| {
-                    out.extend([key.as_str(), ": not the device that sent the original"])
-                });
+                self.trace(
+                    call_id,
+                    "device-skipped",
+                    format_args!("{key}: not the device that sent the original"),
+                );
                 continue; // CPM 2.0: the report goes to the device that sent the original
             }
             match criteria.check(b, now) {
@@ -94,9 +95,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                 }
                 Err(skip) => {
                     tracing::debug!(aor = %self.aor, %key, ?skip, %call_id, "device skipped");
-                    self.trace_with(call_id, "device-skipped", |out| {
-                        let _ = write!(out, "{key}: {skip:?}");
-                    });
+                    self.trace(call_id, "device-skipped", format_args!("{key}: {skip:?}"));
                 }
             }
         }
@@ -110,7 +109,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             self.trace(
                 call_id,
                 "no-eligible-device",
-                format!("when_unavailable = {:?}", self.prefs.when_unavailable),
+                format_args!("when_unavailable = {:?}", self.prefs.when_unavailable),
             );
             return Answer::Actor(self.unavailable(msg));
         }
@@ -165,7 +164,7 @@ impl Handler<Undelivered> for ParticipatingFunction {
         self.trace(
             call_id,
             "no-device-accepted",
-            format!("{forks} fork(s), timeout or refusals"),
+            format_args!("{forks} fork(s), timeout or refusals"),
         );
         self.unavailable(msg)
     }
