@@ -321,12 +321,14 @@ impl Tracer {
     /// As [`Tracer::record`], with the detail written by `detail` straight
     /// into the event's buffer (no String of its own on the hot path).
     pub fn record_with(&self, call_id: &str, actor: &str, event: &'static str, detail: impl FnOnce(&mut String)) {
-        self.record_at(Instant::now(), call_id, actor, event, detail);
+        self.record_at(None, call_id, actor, event, detail);
     }
 
+    /// `now`: the time of the sampling window (tests); `None` reads the
+    /// clock, and only when sampling is on and the ring kept.
     fn record_at(
         &self,
-        now: Instant,
+        now: Option<Instant>,
         call_id: &str,
         actor: &str,
         event: &'static str,
@@ -338,7 +340,7 @@ impl Tracer {
             return;
         }
         if !self.keep.is_zero() {
-            ring.adapt(now, self.capacity, self.keep);
+            ring.adapt(now.unwrap_or_else(Instant::now), self.capacity, self.keep);
         }
         if !ring.samples(call_id) {
             return;
@@ -674,7 +676,7 @@ mod tests {
             at
         };
         for i in 0..1000 {
-            t.record_at(tick(), &format!("warm-{i}"), "ingress", "received", |_| {});
+            t.record_at(Some(tick()), &format!("warm-{i}"), "ingress", "received", |_| {});
         }
         assert_eq!(t.sampling(), 16);
         let formatted = std::cell::Cell::new(0);
@@ -682,7 +684,7 @@ mod tests {
         for i in 0..3000 {
             let call = format!("call-{i}");
             for event in ["received", "forked", "responded"] {
-                t.record_at(tick(), &call, "ingress", event, |out| {
+                t.record_at(Some(tick()), &call, "ingress", event, |out| {
                     formatted.set(formatted.get() + 1);
                     out.push_str("x");
                 });
@@ -716,7 +718,7 @@ mod tests {
         // new event, and the next call is recorded whatever its hash.
         let quiet = at + Duration::from_secs(2);
         assert_eq!(t.level(&mut t.ring.lock().unwrap(), quiet), 1);
-        t.record_at(quiet, "after-the-load", "ingress", "received", |_| {});
+        t.record_at(Some(quiet), "after-the-load", "ingress", "received", |_| {});
         assert_eq!(t.sampling(), 1);
         assert_eq!(t.by_call_id("after-the-load").len(), 1);
         assert_eq!(t.counters().trace_sampling, 1);
