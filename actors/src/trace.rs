@@ -130,7 +130,7 @@ impl Ring {
         }
         let elapsed_us = elapsed.as_micros().max(1);
         // Events one `keep` would bring at this rate, per ring's worth.
-        let per_keep = u128::from(self.offered) * keep.as_micros() / elapsed_us;
+        let per_keep = u128::from(self.offered).saturating_mul(keep.as_micros()) / elapsed_us;
         let one_in = per_keep.div_ceil(capacity.max(1) as u128).max(1);
         self.level = one_in.next_power_of_two().trailing_zeros().min(MAX_LEVEL);
         self.offered = 0;
