@@ -234,11 +234,16 @@ mod tests {
     }
 
     /// Alice's phone sent `m0..m{n}`, noted until `expires_at`; the notes
-    /// are then written as one batch.
+    /// are then written as one batch. The writer thread is held off while
+    /// they are noted: it wakes 10 ms after the first note and, on a slow
+    /// machine, would otherwise write part of them as a batch of its own.
     fn note_and_write(s: &Store, n: usize, expires_at: u64) {
-        for i in 0..n {
-            s.put_origin(ALICE, &format!("m{i}"), "<urn:uuid:phone>", expires_at)
-                .unwrap();
+        {
+            let _held = s.origins.shared().hold_writes();
+            for i in 0..n {
+                s.put_origin(ALICE, &format!("m{i}"), "<urn:uuid:phone>", expires_at)
+                    .unwrap();
+            }
         }
         s.origins.shared().write_pending().unwrap();
     }

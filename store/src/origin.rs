@@ -114,6 +114,13 @@ impl Shared {
         res
     }
 
+    /// Keep every writer out while the guard lives (tests that need one
+    /// batch of a known size).
+    #[cfg(test)]
+    pub(crate) fn hold_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        lock(&self.write)
+    }
+
     /// Per chunk of [`INDEX_CHUNK`] notes, its index entry first (as `imdn`
     /// says: a crash leaves at worst index entries without records), then
     /// one insert per record. Single-key inserts: a sled batch would take
