@@ -348,6 +348,12 @@ impl Config {
             d.max_messages > 0 && d.max_bytes > 0,
             "deferred: max_messages and max_bytes must be above 0"
         );
+        anyhow::ensure!(
+            self.trace.events <= cpm_actors::trace::MAX_CAPACITY,
+            "trace.events is {}: at most {} (each event takes a few hundred bytes)",
+            self.trace.events,
+            cpm_actors::trace::MAX_CAPACITY
+        );
         self.auth.validate()?;
         self.messaging.validate_originator()?;
         for d in &self.domains {
@@ -511,6 +517,12 @@ mod tests {
         assert!(Config::parse("domain = [\"x\"]").is_err(), "unknown key");
         assert!(Config::parse("[registrar]\nmin_expires = 0").is_err());
         assert!(Config::parse("[[users]]\naddress = \"mailto:x@y\"").is_err());
+        let e = Config::parse("[trace]\nevents = 1000001").unwrap_err().to_string();
+        assert!(e.contains("trace.events is 1000001: at most 1000000"), "{e}");
+        assert_eq!(
+            Config::parse("[trace]\nevents = 1000000").unwrap().trace.events,
+            1_000_000
+        );
         let c = Config::parse("domains=[\"a.org\"]\n[[users]]\naddress = \"sip:x@b.org\"").unwrap();
         assert!(c.users(&cpm_actors::LocalDomains::new(&c.domains, &[]), false).is_err());
     }

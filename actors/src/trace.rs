@@ -31,6 +31,10 @@ use serde::Serialize;
 /// Default ring size (events, all calls together).
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
+/// Largest ring a configuration may ask for: an event with its four
+/// strings takes a few hundred bytes, so this is a few hundred MB at most.
+pub const MAX_CAPACITY: usize = 1_000_000;
+
 /// Default history the ring keeps before calls are sampled.
 pub const DEFAULT_KEEP: Duration = Duration::from_secs(10);
 
