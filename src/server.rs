@@ -204,7 +204,18 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
 
     let domains = LocalDomains::new(&opts.config.domains, &addrs);
     let groups = opts.config.groups(&domains)?;
-    let users = opts.config.users(&domains, opts.open)?;
+    let mut users = opts.config.users(&domains, opts.open)?;
+    // Changes made through the admin API, over the config file.
+    let loaded = crate::admin::provisioning::load(&store, &mut users, &groups)
+        .context("reading run-time provisioning from the store")?;
+    if loaded != Default::default() {
+        tracing::info!(
+            users = loaded.users,
+            groups = loaded.groups,
+            unreadable = loaded.unreadable,
+            "applied run-time provisioning (admin API) over the config file"
+        );
+    }
     // Digest authentication (docs/auth.md); unused with --open.
     let spool = (opts.config.interworking.spool_dir.clone()).unwrap_or_else(|| opts.data.join("interworking-spool"));
     let interworking = SpoolInterworking::new(spool.clone()).with_context(|| format!("spool {}", spool.display()))?;

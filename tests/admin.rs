@@ -423,6 +423,87 @@ fn users_and_preferences_are_provisioned_at_run_time() {
     assert_error(&send(&cpm, "DELETE", "/api/users/carol", ""), 404);
 }
 
+/// What the admin API provisions is stored before it is acknowledged: after
+/// a crash (SIGKILL right after the answers) the server starts with the
+/// config file's users and groups changed as the API left them.
+#[test]
+fn run_time_provisioning_survives_a_crash() {
+    let (_dir, cfg) = config(
+        "[[users]]\naddress = \"sip:alice@127.0.0.1\"\n\
+         [[users]]\naddress = \"sip:bob@127.0.0.1\"\n\
+         [[groups]]\nuri = \"sip:team@127.0.0.1\"\nowner = \"sip:alice@127.0.0.1\"\n\
+         members = [\"sip:alice@127.0.0.1\", \"sip:bob@127.0.0.1\"]\n",
+    );
+    let mut cpm = Cpm::start_prepared(&["--config", &cfg], |data| {
+        user_add(data, "sip:bob@127.0.0.1", "bob-pw")
+    });
+    let ok = |r: Response, status: u16| assert_eq!(r.status, status, "{}", r.body);
+    ok(
+        send(
+            &cpm,
+            "POST",
+            "/api/users",
+            "{\"address\": \"carol\", \"preferences\": {\"when_unavailable\": \"reject\"}}",
+        ),
+        201,
+    );
+    ok(
+        send(
+            &cpm,
+            "PUT",
+            "/api/users/bob/preferences",
+            "{\"when_unavailable\": \"store\"}",
+        ),
+        200,
+    );
+    ok(send(&cpm, "DELETE", "/api/users/alice", ""), 200);
+    ok(
+        put_group(&cpm, "team2", "{\"owner\": \"bob\", \"members\": [\"bob\", \"carol\"]}"),
+        201,
+    );
+    ok(send(&cpm, "DELETE", "/api/groups/team", ""), 200);
+
+    cpm.restart();
+    let list = json(&get(&cpm, "/api/users", None));
+    assert_eq!(
+        list["provisioned"],
+        serde_json::json!(["sip:bob@127.0.0.1", "sip:carol@127.0.0.1"]),
+        "{list}"
+    );
+    let carol = json(&get(&cpm, "/api/users/carol/preferences", None));
+    assert_eq!(carol["own"], true);
+    assert_eq!(carol["preferences"]["when_unavailable"], "reject");
+    let bob = json(&get(&cpm, "/api/users/bob/preferences", None));
+    assert_eq!(bob["preferences"]["when_unavailable"], "store");
+    assert_error(&get(&cpm, "/api/groups/team", None), 404);
+    let team2 = json(&get(&cpm, "/api/groups/team2", None));
+    assert_eq!(
+        team2["members"],
+        serde_json::json!(["sip:bob@127.0.0.1", "sip:carol@127.0.0.1"])
+    );
+    assert!(
+        cpm.log()
+            .contains("applied run-time provisioning (admin API) over the config file"),
+        "start says so in the log"
+    );
+
+    // And in force for SIP: carol's preference refuses, alice is gone.
+    let bob = Client::for_domain(&cpm, "127.0.0.1");
+    let to = |user: &str| {
+        let resp = bob.message_to(
+            "bob",
+            "bob-pw",
+            "sip:bob@127.0.0.1",
+            &format!("sip:{user}@127.0.0.1"),
+            &[],
+            Alg::Sha256,
+        );
+        status_of(&resp)
+    };
+    assert_eq!(to("carol"), Some(480));
+    assert_eq!(to("alice"), Some(404));
+}
+
 #[test]
 fn metrics_count_requests_deliveries_and_actors() {
     let cpm = Cpm::start(&["--open"]);

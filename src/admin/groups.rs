@@ -10,7 +10,8 @@ use cpm_actors::inspect::{CfSnapshot, SnapshotCf};
 use cpm_actors::{Aor, LocalDomains};
 use serde::Deserialize;
 
-use super::users::resolve;
+use super::provisioning::ProvisionError;
+use super::users::{resolve, stored_error};
 use super::{AdminState, ApiError, Authorized, SNAPSHOT_TIMEOUT};
 
 /// `max_size` when the body does not give one (as in the config file).
@@ -170,10 +171,12 @@ pub async fn put(
     let uri = group_uri(&state, &path.uri)?;
     let def = validate(&state.core.env.domains, &uri, body.into_inner())?;
     let groups = &state.core.env.groups;
+    let change = state.provisioning.begin().await;
     let existed = groups.get(uri.as_str()).is_some();
-    groups
-        .set(def.clone())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    change.set_group(def.clone(), groups).await.map_err(|e| match e {
+        ProvisionError::Group(e) => ApiError::bad_request(e.to_string()),
+        e => stored_error(&uri, e),
+    })?;
     tracing::info!(group = %uri, members = def.members.len(), existed, "group provisioned (admin API)");
     let mut resp = if existed {
         HttpResponse::Ok()
@@ -191,12 +194,15 @@ pub async fn delete(
     path: web::Path<GroupPath>,
 ) -> Result<HttpResponse, ApiError> {
     let uri = sip_aor(&state.core.env.domains, &path.uri, "group")?;
-    state
-        .core
-        .env
-        .groups
-        .remove(uri.as_str())
-        .map_err(|_| ApiError::not_found(format!("{uri} is not a group")))?;
+    let groups = &state.core.env.groups;
+    let change = state.provisioning.begin().await;
+    if groups.get(uri.as_str()).is_none() {
+        return Err(ApiError::not_found(format!("{uri} is not a group")));
+    }
+    change
+        .delete_group(uri.as_str(), groups)
+        .await
+        .map_err(|e| stored_error(&uri, e))?;
     tracing::info!(group = %uri, "group deleted (admin API)");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": uri.as_str() })))
 }

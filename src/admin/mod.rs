@@ -12,6 +12,7 @@ pub mod client;
 mod graph;
 mod groups;
 mod metrics;
+pub mod provisioning;
 mod users;
 
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ pub struct AdminState {
     pub ingress: Vec<Addr<SipIngress>>,
     pub started: Instant,
     token: Option<String>,
+    /// Users, preferences and groups changed here, stored before in force.
+    provisioning: provisioning::Provisioning,
 }
 
 /// How long a handler waits for one actor's snapshot.
@@ -75,6 +78,7 @@ pub fn start(opts: AdminOptions, core: Arc<Core>, ingress: Vec<Addr<SipIngress>>
     opts.check()?;
     let token = opts.token.filter(|t| !t.is_empty());
     let state = web::Data::new(AdminState {
+        provisioning: provisioning::Provisioning::new(core.env.store.clone()),
         core,
         ingress,
         started: Instant::now(),

@@ -8,6 +8,7 @@ use cpm_actors::{Aor, LocalDomains, Preferences};
 use cpm_sip::SipUri;
 use serde::Deserialize;
 
+use super::provisioning::{ProvisionError, UserChange};
 use super::{snapshot, AdminState, ApiError, Authorized};
 
 /// Oldest deferred messages listed in a user view.
@@ -66,6 +67,12 @@ fn validate(domains: &LocalDomains, mut p: Preferences) -> Result<Preferences, A
     }
     p.reject_content_types = p.reject_content_types.iter().map(|t| t.to_ascii_lowercase()).collect();
     Ok(p)
+}
+
+/// A change that could not be stored is not in force: 500, and said so.
+pub(super) fn stored_error(what: &impl std::fmt::Display, e: ProvisionError) -> ApiError {
+    tracing::error!(%what, error = %e, "run-time provisioning not stored; not applied");
+    ApiError::internal(format!("{what}: {e}; the change is not applied"))
 }
 
 /// Tell the user's PF, if it is active, about new preferences (a passive
@@ -143,6 +150,9 @@ pub async fn create(
         }
         None => None,
     };
+    // Checked and changed under the one provisioning lock: two requests
+    // for the same user cannot both create it.
+    let change = state.provisioning.begin().await;
     if state.core.env.users.snapshot().provisioned.contains(aor.as_str()) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -150,30 +160,16 @@ pub async fn create(
         ));
     }
     if let Some(rec) = &credentials {
-        let store = &state.core.env.store;
-        store
+        // Flushed with the user's record below.
+        change
+            .store()
             .set_credentials(aor.as_str(), rec)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("storing credentials: {e}")))?;
-        store
-            .flush()
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("storing credentials: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("storing credentials: {e}")))?;
     }
-    let added = state.core.env.users.update(|u| {
-        if !u.provisioned.insert(aor.as_str().to_string()) {
-            return false;
-        }
-        if let Some(p) = prefs {
-            u.preferences.insert(aor.as_str().to_string(), p);
-        }
-        true
-    });
-    if !added {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("{aor} is already provisioned"),
-        ));
-    }
+    change
+        .user(aor.as_str(), UserChange::created(prefs), &state.core.env.users)
+        .await
+        .map_err(|e| stored_error(&aor, e))?;
     push_preferences(&state, &aor);
     tracing::info!(%aor, "user provisioned (admin API)");
     Ok(HttpResponse::Created().json(serde_json::json!({ "aor": aor.as_str() })))
@@ -192,18 +188,21 @@ pub async fn delete(
     path: web::Path<AorPath>,
 ) -> Result<HttpResponse, ApiError> {
     let aor = resolve(&state.core.env.domains, &path.aor)?;
-    let (removed, open) = state.core.env.users.update(|u| {
-        let removed = u.provisioned.remove(aor.as_str());
-        u.preferences.remove(aor.as_str());
-        (removed, u.open)
-    });
-    if !removed {
+    let change = state.provisioning.begin().await;
+    let users = state.core.env.users.snapshot();
+    if !users.provisioned.contains(aor.as_str()) {
         return Err(ApiError::not_found(format!("{aor} is not provisioned")));
     }
-    push_preferences(&state, &aor);
-    if let Err(e) = state.core.env.store.remove_credentials(aor.as_str()) {
+    let open = users.open;
+    // The credentials go with the user (flushed with its record).
+    if let Err(e) = change.store().remove_credentials(aor.as_str()) {
         tracing::warn!(%aor, error = %e, "cannot remove credentials");
     }
+    change
+        .user(aor.as_str(), UserChange::deleted(), &state.core.env.users)
+        .await
+        .map_err(|e| stored_error(&aor, e))?;
+    push_preferences(&state, &aor);
     tracing::info!(%aor, "user deprovisioned (admin API)");
     let note = if open {
         "the server runs with --open: any user of a local domain may still register and send"
@@ -293,13 +292,19 @@ pub async fn put_preferences(
 ) -> Result<HttpResponse, ApiError> {
     let domains = &state.core.env.domains;
     let aor = resolve(domains, &path.aor)?;
+    let prefs = validate(domains, body.into_inner())?;
+    let change = state.provisioning.begin().await;
     if !state.core.env.users.is_known(&aor) {
         return Err(ApiError::not_found(format!("{aor} is not a known user")));
     }
-    let prefs = validate(domains, body.into_inner())?;
-    state.core.env.users.update(|u| {
-        u.preferences.insert(aor.as_str().to_string(), prefs.clone());
-    });
+    change
+        .user(
+            aor.as_str(),
+            UserChange::preferences(prefs.clone()),
+            &state.core.env.users,
+        )
+        .await
+        .map_err(|e| stored_error(&aor, e))?;
     push_preferences(&state, &aor);
     tracing::info!(%aor, "preferences changed (admin API)");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "aor": aor.as_str(), "preferences": prefs })))

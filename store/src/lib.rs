@@ -3,7 +3,8 @@
 //! One database holds, in separate trees, registrar bindings (`bindings`),
 //! per-user deferred-message queues (`deferred`), Message Storage Server
 //! objects (`mss`), runtime user preferences such as do-not-disturb
-//! (`prefs`) and digest credentials (`credentials`), so that one flush
+//! (`prefs`), digest credentials (`credentials`) and the admin API's
+//! run-time provisioning (`provisioning`), so that one flush
 //! covers all of them.
 //!
 //! No write here is durable when it returns: it is in sled's log buffer and
@@ -28,6 +29,7 @@ mod imdn;
 mod mss;
 mod origin;
 mod prefs;
+mod provisioning;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ pub use credentials::CredentialRecord;
 pub use deferred::{DeferredRecord, NewDeferred};
 pub use error::StoreError;
 pub use mss::{NewStoredObject, StoredObject};
+pub use provisioning::ProvisionKind;
 
 /// On-disk layout version written to the `meta` tree. Bump it whenever a tree's
 /// key or value layout changes so that older builds refuse the newer store
@@ -56,6 +59,7 @@ const IMDN_SEEN_TREE: &str = "imdn_seen";
 const IMDN_ORIGIN_TREE: &str = "imdn_origin";
 const IMDN_EXPIRY_TREE: &str = "imdn_expiry";
 const CREDENTIALS_TREE: &str = "credentials";
+const PROVISIONING_TREE: &str = "provisioning";
 
 /// Handle to the durable state. Cloning is cheap (sled handles are `Arc`s), so
 /// every actor can own one.
@@ -87,6 +91,9 @@ pub struct Store {
     origins: Arc<origin::OriginWriter>,
     /// `aor` -> bincode [`CredentialRecord`] (digest hashes, never passwords).
     credentials: sled::Tree,
+    /// `kind name` -> the admin API's record of a run-time change (see the
+    /// `provisioning` module).
+    provisioning: sled::Tree,
     /// Serialises, per (tree, AOR), id assignment with the writes that store
     /// the new entry, so one AOR's entries are stored in id order.
     seq_locks: Arc<common::StripedLocks>,
@@ -127,6 +134,7 @@ impl Store {
         let imdn_origin = db.open_tree(IMDN_ORIGIN_TREE)?;
         let imdn_expiry = db.open_tree(IMDN_EXPIRY_TREE)?;
         let credentials = db.open_tree(CREDENTIALS_TREE)?;
+        let provisioning = db.open_tree(PROVISIONING_TREE)?;
         let origins = origin::OriginWriter::start(db.clone(), imdn_origin.clone(), imdn_expiry.clone())
             .map_err(sled::Error::Io)?;
         // Every flush writes the queued notes first, so it covers them too.
@@ -145,6 +153,7 @@ impl Store {
             imdn_expiry,
             origins: Arc::new(origins),
             credentials,
+            provisioning,
             seq_locks: Arc::new(common::StripedLocks::new()),
             flusher: Arc::new(flusher),
             db,
