@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use cpm_actors::cf::{GroupDef, Groups, Membership, SendPolicy};
 use cpm_actors::{Aor, DeferredPolicy, ExpiryAction, OriginatorPolicy, Policy, Preferences, Release, Users};
 use cpm_sip::SipUri;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,7 +111,7 @@ impl StoreConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GroupPolicyConfig {
     /// One aggregated report per kind to the sender, or each member's first report.
@@ -156,7 +156,7 @@ fn default_group_size() -> usize {
     100
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeferredConfig {
     pub default_expiry_s: u64,
@@ -191,7 +191,7 @@ pub struct InterworkingConfig {
     pub spool_dir: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrarConfig {
     pub min_expires: u32,
@@ -199,7 +199,7 @@ pub struct RegistrarConfig {
     pub default_expires: u32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MessagingConfig {
     pub max_message_size: usize,
@@ -217,7 +217,7 @@ pub struct MessagingConfig {
     pub upgrade_info_uri: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActorsConfig {
     /// Worker arbiters (threads) for ingress and user actors; 0 = one per core.

@@ -140,7 +140,7 @@ fn main() -> anyhow::Result<()> {
             println!("listening tls:{a}");
         }
         if let Some(opts) = admin {
-            let bound = admin::start(opts, server.core.clone(), server.ingress.clone())?;
+            let bound = admin::start(opts, &server)?;
             println!("listening admin:{bound}");
         }
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;

@@ -71,6 +71,8 @@ pub struct Server {
     pub ingress: Vec<Addr<SipIngress>>,
     /// The in-process transport, when `Listen::Memory` was asked for.
     pub memory: Option<Arc<MemoryTransport>>,
+    /// The config file's provider policy (the admin API may have replaced it).
+    pub file_policy: cpm_actors::Policy,
     _arbiters: Vec<Arbiter>,
 }
 
@@ -208,6 +210,16 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     // Changes made through the admin API, over the config file.
     let loaded = crate::admin::provisioning::load(&store, &mut users, &groups)
         .context("reading run-time provisioning from the store")?;
+    let file_policy = opts.config.policy();
+    let policy = match crate::admin::provisioning::stored_policy(&store)
+        .context("reading the stored provider policy")?
+    {
+        Some(p) => {
+            tracing::info!("the provider policy set through the admin API replaces the config file's (DELETE /api/policy to go back)");
+            p
+        }
+        None => file_policy.clone(),
+    };
     if loaded != Default::default() {
         tracing::info!(
             users = loaded.users,
@@ -222,7 +234,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     let env = Env {
         store: store.clone(),
         outbound: Arc::new(TxOutbound(client_tx.clone())),
-        policy: Arc::new(cpm_actors::SharedPolicy::new(opts.config.policy())),
+        policy: Arc::new(cpm_actors::SharedPolicy::new(policy)),
         users: Arc::new(users.into()),
         domains: Arc::new(domains),
         interworking: Arc::new(interworking),
@@ -281,6 +293,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         core,
         ingress: actors,
         memory,
+        file_policy,
         _arbiters: arbiters,
     })
 }

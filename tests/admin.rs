@@ -864,4 +864,20 @@ fn provider_policy_changes_at_run_time() {
     // In force for the next message: bob is offline, his queue now holds one.
     assert!(message(&cpm, Transport::Udp, "alice", "bob", 202));
     assert!(message(&cpm, Transport::Udp, "alice", "bob", 486), "over the new cap");
+
+    // Stored: it outlives a crash, and replaces the config file's until
+    // DELETE /api/policy goes back to it.
+    let mut cpm = cpm;
+    cpm.restart();
+    assert_eq!(json(&get(&cpm, "/api/policy", None))["deferred"]["retry_after_s"], 77);
+    assert!(cpm
+        .log()
+        .contains("the provider policy set through the admin API replaces"));
+    let r = send(&cpm, "DELETE", "/api/policy", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let back = json(&r)["deferred"]["retry_after_s"].clone();
+    assert_ne!(back, 77, "the config file's (default) again");
+    assert_error(&send(&cpm, "DELETE", "/api/policy", ""), 404);
+    cpm.restart();
+    assert_eq!(json(&get(&cpm, "/api/policy", None))["deferred"]["retry_after_s"], back);
 }

@@ -55,8 +55,10 @@ pub struct AdminState {
     pub ingress: Vec<Addr<SipIngress>>,
     pub started: Instant,
     token: Option<String>,
-    /// Users, preferences and groups changed here, stored before in force.
+    /// Users, preferences, groups and policy changed here, stored before in force.
     provisioning: provisioning::Provisioning,
+    /// What DELETE /api/policy goes back to.
+    file_policy: cpm_actors::Policy,
 }
 
 /// How long a handler waits for one actor's snapshot.
@@ -74,11 +76,13 @@ pub fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
 
 /// Bind and start the admin server on the current actix System; returns the
 /// bound address (port 0 picks one).
-pub fn start(opts: AdminOptions, core: Arc<Core>, ingress: Vec<Addr<SipIngress>>) -> anyhow::Result<SocketAddr> {
+pub fn start(opts: AdminOptions, server: &crate::server::Server) -> anyhow::Result<SocketAddr> {
+    let (core, ingress) = (server.core.clone(), server.ingress.clone());
     opts.check()?;
     let token = opts.token.filter(|t| !t.is_empty());
     let state = web::Data::new(AdminState {
         provisioning: provisioning::Provisioning::new(core.env.store.clone()),
+        file_policy: server.file_policy.clone(),
         core,
         ingress,
         started: Instant::now(),
@@ -107,6 +111,7 @@ pub fn start(opts: AdminOptions, core: Arc<Core>, ingress: Vec<Addr<SipIngress>>
             .route("/api/trace/recent", web::get().to(trace_recent))
             .route("/api/policy", web::get().to(users::policy))
             .route("/api/policy", web::put().to(users::set_policy))
+            .route("/api/policy", web::delete().to(users::reset_policy))
             .route("/api/users", web::get().to(users::list))
             .route("/api/users", web::post().to(users::create))
             .route("/api/users/{aor}", web::get().to(users::show))

@@ -1,7 +1,8 @@
 //! Run-time provisioning that survives a restart: every change the admin
-//! API makes to users, their preferences and groups is written to the store
-//! (and flushed) before it is applied and acknowledged, and at start the
-//! stored changes are applied over the config file.
+//! API makes to users, their preferences, groups and the provider policy is
+//! written to the store (and flushed) before it is applied and
+//! acknowledged, and at start the stored changes are applied over the
+//! config file.
 //!
 //! One record per user or group, in the store's `provisioning` tree, as
 //! JSON. A user's record says only what the API changed (provisioned or
@@ -9,10 +10,11 @@
 //! of the config file does not pin that user's provisioning. Deleting keeps
 //! a record (a tombstone) so that a deleted config-file entry stays deleted.
 //! An entry changed through the API keeps its API state across restarts
-//! even when the config file later says otherwise.
+//! even when the config file later says otherwise. A policy set through the
+//! API replaces the config file's whole until the API resets it.
 
 use cpm_actors::cf::{GroupDef, GroupError, Groups};
-use cpm_actors::{Preferences, SharedUsers, Users};
+use cpm_actors::{Policy, Preferences, SharedPolicy, SharedUsers, Users};
 use cpm_store::{ProvisionKind, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +91,48 @@ impl UserChange {
 
 /// A group as the API left it: its definition, or deleted (`null`).
 type GroupRecord = Option<GroupDef>;
+
+/// The name of the one policy record.
+const PROVIDER_POLICY: &str = "provider";
+
+/// The body of PUT /api/policy, and its record: the config file's policy
+/// sections, as JSON.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyUpdate {
+    #[serde(default)]
+    registrar: crate::config::RegistrarConfig,
+    #[serde(default)]
+    messaging: crate::config::MessagingConfig,
+    #[serde(default)]
+    deferred: crate::config::DeferredConfig,
+    #[serde(default)]
+    actors: crate::config::ActorsConfig,
+    #[serde(default)]
+    group_policy: crate::config::GroupPolicyConfig,
+}
+
+impl PolicyUpdate {
+    /// The policy it sets, validated as the config file is; refused for
+    /// what cannot change at run time.
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        anyhow::ensure!(self.actors.workers == 0, "actors.workers cannot change at run time");
+        anyhow::ensure!(
+            self.group_policy.domain.is_none(),
+            "group_policy.domain cannot change at run time"
+        );
+        let config = crate::config::Config {
+            registrar: self.registrar.clone(),
+            messaging: self.messaging.clone(),
+            deferred: self.deferred.clone(),
+            actors: self.actors.clone(),
+            group_policy: self.group_policy.clone(),
+            ..Default::default()
+        };
+        config.validate()?;
+        Ok(config.policy())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -167,6 +211,30 @@ impl Change<'_> {
         Ok(())
     }
 
+    /// Replace the provider policy (stored, flushed, then in force).
+    pub async fn set_policy(
+        &self,
+        update: &PolicyUpdate,
+        policy: Policy,
+        shared: &SharedPolicy,
+    ) -> Result<(), ProvisionError> {
+        self.store
+            .put_provisioning(ProvisionKind::Policy, PROVIDER_POLICY, &encode(update))?;
+        self.store.flush().await?;
+        shared.set(policy);
+        Ok(())
+    }
+
+    /// Back to the config file's policy; false if the API had not replaced it.
+    pub async fn clear_policy(&self, file_policy: Policy, shared: &SharedPolicy) -> Result<bool, ProvisionError> {
+        if !self.store.remove_provisioning(ProvisionKind::Policy, PROVIDER_POLICY)? {
+            return Ok(false);
+        }
+        self.store.flush().await?;
+        shared.set(file_policy);
+        Ok(true)
+    }
+
     /// The store, for writes that share this change's flush (credentials).
     pub fn store(&self) -> &Store {
         self.store
@@ -180,6 +248,24 @@ fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 
 fn decode<T: for<'de> Deserialize<'de>>(name: &str, bytes: &[u8]) -> Result<T, ProvisionError> {
     serde_json::from_slice(bytes).map_err(|e| ProvisionError::Record(name.to_string(), e))
+}
+
+/// The policy the API stored, if any and if it is still valid (one that is
+/// not is logged, and the config file's applies).
+pub fn stored_policy(store: &Store) -> Result<Option<Policy>, StoreError> {
+    let Some(bytes) = store.provisioning_entry(ProvisionKind::Policy, PROVIDER_POLICY)? else {
+        return Ok(None);
+    };
+    let policy = decode::<PolicyUpdate>(PROVIDER_POLICY, &bytes)
+        .map_err(anyhow::Error::from)
+        .and_then(|u| u.policy());
+    match policy {
+        Ok(p) => Ok(Some(p)),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "the provider policy set through the admin API is not valid; the config file's applies");
+            Ok(None)
+        }
+    }
 }
 
 /// How many stored changes [`load`] applied, and how many it skipped.
@@ -319,6 +405,41 @@ mod tests {
         let mut without_alice = users(&["sip:bob@x"]);
         load(&store, &mut without_alice, &Groups::new(None)).unwrap();
         assert!(!without_alice.provisioned.contains("sip:alice@x"));
+    }
+
+    #[actix_rt::test]
+    async fn a_stored_policy_applies_at_start_unless_it_is_no_longer_valid() {
+        let store = Store::temporary().unwrap();
+        assert!(stored_policy(&store).unwrap().is_none());
+        let update: PolicyUpdate = serde_json::from_str("{\"deferred\": {\"retry_after_s\": 77}}").unwrap();
+        let shared = SharedPolicy::new(Policy::default());
+        let p = Provisioning::new(store.clone());
+        let policy = update.policy().unwrap();
+        p.begin().await.set_policy(&update, policy, &shared).await.unwrap();
+        assert_eq!(shared.get().deferred.retry_after, 77);
+        assert_eq!(stored_policy(&store).unwrap().map(|p| p.deferred.retry_after), Some(77));
+
+        // Written by a build that allowed it, refused by this one: not applied.
+        store
+            .put_provisioning(
+                ProvisionKind::Policy,
+                PROVIDER_POLICY,
+                b"{\"actors\": {\"workers\": 8}}",
+            )
+            .unwrap();
+        assert!(stored_policy(&store).unwrap().is_none());
+        store
+            .put_provisioning(ProvisionKind::Policy, PROVIDER_POLICY, b"garbage")
+            .unwrap();
+        assert!(stored_policy(&store).unwrap().is_none());
+
+        let c = p.begin().await;
+        assert!(c.clear_policy(Policy::default(), &shared).await.unwrap());
+        assert!(!c.clear_policy(Policy::default(), &shared).await.unwrap());
+        assert_eq!(
+            shared.get().deferred.retry_after,
+            Policy::default().deferred.retry_after
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use cpm_actors::{Aor, LocalDomains, Preferences};
 use cpm_sip::SipUri;
 use serde::Deserialize;
 
-use super::provisioning::{ProvisionError, UserChange};
+use super::provisioning::{PolicyUpdate, ProvisionError, UserChange};
 use super::{snapshot, AdminState, ApiError, Authorized};
 
 /// Oldest deferred messages listed in a user view.
@@ -342,47 +342,42 @@ pub async fn policy(_: Authorized, state: web::Data<AdminState>) -> HttpResponse
     }))
 }
 
-/// The body of PUT /api/policy: the config file's policy sections, as JSON.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyUpdate {
-    #[serde(default)]
-    registrar: crate::config::RegistrarConfig,
-    #[serde(default)]
-    messaging: crate::config::MessagingConfig,
-    #[serde(default)]
-    deferred: crate::config::DeferredConfig,
-    #[serde(default)]
-    actors: crate::config::ActorsConfig,
-    #[serde(default)]
-    group_policy: crate::config::GroupPolicyConfig,
-}
-
 /// PUT /api/policy: replace the provider policy. Same sections and keys as
 /// the config file (docs/configuration.md); a key left out takes its
-/// default. Validated like the config file; in force for what happens next.
+/// default. Validated like the config file; stored (it replaces the config
+/// file's policy from then on, restarts included), then in force for what
+/// happens next.
 pub async fn set_policy(
     _: Authorized,
     state: web::Data<AdminState>,
     body: web::Json<PolicyUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     let upd = body.into_inner();
-    if upd.actors.workers != 0 {
-        return Err(ApiError::bad_request("actors.workers cannot change at run time"));
+    let new_policy = upd.policy().map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    state
+        .provisioning
+        .begin()
+        .await
+        .set_policy(&upd, new_policy, &state.core.env.policy)
+        .await
+        .map_err(|e| stored_error(&"the provider policy", e))?;
+    tracing::info!("provider policy replaced (admin API); it replaces the config file's from now on");
+    Ok(policy(Authorized, state).await)
+}
+
+/// DELETE /api/policy: back to the config file's policy (404 when the API
+/// never replaced it).
+pub async fn reset_policy(_: Authorized, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
+    let cleared = state
+        .provisioning
+        .begin()
+        .await
+        .clear_policy(state.file_policy.clone(), &state.core.env.policy)
+        .await
+        .map_err(|e| stored_error(&"the provider policy", e))?;
+    if !cleared {
+        return Err(ApiError::not_found("the provider policy is the config file's already"));
     }
-    if upd.group_policy.domain.is_some() {
-        return Err(ApiError::bad_request("group_policy.domain cannot change at run time"));
-    }
-    let config = crate::config::Config {
-        registrar: upd.registrar,
-        messaging: upd.messaging,
-        deferred: upd.deferred,
-        actors: upd.actors,
-        group_policy: upd.group_policy,
-        ..Default::default()
-    };
-    config.validate().map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
-    state.core.env.policy.set(config.policy());
-    tracing::info!("provider policy replaced (admin API)");
+    tracing::info!("provider policy back to the config file's (admin API)");
     Ok(policy(Authorized, state).await)
 }

@@ -1,5 +1,5 @@
 //! Changes made through the admin API at run time (users, their
-//! preferences, groups), kept so that they survive a restart. At start the
+//! preferences, groups, the provider policy), kept so that they survive a restart. At start the
 //! server reads its config file first and applies these over it.
 //!
 //! Layout: `provisioning`: `kind (1 byte) name` -> the caller's record of
@@ -19,6 +19,8 @@ pub enum ProvisionKind {
     User,
     /// A pre-defined group (by canonical URI).
     Group,
+    /// The provider policy (one record).
+    Policy,
 }
 
 impl ProvisionKind {
@@ -26,6 +28,7 @@ impl ProvisionKind {
         match self {
             ProvisionKind::User => b'u',
             ProvisionKind::Group => b'g',
+            ProvisionKind::Policy => b'p',
         }
     }
 }
@@ -43,6 +46,11 @@ impl Store {
     pub fn put_provisioning(&self, kind: ProvisionKind, name: &str, record: &[u8]) -> Result<(), StoreError> {
         self.provisioning.insert(key(kind, name)?, record)?;
         Ok(())
+    }
+
+    /// Drop the record of `name`; true if there was one.
+    pub fn remove_provisioning(&self, kind: ProvisionKind, name: &str) -> Result<bool, StoreError> {
+        Ok(self.provisioning.remove(key(kind, name)?)?.is_some())
     }
 
     /// The record of `name`, if one was written.
@@ -96,6 +104,10 @@ mod tests {
             Some(&b"null"[..])
         );
         assert_eq!(s.provisioning_entry(ProvisionKind::Group, "sip:dave@x").unwrap(), None);
+        assert!(s.remove_provisioning(ProvisionKind::User, "sip:dave@x").unwrap());
+        assert!(!s.remove_provisioning(ProvisionKind::User, "sip:dave@x").unwrap());
+        assert_eq!(s.provisioning_entries(ProvisionKind::User).unwrap().len(), 1);
+        assert!(s.provisioning_entries(ProvisionKind::Policy).unwrap().is_empty());
     }
 
     #[test]
