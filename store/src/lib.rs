@@ -252,6 +252,7 @@ mod tests {
             include_str!("mss.rs"),
             include_str!("origin.rs"),
             include_str!("prefs.rs"),
+            include_str!("provisioning.rs"),
         ];
         let banned = ["transaction", "apply_batch", "checksum", "flush_async"].map(|op| format!(".{op}("));
         for src in sources {
