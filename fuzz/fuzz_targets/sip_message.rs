@@ -6,7 +6,8 @@
 //!   order, Content-Length aside: `to_bytes` drops the received one(s) and
 //!   writes exactly one, last, with the real body length;
 //! * the body is equal, and `validate_request` gives the same answer;
-//! * serializing again gives the same bytes (one round reaches the fixpoint).
+//! * serializing again gives the same bytes (one round reaches the fixpoint);
+//! * `top_via_branch` agrees with `top_via().branch()`.
 //!
 //! Run with `cargo +nightly fuzz run sip_message` from the repository root
 //! (see docs/fuzzing.md); seed it with the torture messages.
@@ -25,6 +26,10 @@ fuzz_target!(|data: &[u8]| {
     // Every accessor the server uses must not panic either.
     let validated = msg.validate_request();
     let _ = (msg.top_via(), msg.via_count(), msg.call_id(), msg.cseq());
+    // The response path reads only the branch: the same answer as the Via.
+    let branch = msg.top_via_branch().map(|b| b.map(|b| b.into_owned()));
+    let via_branch = msg.top_via().map(|v| v.branch().map(str::to_string));
+    assert_eq!(branch.ok(), via_branch.ok(), "top_via_branch against top_via");
     let _ = (msg.from(), msg.to(), msg.max_forwards(), msg.content_type());
     let _ = ResponseBuilder::new(&msg, 400, "fuzz").build().to_bytes();
     let mut popped = msg.clone();

@@ -2,6 +2,8 @@
 //! section; we add what it lacks: line unfolding, compact names, limits,
 //! Content-Length checks, and byte-exact bodies.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
@@ -9,7 +11,7 @@ use crate::decimal::decimal_bytes;
 use crate::headers::{Header, HeaderName, Headers};
 use crate::params::{check_name_addr, parse_name_addr, NameAddr};
 use crate::text::{find_byte, is_ascii_white, media_type, trim};
-use crate::via::{split_list, Via};
+use crate::via::{first_of_list, split_list, Via};
 use crate::{Method, ParseError, SipUri};
 
 /// Hostile-input limits: more headers or longer lines than any real client sends.
@@ -113,6 +115,12 @@ impl Message {
         Via::parse(self.headers.get("Via").ok_or(ParseError::Missing("Via"))?)
     }
 
+    /// The branch of the topmost Via entry (what a response is matched
+    /// by), without building the Via; errors as [`Message::top_via`].
+    pub fn top_via_branch(&self) -> Result<Option<Cow<'_, str>>, ParseError> {
+        Via::branch_of(self.headers.get("Via").ok_or(ParseError::Missing("Via"))?)
+    }
+
     /// Number of Via entries across all Via lines.
     pub fn via_count(&self) -> usize {
         self.headers.all("Via").map(|v| split_list(v).len()).sum()
@@ -122,13 +130,15 @@ impl Message {
     pub fn pop_via(&mut self) -> Option<ByteString> {
         let i = self.headers.0.iter().position(|h| h.name == "Via")?;
         let value = &self.headers.0[i].value;
-        let parts = split_list(value);
-        if parts.len() <= 1 {
+        let first = first_of_list(value);
+        if first.len() == value.len() {
+            // The only entry of its line: the line goes.
             return Some(self.headers.0.remove(i).value);
         }
-        let first = value.slice_ref(parts[0]);
-        let rest = parts[1..].join(", ");
-        self.headers.0[i].value = rest.into();
+        // The rest of the line stays as written: slices, no copy.
+        let rest = value.slice_ref(value[first.len() + 1..].trim());
+        let first = value.slice_ref(first.trim());
+        self.headers.0[i].value = rest;
         Some(first)
     }
 
@@ -727,8 +737,28 @@ l: 5\r\n\r\nhello";
         );
         let mut m = Message::parse(Bytes::from(raw)).unwrap();
         assert_eq!(m.via_count(), 2);
+        assert_eq!(m.top_via_branch().unwrap().as_deref(), Some("z9hG4bK1"));
         m.pop_via();
         assert_eq!(m.top_via().unwrap().host, "b");
+        assert_eq!(m.top_via_branch().unwrap().as_deref(), Some("z9hG4bK2"));
+        // The last entry takes its header line with it.
+        assert_eq!(m.pop_via().as_deref(), Some("SIP/2.0/UDP b;branch=z9hG4bK2"));
+        assert_eq!(m.via_count(), 0);
+        assert!(m.pop_via().is_none());
+        assert!(matches!(m.top_via_branch(), Err(ParseError::Missing("Via"))));
+
+        // Spacing kept as written; a quoted comma is not a separator.
+        let raw = MSG.replace(
+            "v: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1 ,  SIP/2.0/UDP b;x=\"p,q\" ,SIP/2.0/UDP c",
+        );
+        let mut m = Message::parse(Bytes::from(raw)).unwrap();
+        assert_eq!(m.pop_via().as_deref(), Some("SIP/2.0/UDP a;branch=z9hG4bK1"));
+        assert_eq!(m.header("Via"), Some("SIP/2.0/UDP b;x=\"p,q\" ,SIP/2.0/UDP c"));
+        assert_eq!(m.via_count(), 2);
+        assert_eq!(m.pop_via().as_deref(), Some("SIP/2.0/UDP b;x=\"p,q\""));
+        assert_eq!(m.pop_via().as_deref(), Some("SIP/2.0/UDP c"));
+        assert_eq!(m.via_count(), 0);
     }
 
     /// `len` bytes drawn from `alphabet` with a xorshift generator (state `x`).

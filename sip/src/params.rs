@@ -247,22 +247,40 @@ pub fn parse_list(value: &str) -> Result<Vec<NameAddr>, ParamError> {
 /// Parse a parameter list such as `;a;b=c;d="q"` (the leading `;` is
 /// optional). An empty or blank string gives an empty list.
 pub fn split_params(s: &str) -> Result<Vec<Param>, ParamError> {
-    check_controls(s)?;
-    let mut c = Cursor::new(s);
     // The usual lists (a Via's branch and rport, a Contact's tags) fit.
     let mut out = Vec::with_capacity(if s.is_empty() { 0 } else { 4 });
+    read_params(s, &mut out)?;
+    Ok(out)
+}
+
+/// The first parameter named `name` (any case) of such a list, checked as
+/// [`split_params`] checks it but without building the list: `Some(None)`
+/// for a flag, `None` when absent.
+pub fn find_param<'a>(s: &'a str, name: &str) -> Result<Option<Option<Cow<'a, str>>>, ParamError> {
+    let mut find = Find {
+        name,
+        seen: 0,
+        found: None,
+    };
+    read_params(s, &mut find)?;
+    Ok(find.found)
+}
+
+fn read_params<'a>(s: &'a str, out: &mut impl ParamSink<'a>) -> Result<(), ParamError> {
+    check_controls(s)?;
+    let mut c = Cursor::new(s);
     c.skip_ws();
     if c.at_end() {
-        return Ok(out);
+        return Ok(());
     }
     if c.peek() != Some(';') {
         let (name, value) = c.param()?;
         out.put(name, value);
     }
-    c.params(&mut out)?;
+    c.params(out)?;
     c.skip_ws();
     if c.at_end() {
-        Ok(out)
+        Ok(())
     } else {
         Err(c.unexpected())
     }
@@ -300,6 +318,26 @@ impl<'a> ParamSink<'a> for Discard {
 
     fn put(&mut self, _: &'a str, _: Option<Cow<'a, str>>) {
         self.0 += 1;
+    }
+}
+
+/// Keeps the first parameter of one name and counts them all.
+struct Find<'a, 'n> {
+    name: &'n str,
+    seen: usize,
+    found: Option<Option<Cow<'a, str>>>,
+}
+
+impl<'a> ParamSink<'a> for Find<'a, '_> {
+    fn count(&self) -> usize {
+        self.seen
+    }
+
+    fn put(&mut self, name: &'a str, value: Option<Cow<'a, str>>) {
+        self.seen += 1;
+        if self.found.is_none() && name.eq_ignore_ascii_case(self.name) {
+            self.found = Some(value);
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use crate::params::{split_params, Param};
+use crate::params::{find_param, split_params, Param};
 use crate::text::{find_any, find_byte, has_whitespace, rfind_byte, trim};
 use crate::ParseError;
 
@@ -39,22 +39,33 @@ impl Via {
         } else {
             first
         };
-        let space = find_byte(b' ', first.as_bytes()).ok_or_else(bad)?;
-        let (proto, rest) = (&first[..space], &first[space + 1..]);
-        let transport = sent_protocol_transport(proto).ok_or_else(bad)?;
-        let rest = trim(rest);
-        let (sent_by, params) = match find_byte(b';', rest.as_bytes()) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        let (host, port) = split_host_port(trim(sent_by)).ok_or_else(bad)?;
-        let params = split_params(params).map_err(|_| bad())?;
+        let head = Head::parse(first)?;
+        let params = split_params(head.params).map_err(|_| bad())?;
         Ok(Via {
-            transport: upper_transport(transport),
-            host,
-            port,
+            transport: upper_transport(head.transport),
+            // An IPv6 reference as written; a name in lower case.
+            host: match head.host.starts_with('[') {
+                true => head.host.to_string(),
+                false => head.host.to_ascii_lowercase(),
+            },
+            port: head.port,
             params,
         })
+    }
+
+    /// The `branch` of the first Via value of a header line, checked as
+    /// [`Via::parse`] checks it but without building the Via: all that a
+    /// response is matched by. `None` when it has none (or a bare flag).
+    pub fn branch_of(value: &str) -> Result<Option<Cow<'_, str>>, ParseError> {
+        let (first, maybe_squeeze) = first_of_list_scan(value);
+        let first = trim(first);
+        if maybe_squeeze && needs_squeeze(first) {
+            let via = Via::parse(value)?;
+            return Ok(via.branch().map(|b| Cow::Owned(b.to_string())));
+        }
+        let head = Head::parse(first)?;
+        let branch = find_param(head.params, "branch").map_err(|_| ParseError::Invalid("Via"))?;
+        Ok(branch.flatten())
     }
 
     pub fn param(&self, name: &str) -> Option<&Param> {
@@ -73,6 +84,37 @@ impl Via {
     /// `host:port` as sent (default port 5060).
     pub fn sent_by(&self) -> String {
         format!("{}:{}", self.host, self.port.unwrap_or(5060))
+    }
+}
+
+/// One Via value cut into its parts, before anything is copied.
+struct Head<'a> {
+    transport: &'a str,
+    host: &'a str,
+    port: Option<u16>,
+    /// `;branch=...;rport`, not yet read.
+    params: &'a str,
+}
+
+impl Head<'_> {
+    /// `first`: trimmed, LWS around the slashes already squeezed.
+    fn parse(first: &str) -> Result<Head<'_>, ParseError> {
+        let bad = || ParseError::Invalid("Via");
+        let space = find_byte(b' ', first.as_bytes()).ok_or_else(bad)?;
+        let (proto, rest) = (&first[..space], &first[space + 1..]);
+        let transport = sent_protocol_transport(proto).ok_or_else(bad)?;
+        let rest = trim(rest);
+        let (sent_by, params) = match find_byte(b';', rest.as_bytes()) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let (host, port) = split_host_port(trim(sent_by)).ok_or_else(bad)?;
+        Ok(Head {
+            transport,
+            host,
+            port,
+            params,
+        })
     }
 }
 
@@ -112,7 +154,7 @@ fn needs_squeeze(s: &str) -> bool {
 }
 
 /// First element of a comma-separated header line, ignoring commas in quotes.
-fn first_of_list(value: &str) -> &str {
+pub(crate) fn first_of_list(value: &str) -> &str {
     first_of_list_scan(value).0
 }
 
@@ -152,20 +194,20 @@ pub(crate) fn split_list(value: &str) -> Vec<&str> {
     }
 }
 
-fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+/// `host[:port]` or `[v6]:port`: the host as written (brackets kept).
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     if s.is_empty() {
         return None;
     }
     if let Some(after) = s.strip_prefix('[') {
         let end = find_byte(b']', after.as_bytes())?;
-        let host = format!("[{}]", &after[..end]);
         let tail = &after[end + 1..];
         let port = match tail.strip_prefix(':') {
             Some(p) => Some(trim(p).parse().ok()?),
             None if trim(tail).is_empty() => None,
             None => return None,
         };
-        return Some((host, port));
+        return Some((&s[..end + 2], port));
     }
     let (host, port) = match rfind_byte(b':', s.as_bytes()) {
         Some(i) => (trim(&s[..i]), Some(trim(&s[i + 1..]).parse().ok()?)),
@@ -174,12 +216,52 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     if host.is_empty() || has_whitespace(host) {
         return None;
     }
-    Some((host.to_ascii_lowercase(), port))
+    Some((host, port))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `branch_of` reads what `parse` reads: the same branch, and an error
+    /// for the same values (mutations of real ones, squeezing included).
+    #[test]
+    fn branch_of_agrees_with_parse() {
+        let seeds = [
+            "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK77;rport, SIP/2.0/TCP x",
+            "SIP / 2.0 / TCP [2001:db8::1]:5061 ; BRANCH = z9hG4bKx",
+            "SIP/2.0/UDP h;branch;branch=second",
+            "SIP/2.0/UDP h;received=1.2.3.4;branch=\"q;u,o\\\"ted\";rport=5",
+            "SIP/2.0/UDP h",
+            "SIP/2.0/TLS Host.Example.COM:5061;maddr=x;branch=z9hG4bK-a.b_c",
+        ];
+        let mut rng = crate::cpim::mutate::XorShift(0x9e37_79b9_7f4a_7c15);
+        let (mut accepted, mut refused) = (0, 0);
+        for seed in seeds {
+            for i in 0..2_000 {
+                let bytes = if i == 0 {
+                    seed.as_bytes().to_vec()
+                } else {
+                    rng.mutate(seed.as_bytes())
+                };
+                let Ok(value) = std::str::from_utf8(&bytes) else {
+                    continue;
+                };
+                let full = Via::parse(value).map(|v| v.branch().map(str::to_string));
+                let fast = Via::branch_of(value).map(|b| b.map(Cow::into_owned));
+                assert_eq!(fast.is_ok(), full.is_ok(), "{value:?}");
+                assert_eq!(fast.ok(), full.as_ref().ok().cloned(), "{value:?}");
+                if full.is_ok() {
+                    accepted += 1
+                } else {
+                    refused += 1
+                }
+            }
+        }
+        assert!(accepted > 1_000 && refused > 1_000, "{accepted} {refused}");
+        assert_eq!(Via::branch_of(seeds[2]).unwrap(), None, "the first is a flag");
+        assert_eq!(Via::branch_of(seeds[1]).unwrap().as_deref(), Some("z9hG4bKx"));
+    }
 
     #[test]
     fn parses_top_via() {

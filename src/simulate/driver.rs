@@ -3,6 +3,7 @@
 //! drain (every device comes back, deferred messages and reports arrive),
 //! optionally settle (user actors passivate) for the idle memory figure.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -345,7 +346,7 @@ impl Sim<'_> {
         let ok = ResponseBuilder::new(&msg, 200, "sim").build().to_bytes();
         self.wire.send(dev, self.opts.devices, ok);
         if !self.wire.reliable() {
-            let branch = msg.top_via().ok().and_then(|v| v.branch().map(str::to_string));
+            let branch = msg.top_via_branch().ok().flatten().map(Cow::into_owned);
             if let Some(b) = branch {
                 if !self.seen.insert(b) {
                     return; // the engine retransmitted; already counted

@@ -223,13 +223,13 @@ impl ClientTransactions {
     /// (ours); stray responses are dropped (a proxy core does not forward
     /// them), and so are retransmitted finals, whose transaction is gone.
     pub fn on_response(&self, mut resp: Message) {
-        let via = resp.top_via().ok();
-        let Some(branch) = via.as_ref().and_then(|v| v.branch()) else {
+        // Only the branch: the Via itself is not needed (nor built).
+        let Some(branch) = resp.top_via_branch().ok().flatten() else {
             tracing::debug!("response without a usable Via dropped");
             return;
         };
         let stray = || tracing::debug!(%branch, "stray response dropped (no transaction)");
-        let Some(n) = counter_of(branch, &self.prefix) else {
+        let Some(n) = counter_of(&branch, &self.prefix) else {
             return stray();
         };
         if resp.status().unwrap_or(0) < 200 {
