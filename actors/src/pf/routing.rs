@@ -4,7 +4,10 @@
 //! reached over TLS when the request is for a `sips:` URI, and never the very
 //! device that sent it.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::LocalKey;
 
 use cpm_sip::params::{parse_list, NameAddr};
 use cpm_sip::Message;
@@ -30,27 +33,54 @@ pub enum Skip {
 /// against each binding. Public for the routing benchmark
 /// (`actors/benches/routing.rs`).
 pub struct Criteria {
-    accept: Vec<NameAddr>,
-    reject: Vec<NameAddr>,
+    accept: Predicates,
+    reject: Predicates,
     gruu: Option<String>,
     sender_source: Option<SocketAddr>,
     sips: bool,
+}
+
+/// The entries of a request's Accept-Contact or Reject-Contact lines
+/// (unparsable lines skipped); `None` when it has none.
+type Predicates = Option<Arc<[NameAddr]>>;
+
+/// A line's text and its entries.
+type Remembered = RefCell<Option<(String, Arc<[NameAddr]>)>>;
+
+thread_local! {
+    /// The last single line parsed on this thread, with its entries:
+    /// clients send the same Accept-Contact with every message, and
+    /// parsing it took about 2 % of the worker's instructions (callgrind).
+    static LAST_ACCEPT: Remembered = const { RefCell::new(None) };
+    static LAST_REJECT: Remembered = const { RefCell::new(None) };
+}
+
+fn predicates(req: &Message, name: &str, last: &'static LocalKey<Remembered>) -> Predicates {
+    let parse = |lines: &mut dyn Iterator<Item = &str>| -> Arc<[NameAddr]> {
+        lines.filter_map(|v| parse_list(v).ok()).flatten().collect()
+    };
+    let mut lines = req.headers.all(name);
+    let first = lines.next()?;
+    if lines.next().is_some() {
+        return Some(parse(&mut req.headers.all(name)));
+    }
+    last.with_borrow_mut(|last| {
+        if let Some((_, entries)) = last.as_ref().filter(|(text, _)| text == first) {
+            return Some(entries.clone());
+        }
+        let entries = parse(&mut std::iter::once(first));
+        *last = Some((first.to_string(), entries.clone()));
+        Some(entries)
+    })
 }
 
 impl Criteria {
     /// `sender_source` is set when the sender is this same user (a message to
     /// oneself must not come back to the device that sent it).
     pub fn new(req: &Message, gruu: Option<String>, sender_source: Option<SocketAddr>) -> Criteria {
-        let list = |name| {
-            req.headers
-                .all(name)
-                .filter_map(|v| parse_list(v).ok())
-                .flatten()
-                .collect::<Vec<_>>()
-        };
         Criteria {
-            accept: list("Accept-Contact"),
-            reject: list("Reject-Contact"),
+            accept: predicates(req, "Accept-Contact", &LAST_ACCEPT),
+            reject: predicates(req, "Reject-Contact", &LAST_REJECT),
             gruu: gruu.map(|g| strip_angles(&g).to_string()),
             sender_source,
             sips: req.request_uri().is_some_and(|u| u.scheme == "sips"),
@@ -69,10 +99,10 @@ impl Criteria {
         if !b.caps.accepts_cpm_message() {
             return Err(Skip::NotCpmCapable);
         }
-        if !b.caps.satisfies(&self.accept) {
+        if !b.caps.satisfies(self.accept.as_deref().unwrap_or_default()) {
             return Err(Skip::AcceptContact);
         }
-        if b.caps.rejected_by(&self.reject) {
+        if b.caps.rejected_by(self.reject.as_deref().unwrap_or_default()) {
             return Err(Skip::RejectContact);
         }
         if self.sender_source.is_some_and(|s| b.is_from(s)) {
@@ -138,6 +168,37 @@ mod tests {
         assert_eq!(g.check(&binding("<sip:b@1.2.3.4>", Some("<urn:uuid:2>")), 10), Ok(()));
         let s = Criteria::new(&msg(""), None, Some("127.0.0.1:5999".parse().unwrap()));
         assert_eq!(s.check(&binding("<sip:b@1.2.3.4>", None), 10), Err(Skip::Sender));
+    }
+
+    /// The remembered line gives what parsing would, whatever came before.
+    #[test]
+    fn predicates_are_those_of_the_request_whatever_was_parsed_before() {
+        let direct = |m: &Message, name| -> Vec<String> {
+            m.headers
+                .all(name)
+                .filter_map(|v| parse_list(v).ok())
+                .flatten()
+                .map(|n| n.to_header_value())
+                .collect()
+        };
+        let texts = |p: &Predicates| -> Vec<String> {
+            p.as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|n| n.to_header_value())
+                .collect()
+        };
+        let a = "Accept-Contact: *;+g.oma.sip-im\r\n";
+        let b = "Accept-Contact: *;+g.3gpp.icsi-ref=\"x\";require\r\n";
+        let two = "Accept-Contact: *;+g.oma.sip-im\r\nAccept-Contact: *;video\r\n";
+        let reject = "Reject-Contact: *;+g.oma.sip-im\r\n";
+        for extra in [a, a, b, a, two, a, "", reject, b, "Accept-Contact: <bad\r\n", a] {
+            let m = msg(extra);
+            let c = Criteria::new(&m, None, None);
+            assert_eq!(texts(&c.accept), direct(&m, "Accept-Contact"), "{extra:?}");
+            assert_eq!(texts(&c.reject), direct(&m, "Reject-Contact"), "{extra:?}");
+            assert_eq!(c.accept.is_none(), m.header("Accept-Contact").is_none());
+        }
     }
 
     #[test]
