@@ -23,24 +23,9 @@ pub struct Via {
 impl Via {
     /// Parse one Via value (the first of a comma-separated line).
     pub fn parse(value: &str) -> Result<Via, ParseError> {
-        let bad = || ParseError::Invalid("Via");
-        // RFC 4475 allows LWS around the slashes of the sent-protocol.
-        let (first, maybe_squeeze) = first_of_list_scan(value);
-        let first = trim(first);
-        // Copy only when there is something to squeeze (rare).
-        let squeezed;
-        let first = if maybe_squeeze && needs_squeeze(first) {
-            let mut text = first.replace(['\t'], " ");
-            while text.contains(" /") || text.contains("/ ") {
-                text = text.replace(" /", "/").replace("/ ", "/");
-            }
-            squeezed = text;
-            squeezed.as_str()
-        } else {
-            first
-        };
-        let head = Head::parse(first)?;
-        let params = split_params(head.params).map_err(|_| bad())?;
+        let first = first_entry(value);
+        let head = Head::parse(&first)?;
+        let params = split_params(head.params).map_err(|_| ParseError::Invalid("Via"))?;
         Ok(Via {
             transport: upper_transport(head.transport),
             // An IPv6 reference as written; a name in lower case.
@@ -57,15 +42,15 @@ impl Via {
     /// [`Via::parse`] checks it but without building the Via: all that a
     /// response is matched by. `None` when it has none (or a bare flag).
     pub fn branch_of(value: &str) -> Result<Option<Cow<'_, str>>, ParseError> {
-        let (first, maybe_squeeze) = first_of_list_scan(value);
-        let first = trim(first);
-        if maybe_squeeze && needs_squeeze(first) {
-            let via = Via::parse(value)?;
-            return Ok(via.branch().map(|b| Cow::Owned(b.to_string())));
+        fn branch(first: &str) -> Result<Option<Cow<'_, str>>, ParseError> {
+            let head = Head::parse(first)?;
+            let found = find_param(head.params, "branch").map_err(|_| ParseError::Invalid("Via"))?;
+            Ok(found.flatten())
         }
-        let head = Head::parse(first)?;
-        let branch = find_param(head.params, "branch").map_err(|_| ParseError::Invalid("Via"))?;
-        Ok(branch.flatten())
+        match first_entry(value) {
+            Cow::Borrowed(first) => branch(first),
+            Cow::Owned(first) => Ok(branch(&first)?.map(|b| Cow::Owned(b.into_owned()))),
+        }
     }
 
     pub fn param(&self, name: &str) -> Option<&Param> {
@@ -85,6 +70,22 @@ impl Via {
     pub fn sent_by(&self) -> String {
         format!("{}:{}", self.host, self.port.unwrap_or(5060))
     }
+}
+
+/// The first entry of a Via line, trimmed. RFC 4475 allows LWS around the
+/// slashes of the sent-protocol: squeezed out, in a copy made only then
+/// (rare).
+fn first_entry(value: &str) -> Cow<'_, str> {
+    let (first, maybe_squeeze) = first_of_list_scan(value);
+    let first = trim(first);
+    if !(maybe_squeeze && needs_squeeze(first)) {
+        return Cow::Borrowed(first);
+    }
+    let mut text = first.replace(['\t'], " ");
+    while text.contains(" /") || text.contains("/ ") {
+        text = text.replace(" /", "/").replace("/ ", "/");
+    }
+    Cow::Owned(text)
 }
 
 /// One Via value cut into its parts, before anything is copied.
