@@ -56,22 +56,24 @@ thread_local! {
 }
 
 fn predicates(req: &Message, name: &str, last: &'static LocalKey<Remembered>) -> Predicates {
-    let parse = |lines: &mut dyn Iterator<Item = &str>| -> Arc<[NameAddr]> {
-        lines.filter_map(|v| parse_list(v).ok()).flatten().collect()
-    };
     let mut lines = req.headers.all(name);
     let first = lines.next()?;
     if lines.next().is_some() {
-        return Some(parse(&mut req.headers.all(name)));
+        return Some(parse_lines(req.headers.all(name)));
     }
     last.with_borrow_mut(|last| {
         if let Some((_, entries)) = last.as_ref().filter(|(text, _)| text == first) {
             return Some(entries.clone());
         }
-        let entries = parse(&mut std::iter::once(first));
+        let entries = parse_lines(std::iter::once(first));
         *last = Some((first.to_string(), entries.clone()));
         Some(entries)
     })
+}
+
+/// The entries of `lines`, unparsable lines skipped.
+fn parse_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Arc<[NameAddr]> {
+    lines.filter_map(|v| parse_list(v).ok()).flatten().collect()
 }
 
 impl Criteria {
