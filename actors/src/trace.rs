@@ -691,7 +691,7 @@ mod tests {
             for event in ["received", "forked", "responded"] {
                 t.record_at(Some(tick()), &call, "ingress", event, |out| {
                     formatted.set(formatted.get() + 1);
-                    out.push_str("x");
+                    out.push('x');
                 });
             }
             t.link(&call, &format!("m-{i}"));

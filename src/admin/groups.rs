@@ -194,15 +194,14 @@ pub async fn delete(
     path: web::Path<GroupPath>,
 ) -> Result<HttpResponse, ApiError> {
     let uri = sip_aor(&state.core.env.domains, &path.uri, "group")?;
-    let groups = &state.core.env.groups;
     let change = state.provisioning.begin().await;
-    if groups.get(uri.as_str()).is_none() {
-        return Err(ApiError::not_found(format!("{uri} is not a group")));
-    }
     change
-        .delete_group(uri.as_str(), groups)
+        .delete_group(uri.as_str(), &state.core.env.groups)
         .await
-        .map_err(|e| stored_error(&uri, e))?;
+        .map_err(|e| match e {
+            ProvisionError::Group(_) => ApiError::not_found(format!("{uri} is not a group")),
+            e => stored_error(&uri, e),
+        })?;
     tracing::info!(group = %uri, "group deleted (admin API)");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": uri.as_str() })))
 }

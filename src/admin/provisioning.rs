@@ -138,8 +138,12 @@ impl PolicyUpdate {
 pub enum ProvisionError {
     #[error("cannot store the change: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot encode the change: {0}")]
+    Encode(serde_json::Error),
     #[error("stored record of {0} is unreadable: {1}")]
     Record(String, serde_json::Error),
+    #[error("stored record of {0} defines group {1}")]
+    Misnamed(String, String),
     #[error("{0}")]
     Group(#[from] GroupError),
 }
@@ -179,33 +183,44 @@ impl Change<'_> {
     /// Store `change` (merged with what the API changed before), flush,
     /// then put it in force. Nothing is in force if it could not be stored.
     pub async fn user(&self, aor: &str, change: UserChange, users: &SharedUsers) -> Result<(), ProvisionError> {
+        // An unreadable record was skipped at start (not in force): the new
+        // change replaces it rather than failing every change to the user.
         let stored = match self.store.provisioning_entry(ProvisionKind::User, aor)? {
-            Some(bytes) => decode::<UserChange>(aor, &bytes)?,
+            Some(bytes) => decode::<UserChange>(aor, &bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "unreadable run-time provisioning replaced");
+                UserChange::default()
+            }),
             None => UserChange::default(),
         };
         let record = stored.then(change.clone());
         self.store
-            .put_provisioning(ProvisionKind::User, aor, &encode(&record))?;
+            .put_provisioning(ProvisionKind::User, aor, &encode(&record)?)?;
         self.store.flush().await?;
         users.update(|u| change.apply(aor, u));
         Ok(())
     }
 
-    /// Create or replace a group (stored, flushed, then in force).
+    /// Create or replace a group (checked, stored, flushed, then in force:
+    /// nothing is stored that could not be put in force).
     pub async fn set_group(&self, def: GroupDef, groups: &Groups) -> Result<(), ProvisionError> {
+        def.check()?;
         let record: GroupRecord = Some(def.clone());
         self.store
-            .put_provisioning(ProvisionKind::Group, &def.uri, &encode(&record))?;
+            .put_provisioning(ProvisionKind::Group, &def.uri, &encode(&record)?)?;
         self.store.flush().await?;
         groups.set(def)?;
         Ok(())
     }
 
-    /// Delete a group that exists (stored, flushed, then in force).
+    /// Delete a group (stored, flushed, then in force); `NotFound`, with
+    /// nothing stored, when there is no such group.
     pub async fn delete_group(&self, uri: &str, groups: &Groups) -> Result<(), ProvisionError> {
+        if groups.get(uri).is_none() {
+            return Err(GroupError::NotFound(uri.to_string()).into());
+        }
         let record: GroupRecord = None;
         self.store
-            .put_provisioning(ProvisionKind::Group, uri, &encode(&record))?;
+            .put_provisioning(ProvisionKind::Group, uri, &encode(&record)?)?;
         self.store.flush().await?;
         groups.remove(uri)?;
         Ok(())
@@ -219,7 +234,7 @@ impl Change<'_> {
         shared: &SharedPolicy,
     ) -> Result<(), ProvisionError> {
         self.store
-            .put_provisioning(ProvisionKind::Policy, PROVIDER_POLICY, &encode(update))?;
+            .put_provisioning(ProvisionKind::Policy, PROVIDER_POLICY, &encode(update)?)?;
         self.store.flush().await?;
         shared.set(policy);
         Ok(())
@@ -241,9 +256,8 @@ impl Change<'_> {
     }
 }
 
-fn encode<T: Serialize>(record: &T) -> Vec<u8> {
-    // Plain data (strings, numbers, enums): serde_json cannot fail on it.
-    serde_json::to_vec(record).unwrap_or_default()
+fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, ProvisionError> {
+    serde_json::to_vec(record).map_err(ProvisionError::Encode)
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(name: &str, bytes: &[u8]) -> Result<T, ProvisionError> {
@@ -296,10 +310,7 @@ pub fn load(store: &Store, users: &mut Users, groups: &Groups) -> Result<Loaded,
     for (uri, bytes) in store.provisioning_entries(ProvisionKind::Group)? {
         let applied = match decode::<GroupRecord>(&uri, &bytes) {
             Ok(Some(def)) if def.uri == uri => groups.set(def).map_err(ProvisionError::from),
-            Ok(Some(def)) => Err(ProvisionError::Record(
-                uri.clone(),
-                serde::de::Error::custom(format!("names group {}", def.uri)),
-            )),
+            Ok(Some(def)) => Err(ProvisionError::Misnamed(uri.clone(), def.uri)),
             // Deleted: whether or not the config file still defines it.
             Ok(None) => {
                 let _ = groups.remove(&uri);
@@ -374,6 +385,16 @@ mod tests {
             c.set_group(group("sip:g2@x", &["sip:carol@x"]), &groups).await.unwrap();
             c.delete_group("sip:g1@x", &groups).await.unwrap();
             assert!(c.delete_group("sip:nope@x", &groups).await.is_err());
+            // Refused changes leave no record behind.
+            let mut big = group("sip:big@x", &["sip:a@x", "sip:b@x"]);
+            big.max_size = 1;
+            assert!(matches!(
+                c.set_group(big, &groups).await,
+                Err(ProvisionError::Group(GroupError::TooLarge(..)))
+            ));
+            for uri in ["sip:nope@x", "sip:big@x"] {
+                assert_eq!(store.provisioning_entry(ProvisionKind::Group, uri).unwrap(), None);
+            }
         }
         let now = shared.snapshot();
         assert!(now.provisioned.contains("sip:carol@x") && !now.provisioned.contains("sip:bob@x"));
@@ -384,11 +405,13 @@ mod tests {
         let fresh_groups = Groups::new(None);
         fresh_groups.set(group("sip:g1@x", &["sip:alice@x"])).unwrap();
         let loaded = load(&store, &mut fresh, &fresh_groups).unwrap();
+        // Groups: g2 set, g1 deleted (the refused delete of sip:nope@x and
+        // set of sip:big@x stored nothing).
         assert_eq!(
             loaded,
             Loaded {
                 users: 3,
-                groups: 3,
+                groups: 2,
                 unreadable: 0
             }
         );
@@ -442,6 +465,27 @@ mod tests {
         );
     }
 
+    /// A damaged record was not applied at start; the next change to the
+    /// user replaces it instead of failing.
+    #[actix_rt::test]
+    async fn an_unreadable_user_record_does_not_block_changes() {
+        let store = Store::temporary().unwrap();
+        store
+            .put_provisioning(ProvisionKind::User, "sip:a@x", b"garbage")
+            .unwrap();
+        let shared = SharedUsers::new(users(&[]));
+        let p = Provisioning::new(store.clone());
+        p.begin()
+            .await
+            .user("sip:a@x", UserChange::created(None), &shared)
+            .await
+            .unwrap();
+        assert!(shared.snapshot().provisioned.contains("sip:a@x"));
+        let mut fresh = users(&[]);
+        assert_eq!(load(&store, &mut fresh, &Groups::new(None)).unwrap().unreadable, 0);
+        assert!(fresh.provisioned.contains("sip:a@x"));
+    }
+
     #[test]
     fn later_changes_win_field_by_field() {
         let c = UserChange::created(Some(reject()))
@@ -464,7 +508,7 @@ mod tests {
             .put_provisioning(
                 ProvisionKind::Group,
                 "sip:g@x",
-                &encode(&Some(group("sip:other@x", &[]))),
+                &encode(&Some(group("sip:other@x", &[]))).unwrap(),
             )
             .unwrap();
         let mut u = users(&[]);

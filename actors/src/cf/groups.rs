@@ -37,6 +37,20 @@ pub struct GroupDef {
     pub max_size: usize,
 }
 
+impl GroupDef {
+    /// What [`Groups::set`] refuses: more members than `max_size`.
+    pub fn check(&self) -> Result<(), GroupError> {
+        if self.members.len() > self.max_size {
+            return Err(GroupError::TooLarge(
+                self.uri.clone(),
+                self.members.len(),
+                self.max_size,
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GroupError {
     #[error("group {0} has {1} members, above its maximum of {2}")]
@@ -67,9 +81,7 @@ impl Groups {
 
     /// Create or replace a group.
     pub fn set(&self, def: GroupDef) -> Result<(), GroupError> {
-        if def.members.len() > def.max_size {
-            return Err(GroupError::TooLarge(def.uri, def.members.len(), def.max_size));
-        }
+        def.check()?;
         if let Ok(mut defs) = self.defs.write() {
             defs.insert(def.uri.clone(), Arc::new(def));
         }
