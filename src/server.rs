@@ -361,6 +361,28 @@ pub(crate) const SERVER_TX_SWEEP: Duration = Duration::from_millis(200);
 
 /// Timer J for server transactions (every [`SERVER_TX_SWEEP`]); expiry of bindings of passive users
 /// (active PFs run their own timers) through the store's ordered index.
+/// Group report records whose deadline or retention ended, handed to
+/// their CF (activated if need be): after a restart or the CF's
+/// passivation nothing else would look at them again.
+fn group_reports_due(core: &Core) {
+    match core.env.store.due_group_reports(unix_now(), 10_000) {
+        Ok(due) => {
+            for (group, id) in due {
+                // `send_cf` re-activates a CF that was just passivating
+                // (the index entry is gone: this is the record's turn).
+                let dir = core.dir.clone();
+                actix_rt::spawn(async move {
+                    let group = Aor::from_canonical(group);
+                    if let Err(e) = dir.send_cf(&group, cpm_actors::ReportsDue { id }).await {
+                        tracing::error!(%group, error = %e, "group report deadline not handled");
+                    }
+                });
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "group report sweep failed"),
+    }
+}
+
 fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
     let sweep_core = core.clone();
     actix_rt::spawn(async move {
@@ -383,6 +405,7 @@ fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
                 tracing::warn!(?shed, server_tx = core.server_tx.len(), "overload protection shed load");
             }
             expire_deferred(&core).await;
+            group_reports_due(&core);
             n += 1;
             if n.is_multiple_of(10) {
                 // After a wave of passivations, hand the freed heap back (docs/performance.md, Scale).

@@ -194,3 +194,134 @@ fn aggregated_reports_not_one_per_device() {
         assert_eq!(d.finish().len(), 1);
     }
 }
+
+/// alice's message to the group asking for delivery and display reports.
+fn group_message_with_reports(cpm: &Cpm, alice: &RawDevice, id: &str) {
+    let body = format!(
+        "From: <sip:alice@127.0.0.1>\r\nTo: <sip:friends@127.0.0.1>\r\nNS: imdn <urn:ietf:params:imdn>\r\n\
+         imdn.Message-ID: {id}\r\nimdn.Disposition-Notification: positive-delivery, display\r\n\r\n\
+         Content-Type: text/plain\r\n\r\nhello friends"
+    );
+    let msg = format!(
+        "MESSAGE sip:friends@127.0.0.1:{s} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK{id}\r\n\
+         From: <sip:alice@127.0.0.1>;tag=1\r\nTo: <sip:friends@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 MESSAGE\r\n\
+         Content-Type: message/cpim\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len(),
+        s = cpm.udp,
+        p = alice.port
+    );
+    assert_eq!(status_of(&alice.request(cpm.udp, &msg).expect("answer")), Some(202));
+}
+
+/// `member`'s report (`delivered` or `displayed`) on `id`, sent to the
+/// group as the copy's IMDN-Record-Route says; the server's answer.
+fn member_report(cpm: &Cpm, dev: &RawDevice, member: &str, id: &str, status: &str) -> Option<u16> {
+    let elem = if status == "displayed" { "display" } else { "delivery" };
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><imdn xmlns=\"urn:ietf:params:xml:ns:imdn\"><message-id>{id}</message-id>\
+         <datetime>2026-11-21T10:00:01Z</datetime><{elem}-notification><status><{status}/></status></{elem}-notification></imdn>"
+    );
+    let body = format!(
+        "From: <sip:{member}@127.0.0.1>\r\nTo: <sip:friends@127.0.0.1>\r\nNS: imdn <urn:ietf:params:imdn>\r\n\
+         imdn.Message-ID: r-{member}-{status}-{id}\r\nDateTime: 2026-11-21T10:00:01Z\r\n\r\n\
+         Content-Type: message/imdn+xml\r\nContent-Disposition: notification\r\n\r\n{xml}"
+    );
+    let req = format!(
+        "MESSAGE sip:friends@127.0.0.1:{s} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bKr{member}{status}{id}\r\n\
+         From: <sip:{member}@127.0.0.1>;tag={member}\r\nTo: <sip:friends@127.0.0.1>\r\n\
+         Call-ID: rep-{member}-{status}-{id}\r\nCSeq: 1 MESSAGE\r\n\
+         Content-Type: message/cpim\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len(),
+        s = cpm.udp,
+        p = dev.port
+    );
+    status_of(&dev.request(cpm.udp, &req)?)
+}
+
+/// The reports alice got on `id`: (delivered, failed, displayed).
+fn reports_on(alice: &RawDevice, id: &str) -> (usize, usize, usize) {
+    let got: Vec<String> = alice
+        .received()
+        .into_iter()
+        .filter(|m| m.contains("message/imdn+xml") && m.contains(&format!("<message-id>{id}</message-id>")))
+        .collect();
+    let count = |s: &str| got.iter().filter(|m| m.contains(s)).count();
+    (count("<delivered/>"), count("<failed/>"), count("<displayed/>"))
+}
+
+#[test]
+fn report_aggregation_survives_a_crash() {
+    // A deadline far away: only the members' answers complete the aggregate.
+    let (_d, cfg) = config(&format!("{GROUP}[group_policy]\nreport_deadline_s = 600\n"));
+    let mut cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let alice = phone(&cpm, "alice");
+    let members: Vec<(&str, RawDevice)> = ["bob", "carol", "dave"]
+        .into_iter()
+        .map(|u| (u, phone(&cpm, u)))
+        .collect();
+    group_message_with_reports(&cpm, &alice, "gcrash");
+    for (_, d) in &members {
+        assert_eq!(d.wait_for(1, WAIT).len(), 1);
+    }
+    assert_eq!(
+        member_report(&cpm, &members[0].1, "bob", "gcrash", "delivered"),
+        Some(200)
+    );
+    // SIGKILL right after the 200: what the CF knew must have been flushed.
+    cpm.restart();
+    for (member, d) in &members[1..] {
+        assert_eq!(member_report(&cpm, d, member, "gcrash", "delivered"), Some(200));
+    }
+    assert!(
+        wait_until(WAIT, || reports_on(&alice, "gcrash") == (1, 0, 0)),
+        "one delivery report once every member answered, across the crash: {:?}\n{}",
+        reports_on(&alice, "gcrash"),
+        cpm.log()
+    );
+    // Nobody displayed it yet: the record stays for the display report.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(reports_on(&alice, "gcrash"), (1, 0, 0));
+}
+
+#[test]
+fn a_deadline_passed_during_a_restart_sends_the_aggregate_and_late_answers_count() {
+    let (_d, cfg) = config(&format!("{GROUP}[group_policy]\nreport_deadline_s = 2\n"));
+    let mut cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let alice = phone(&cpm, "alice");
+    let members: Vec<(&str, RawDevice)> = ["bob", "carol", "dave"]
+        .into_iter()
+        .map(|u| (u, phone(&cpm, u)))
+        .collect();
+    group_message_with_reports(&cpm, &alice, "gdeadline");
+    assert_eq!(
+        member_report(&cpm, &members[0].1, "bob", "gdeadline", "delivered"),
+        Some(200)
+    );
+    // Down over the deadline: the CF's own timer dies with the process.
+    cpm.kill();
+    std::thread::sleep(Duration::from_millis(2500));
+    cpm.restart();
+    assert!(
+        wait_until(WAIT, || reports_on(&alice, "gdeadline") == (1, 0, 0)),
+        "the deadline's aggregate after the restart: {:?}\n{}",
+        reports_on(&alice, "gdeadline"),
+        cpm.log()
+    );
+    // After the deadline a kind already sent is not sent again, and the
+    // first answer of a kind nobody had answered goes out at once.
+    assert_eq!(
+        member_report(&cpm, &members[1].1, "carol", "gdeadline", "delivered"),
+        Some(200)
+    );
+    assert_eq!(
+        member_report(&cpm, &members[2].1, "dave", "gdeadline", "displayed"),
+        Some(200)
+    );
+    assert!(
+        wait_until(WAIT, || reports_on(&alice, "gdeadline") == (1, 0, 1)),
+        "{:?}",
+        reports_on(&alice, "gdeadline")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(reports_on(&alice, "gdeadline"), (1, 0, 1), "each kind once");
+}

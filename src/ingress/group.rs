@@ -34,6 +34,14 @@ pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
         };
         if let Err(e) = core.dir.send_cf(&group, msg).await {
             tracing::error!(%group, error = %e, "group report failed");
+            return r.send(r.builder(503).header("Retry-After", "5").build()).await;
+        }
+        // The CF stored the member's answer: durable before the 200.
+        if let Err(e) = core.env.store.flush().await {
+            tracing::error!(%group, error = %e, "cannot flush the group report record");
+            return r
+                .send(r.builder(500).reason("Server Internal Error (store)").build())
+                .await;
         }
         return r.send(r.builder(200).build()).await;
     }
@@ -57,7 +65,16 @@ pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
         sender,
     };
     let resp = match core.dir.send_cf(&group, msg).await {
-        Ok(GroupOutcome::Accepted { .. }) => r.builder(202).build(),
+        Ok(GroupOutcome::Accepted { tracked: false, .. }) => r.builder(202).build(),
+        // The CF stored who must get the reports: durable before the 202.
+        Ok(GroupOutcome::Accepted { tracked: true, .. }) => match core.env.store.flush().await {
+            Ok(()) => r.builder(202).build(),
+            Err(e) => {
+                tracing::error!(%group, error = %e, "cannot flush the group report record");
+                r.builder(500).reason("Server Internal Error (store)").build()
+            }
+        },
+        Ok(GroupOutcome::StoreFailed) => r.builder(500).reason("Server Internal Error (store)").build(),
         Ok(GroupOutcome::Forbidden(why)) => r.builder(403).reason(why).build(),
         Ok(GroupOutcome::NotFound) => r.builder(404).reason("Not Found (no such group)").build(),
         Err(e) => {

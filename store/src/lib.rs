@@ -3,8 +3,9 @@
 //! One database holds, in separate trees, registrar bindings (`bindings`),
 //! per-user deferred-message queues (`deferred`), Message Storage Server
 //! objects (`mss`), runtime user preferences such as do-not-disturb
-//! (`prefs`), digest credentials (`credentials`) and the admin API's
-//! run-time provisioning (`provisioning`), so that one flush
+//! (`prefs`), digest credentials (`credentials`), the admin API's
+//! run-time provisioning (`provisioning`) and the group Controlling
+//! Functions' report aggregation (`group_reports`), so that one flush
 //! covers all of them.
 //!
 //! No write here is durable when it returns: it is in sled's log buffer and
@@ -25,6 +26,7 @@ mod credentials;
 mod deferred;
 mod error;
 mod flush;
+mod group_reports;
 mod imdn;
 mod mss;
 mod origin;
@@ -38,6 +40,7 @@ pub use bindings::BindingRecord;
 pub use credentials::CredentialRecord;
 pub use deferred::{DeferredRecord, NewDeferred};
 pub use error::StoreError;
+pub use group_reports::GroupReportRecord;
 pub use mss::{NewStoredObject, StoredObject};
 pub use provisioning::ProvisionKind;
 
@@ -60,6 +63,8 @@ const IMDN_ORIGIN_TREE: &str = "imdn_origin";
 const IMDN_EXPIRY_TREE: &str = "imdn_expiry";
 const CREDENTIALS_TREE: &str = "credentials";
 const PROVISIONING_TREE: &str = "provisioning";
+const GROUP_REPORTS_TREE: &str = "group_reports";
+const GROUP_REPORT_DUE_TREE: &str = "group_report_due";
 
 /// Handle to the durable state. Cloning is cheap (sled handles are `Arc`s), so
 /// every actor can own one.
@@ -94,6 +99,9 @@ pub struct Store {
     /// `kind name` -> the admin API's record of a run-time change (see the
     /// `provisioning` module).
     provisioning: sled::Tree,
+    /// The CFs' report aggregation (see the `group_reports` module).
+    group_reports: sled::Tree,
+    group_report_due: sled::Tree,
     /// Serialises, per (tree, AOR), id assignment with the writes that store
     /// the new entry, so one AOR's entries are stored in id order.
     seq_locks: Arc<common::StripedLocks>,
@@ -135,6 +143,8 @@ impl Store {
         let imdn_expiry = db.open_tree(IMDN_EXPIRY_TREE)?;
         let credentials = db.open_tree(CREDENTIALS_TREE)?;
         let provisioning = db.open_tree(PROVISIONING_TREE)?;
+        let group_reports = db.open_tree(GROUP_REPORTS_TREE)?;
+        let group_report_due = db.open_tree(GROUP_REPORT_DUE_TREE)?;
         let origins = origin::OriginWriter::start(db.clone(), imdn_origin.clone(), imdn_expiry.clone())
             .map_err(sled::Error::Io)?;
         // Every flush writes the queued notes first, so it covers them too.
@@ -154,6 +164,8 @@ impl Store {
             origins: Arc::new(origins),
             credentials,
             provisioning,
+            group_reports,
+            group_report_due,
             seq_locks: Arc::new(common::StripedLocks::new()),
             flusher: Arc::new(flusher),
             db,
@@ -248,6 +260,7 @@ mod tests {
             include_str!("deferred.rs"),
             include_str!("error.rs"),
             include_str!("flush.rs"),
+            include_str!("group_reports.rs"),
             include_str!("imdn.rs"),
             include_str!("mss.rs"),
             include_str!("origin.rs"),

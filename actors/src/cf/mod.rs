@@ -7,7 +7,6 @@
 mod groups;
 pub mod urilist;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use actix::prelude::*;
 use cpm_sip::cpim::{Cpim, IMDN_NS};
 use cpm_sip::imdn::{self, Imdn, Kind, Status};
 use cpm_sip::{Message, SipUri, StartLine};
+use cpm_store::GroupReportRecord;
 
 pub use groups::{GroupDef, GroupError, Groups, Membership, SendPolicy};
 
@@ -26,22 +26,8 @@ pub struct ControllingFunction {
     group: Aor,
     dir: Directory,
     env: Env,
-    /// Messages whose reports come back through this CF, by imdn.Message-ID.
-    pending: HashMap<String, Pending>,
     started: Instant,
     last_activity: Instant,
-}
-
-struct Pending {
-    sender: Aor,
-    members: HashSet<String>,
-    delivered: HashSet<String>,
-    failed: HashSet<String>,
-    displayed: HashSet<String>,
-    sent_delivery: bool,
-    sent_display: bool,
-    want_display: bool,
-    want_delivery: bool,
 }
 
 impl ControllingFunction {
@@ -51,7 +37,6 @@ impl ControllingFunction {
             group,
             dir,
             env,
-            pending: HashMap::new(),
             started: Instant::now(),
             last_activity: Instant::now(),
         }
@@ -92,34 +77,44 @@ impl ControllingFunction {
         Some(copy)
     }
 
-    fn finalize(&mut self, msg_id: &str, deadline: bool) {
-        let Some(p) = self.pending.get_mut(msg_id) else { return };
-        let all = p.members.len();
-        let mut out = Vec::new();
-        if p.want_delivery && !p.sent_delivery {
-            let answered = p.delivered.len() + p.failed.len();
-            if answered == all || (deadline && answered > 0) {
-                p.sent_delivery = true;
-                let status = if p.delivered.is_empty() {
-                    Status::Failed
-                } else {
-                    Status::Delivered
-                };
-                out.push((Kind::Delivery, status, p.delivered.len(), all));
-            }
+    /// Send what the record of `msg_id` now allows (each kind once: when
+    /// every member answered it, or at the deadline, or at its first
+    /// answer after the deadline), then store the record again, or forget
+    /// it once nothing is left to send or its retention is over.
+    fn settle(&self, msg_id: &str, mut rec: GroupReportRecord, now: u64) {
+        let out = aggregate(&mut rec, now);
+        let expired = now >= rec.expires_at;
+        if expired {
+            tracing::info!(group = %self.group, id = msg_id, "group report record expired");
         }
-        if p.want_display && !p.sent_display && (p.displayed.len() == all || (deadline && !p.displayed.is_empty())) {
-            p.sent_display = true;
-            out.push((Kind::Display, Status::Displayed, p.displayed.len(), all));
+        let done = expired || ((!rec.want_delivery || rec.sent_delivery) && (!rec.want_display || rec.sent_display));
+        // Written before anything is sent, so the flush that follows (the
+        // 200 to a member's report, the sender's deferral) covers it: a
+        // report is sent again after a crash only if none came in between.
+        let stored = match done {
+            true => self.env.store.remove_group_report(self.group.as_str(), msg_id),
+            false => self.env.store.put_group_report(self.group.as_str(), msg_id, &rec, now),
+        };
+        if let Err(e) = stored {
+            tracing::error!(group = %self.group, id = msg_id, error = %e, "cannot store group report record");
         }
-        let sender = p.sender.clone();
-        let done = deadline || ((!p.want_delivery || p.sent_delivery) && (!p.want_display || p.sent_display));
-        if done {
-            self.pending.remove(msg_id);
-        }
-        for (kind, status, count, all) in out {
+        let sender = Aor::from_canonical(rec.sender.clone());
+        for (kind, status, count) in out {
+            let all = rec.members.len();
             tracing::info!(group = %self.group, id = msg_id, ?kind, count, all, "aggregated report to the sender");
             self.send_report(&sender, msg_id, kind, status);
+        }
+    }
+
+    /// The stored record of `msg_id`; a damaged one is logged and dropped.
+    fn record(&self, msg_id: &str) -> Option<GroupReportRecord> {
+        match self.env.store.group_report(self.group.as_str(), msg_id) {
+            Ok(rec) => rec,
+            Err(e) => {
+                tracing::error!(group = %self.group, id = msg_id, error = %e, "unreadable group report record dropped");
+                let _ = self.env.store.remove_group_report(self.group.as_str(), msg_id);
+                None
+            }
         }
     }
 
@@ -160,6 +155,32 @@ impl ControllingFunction {
     }
 }
 
+/// The reports of `rec` due at `now`, each marked sent: a kind goes out
+/// when every member answered it, or once the deadline has passed and
+/// some member has. (kind, status, members counted).
+fn aggregate(rec: &mut GroupReportRecord, now: u64) -> Vec<(Kind, Status, usize)> {
+    let past = now >= rec.deadline_at;
+    let all = rec.members.len();
+    let mut out = Vec::new();
+    if rec.want_delivery && !rec.sent_delivery {
+        let answered = rec.delivered.len() + rec.failed.len();
+        if answered == all || (past && answered > 0) {
+            rec.sent_delivery = true;
+            let status = match rec.delivered.is_empty() {
+                true => Status::Failed,
+                false => Status::Delivered,
+            };
+            out.push((Kind::Delivery, status, rec.delivered.len()));
+        }
+    }
+    let shown = rec.displayed.len();
+    if rec.want_display && !rec.sent_display && (shown == all || (past && shown > 0)) {
+        rec.sent_display = true;
+        out.push((Kind::Display, Status::Displayed, shown));
+    }
+    out
+}
+
 fn cpim_prefix(cpim: &Cpim) -> Option<String> {
     cpim.headers.iter().find_map(|h| {
         if !h.name.eq_ignore_ascii_case("NS") {
@@ -198,7 +219,8 @@ impl Actor for ControllingFunction {
         let idle = self.env.policy.get().idle_timeout;
         let check = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
         ctx.run_interval(check, move |act, ctx| {
-            if act.pending.is_empty() && act.last_activity.elapsed() >= idle {
+            // Pending reports are in the store: nothing keeps the CF alive.
+            if act.last_activity.elapsed() >= idle {
                 ctx.stop();
             }
         });
@@ -217,7 +239,11 @@ impl Handler<crate::inspect::SnapshotCf> for ControllingFunction {
             group: self.group.to_string(),
             age_ms: self.started.elapsed().as_millis() as u64,
             idle_ms: self.last_activity.elapsed().as_millis() as u64,
-            pending_reports: self.pending.len(),
+            pending_reports: self
+                .env
+                .store
+                .group_report_count(self.group.as_str(), SNAPSHOT_COUNT_CAP)
+                .unwrap_or(0),
         })
     }
 }
@@ -230,10 +256,17 @@ pub struct GroupMessage {
     pub sender: Aor,
 }
 
+/// Records counted for the inspector at most (a count, not a scan of a
+/// week of a busy group's messages).
+const SNAPSHOT_COUNT_CAP: usize = 10_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, MessageResponse)]
 pub enum GroupOutcome {
-    /// Sent on to this many members (202).
-    Accepted { members: usize },
+    /// Sent on to this many members (202); `tracked`: a report record was
+    /// written, to be flushed before the 202.
+    Accepted { members: usize, tracked: bool },
+    /// The report record could not be stored (500): the sender retries.
+    StoreFailed,
     /// Refused by group policy (403).
     Forbidden(&'static str),
     /// No such group (404).
@@ -265,27 +298,35 @@ impl Handler<GroupMessage> for ControllingFunction {
             .content_type_is("message/cpim")
             .then(|| Cpim::parse_bytes(&msg.request.body).ok())
             .flatten();
+        let mut tracked = false;
         if let Some((id, asked)) = cpim
             .as_ref()
             .and_then(|c| Some((c.imdn_message_id()?.to_string(), c.disposition_request())))
         {
             if asked.positive_delivery || asked.display || asked.negative_delivery {
-                self.pending.insert(
-                    id.clone(),
-                    Pending {
-                        sender: msg.sender.clone(),
-                        members: members.iter().map(|m| m.to_string()).collect(),
-                        delivered: HashSet::new(),
-                        failed: HashSet::new(),
-                        displayed: HashSet::new(),
-                        sent_delivery: false,
-                        sent_display: false,
-                        want_delivery: asked.positive_delivery || asked.negative_delivery,
-                        want_display: asked.display,
-                    },
-                );
-                let deadline = self.env.policy.get().group_report_deadline;
-                ctx.run_later(deadline, move |act, _| act.finalize(&id, true));
+                let (now, policy) = (unix_now(), self.env.policy.get());
+                let rec = GroupReportRecord {
+                    sender: msg.sender.to_string(),
+                    members: members.iter().map(|m| m.to_string()).collect(),
+                    delivered: Default::default(),
+                    failed: Default::default(),
+                    displayed: Default::default(),
+                    want_delivery: asked.positive_delivery || asked.negative_delivery,
+                    want_display: asked.display,
+                    sent_delivery: false,
+                    sent_display: false,
+                    deadline_at: now + policy.group_report_deadline.as_secs(),
+                    expires_at: now + policy.imdn_retention.as_secs().max(1),
+                };
+                if let Err(e) = self.env.store.put_group_report(self.group.as_str(), &id, &rec, now) {
+                    tracing::error!(group = %self.group, %id, error = %e, "cannot store group report record");
+                    return GroupOutcome::StoreFailed;
+                }
+                tracked = true;
+                // While the CF lives; after a restart or passivation the
+                // store's due index brings the record back (`ReportsDue`).
+                let deadline = policy.group_report_deadline;
+                ctx.run_later(deadline, move |act, _| act.due(&id));
             }
         }
         for member in &members {
@@ -295,7 +336,10 @@ impl Handler<GroupMessage> for ControllingFunction {
             }
         }
         tracing::info!(group = %self.group, %sender, members = members.len(), "group message fanned out");
-        GroupOutcome::Accepted { members: members.len() }
+        GroupOutcome::Accepted {
+            members: members.len(),
+            tracked,
+        }
     }
 }
 
@@ -316,17 +360,19 @@ impl Handler<GroupReport> for ControllingFunction {
         self.last_activity = Instant::now();
         let id = msg.report.message_id.clone();
         let member = msg.member.to_string();
-        let Some(p) = self.pending.get_mut(&id) else {
-            tracing::info!(group = %self.group, %id, %member, "report for an unknown or finished group message dropped");
+        let now = unix_now();
+        let Some(mut rec) = self.record(&id).filter(|r| now < r.expires_at) else {
+            tracing::info!(group = %self.group, %id, %member, "report for an unknown or expired group message dropped");
             return;
         };
-        if !p.members.contains(&member) {
+        if !rec.members.contains(&member) {
+            tracing::info!(group = %self.group, %id, %member, "report from a non-recipient dropped");
             return;
         }
         if !self.env.policy.get().aggregate_group_reports {
             // Forwarded one per member and kind (the member's PF already
             // suppressed its other devices' copies).
-            let sender = p.sender.clone();
+            let sender = Aor::from_canonical(rec.sender);
             let mut fwd = (*msg.request).clone();
             if let (StartLine::Request { uri, .. }, Ok(to)) = (&mut fwd.start, SipUri::parse(sender.as_str())) {
                 *uri = to;
@@ -335,18 +381,104 @@ impl Handler<GroupReport> for ControllingFunction {
             self.deliver(sender, fwd, Some(id));
             return;
         }
-        match (msg.report.kind, &msg.report.status) {
-            (Kind::Delivery, Status::Delivered) => {
-                p.delivered.insert(member);
-            }
-            (Kind::Delivery, _) => {
-                p.failed.insert(member);
-            }
-            (Kind::Display, Status::Displayed) => {
-                p.displayed.insert(member);
-            }
-            _ => {}
+        let set = match (msg.report.kind, &msg.report.status) {
+            (Kind::Delivery, Status::Delivered) => &mut rec.delivered,
+            (Kind::Delivery, _) => &mut rec.failed,
+            (Kind::Display, Status::Displayed) => &mut rec.displayed,
+            _ => return,
+        };
+        if set.insert(member) {
+            self.settle(&id, rec, now);
         }
-        self.finalize(&id, false);
+    }
+}
+
+/// A group message's report deadline or end of retention has come (from
+/// the CF's own timer, or from the server's sweep of the store's index).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct ReportsDue {
+    pub id: String,
+}
+
+impl Handler<ReportsDue> for ControllingFunction {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportsDue, _: &mut Context<Self>) {
+        self.due(&msg.id);
+    }
+}
+
+impl ControllingFunction {
+    fn due(&mut self, id: &str) {
+        self.last_activity = Instant::now();
+        if let Some(rec) = self.record(id) {
+            self.settle(id, rec, unix_now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(want_delivery: bool, want_display: bool) -> GroupReportRecord {
+        GroupReportRecord {
+            sender: "sip:alice@example.com".into(),
+            members: ["sip:bob@example.com", "sip:carol@example.com"]
+                .map(String::from)
+                .into(),
+            delivered: Default::default(),
+            failed: Default::default(),
+            displayed: Default::default(),
+            want_delivery,
+            want_display,
+            sent_delivery: false,
+            sent_display: false,
+            deadline_at: 100,
+            expires_at: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_kind_goes_out_once_every_member_answered_it() {
+        let mut rec = record(true, true);
+        rec.delivered.insert("sip:bob@example.com".into());
+        assert!(aggregate(&mut rec, 50).is_empty(), "carol has not answered");
+        rec.failed.insert("sip:carol@example.com".into());
+        assert_eq!(aggregate(&mut rec, 50), [(Kind::Delivery, Status::Delivered, 1)]);
+        assert!(aggregate(&mut rec, 50).is_empty(), "never twice");
+        assert!(rec.sent_delivery && !rec.sent_display);
+    }
+
+    #[test]
+    fn all_failed_is_a_failed_report() {
+        let mut rec = record(true, false);
+        rec.failed.extend(rec.members.clone());
+        assert_eq!(aggregate(&mut rec, 50), [(Kind::Delivery, Status::Failed, 0)]);
+    }
+
+    #[test]
+    fn at_the_deadline_what_has_answers_goes_out_and_the_rest_at_its_first_answer() {
+        let mut rec = record(true, true);
+        rec.delivered.insert("sip:bob@example.com".into());
+        assert!(aggregate(&mut rec, 99).is_empty());
+        assert_eq!(aggregate(&mut rec, 100), [(Kind::Delivery, Status::Delivered, 1)]);
+        // Nobody displayed it by the deadline: nothing to say yet.
+        assert!(!rec.sent_display);
+        rec.displayed.insert("sip:carol@example.com".into());
+        assert_eq!(aggregate(&mut rec, 500), [(Kind::Display, Status::Displayed, 1)]);
+        rec.delivered.insert("sip:carol@example.com".into());
+        rec.displayed.insert("sip:bob@example.com".into());
+        assert!(aggregate(&mut rec, 600).is_empty(), "each kind once");
+    }
+
+    #[test]
+    fn unasked_kinds_never_go_out() {
+        let mut rec = record(false, true);
+        rec.delivered.extend(rec.members.clone());
+        assert!(aggregate(&mut rec, 500).is_empty());
+        rec.displayed.extend(rec.members.clone());
+        assert_eq!(aggregate(&mut rec, 500), [(Kind::Display, Status::Displayed, 2)]);
     }
 }
