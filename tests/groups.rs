@@ -325,3 +325,32 @@ fn a_deadline_passed_during_a_restart_sends_the_aggregate_and_late_answers_count
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(reports_on(&alice, "gdeadline"), (1, 0, 1), "each kind once");
 }
+
+#[test]
+fn the_202_comes_once_every_copy_is_delivered_or_stored() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (_d, cfg) = config(GROUP);
+    let mut cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let alice = phone(&cpm, "alice");
+    // bob's device takes its time to answer; carol and dave are offline.
+    let answered = Arc::new(AtomicBool::new(false));
+    let flag = answered.clone();
+    let bob = RawDevice::start(move |_, _| {
+        std::thread::sleep(Duration::from_millis(800));
+        flag.store(true, Ordering::SeqCst);
+        200
+    });
+    assert_eq!(bob.register(&cpm, "bob", "bob-phone", 600), Some(200));
+    group_message_with_reports(&cpm, &alice, "gdurable");
+    assert!(answered.load(Ordering::SeqCst), "202 before bob's device answered");
+    // SIGKILL right after the 202: the offline members' copies were stored.
+    cpm.restart();
+    for user in ["carol", "dave"] {
+        let dev = phone(&cpm, user);
+        let got = dev.wait_for(1, WAIT);
+        assert_eq!(got.len(), 1, "{user}'s copy survived the crash\n{}", cpm.log());
+        assert!(got[0].contains("gdurable"));
+    }
+    assert_eq!(bob.received().len(), 1);
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cpm_actors::cf::urilist::{self, ListError};
 use cpm_actors::originating::fill_conversation_ids;
-use cpm_actors::{Aor, DeliverPager, GroupMessage, GroupOutcome, GroupReport};
+use cpm_actors::{Aor, DeliverPager, DeliveryOutcome, GroupMessage, GroupOutcome, GroupReport};
 use cpm_sip::{SipUri, StartLine};
 
 use super::message::{claim_report, is_anonymous, parse_cpim, requested_reports};
@@ -128,6 +128,7 @@ pub async fn ad_hoc(r: Reply, sender: Aor) {
             )
             .await;
     }
+    let mut legs = Vec::with_capacity(targets.len());
     for target in &targets {
         let mut copy = (*r.req).clone();
         let Ok(uri) = SipUri::parse(target.as_str()) else {
@@ -155,12 +156,18 @@ pub async fn ad_hoc(r: Reply, sender: Aor) {
             report_for: None,
         };
         let (dir, target) = (core.dir.clone(), target.clone());
-        actix_rt::spawn(async move {
-            if let Err(e) = dir.send(&target, msg).await {
-                tracing::warn!(%target, error = %e, "ad-hoc delivery failed");
+        legs.push(async move {
+            match dir.send(&target, msg).await {
+                Ok(DeliveryOutcome::Failed(e)) => {
+                    tracing::error!(%target, error = %e, "ad-hoc copy could not be stored: lost for this recipient")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(%target, error = %e, "ad-hoc copy not delivered: recipient unreachable"),
             }
         });
     }
     tracing::info!(%sender, recipients = targets.len(), "ad-hoc list exploded");
+    // As for a group: the 202 once every copy was delivered or stored.
+    futures::future::join_all(legs).await;
     r.send(r.builder(202).build()).await
 }

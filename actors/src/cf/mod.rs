@@ -7,6 +7,7 @@
 mod groups;
 pub mod urilist;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ pub use groups::{GroupDef, GroupError, Groups, Membership, SendPolicy};
 
 use crate::originating::unique_id;
 use crate::pf::notify::rfc3339;
-use crate::{unix_now, Aor, DeliverPager, Directory, Env};
+use crate::{unix_now, Aor, DeliverPager, DeliveryOutcome, Directory, Env};
 
 pub struct ControllingFunction {
     group: Aor,
@@ -138,7 +139,13 @@ impl ControllingFunction {
     }
 
     fn deliver(&self, to: Aor, request: Message, report_for: Option<String>) {
-        let dir = self.dir.clone();
+        actix_rt::spawn(self.leg(to, request, report_for));
+    }
+
+    /// One copy through `to`'s PF; done once it was delivered to a device,
+    /// stored durably, or refused (each logged).
+    fn leg(&self, to: Aor, request: Message, report_for: Option<String>) -> impl Future<Output = ()> + 'static {
+        let (dir, group) = (self.dir.clone(), self.group.clone());
         let msg = DeliverPager {
             request: Arc::new(request),
             sender: self.group.clone(),
@@ -147,11 +154,22 @@ impl ControllingFunction {
             sender_source: None,
             report_for,
         };
-        actix_rt::spawn(async move {
-            if let Err(e) = dir.send(&to, msg).await {
-                tracing::warn!(%to, error = %e, "group delivery failed");
+        async move {
+            match dir.send(&to, msg).await {
+                Ok(DeliveryOutcome::Failed(e)) => {
+                    tracing::error!(%group, %to, error = %e, "group copy could not be stored: lost for this member")
+                }
+                Ok(
+                    outcome @ (DeliveryOutcome::QueueFull { .. }
+                    | DeliveryOutcome::Unavailable
+                    | DeliveryOutcome::Declined(_)),
+                ) => {
+                    tracing::info!(%group, %to, ?outcome, "group copy refused by the member's PF")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(%group, %to, error = %e, "group copy not delivered: member unreachable"),
             }
-        });
+        }
     }
 }
 
@@ -273,18 +291,42 @@ pub enum GroupOutcome {
     NotFound,
 }
 
+/// The answer to a group message comes once every member's copy was
+/// delivered to a device or stored durably by the member's PF (at most
+/// the fork timeout), as for a one-to-one message: a 202 that came before
+/// would promise copies a crash could still lose.
 impl Handler<GroupMessage> for ControllingFunction {
-    type Result = GroupOutcome;
+    type Result = ResponseFuture<GroupOutcome>;
 
-    fn handle(&mut self, msg: GroupMessage, ctx: &mut Context<Self>) -> GroupOutcome {
+    fn handle(&mut self, msg: GroupMessage, ctx: &mut Context<Self>) -> Self::Result {
+        let outcome = self.fan_out(msg, ctx);
+        Box::pin(async move {
+            match outcome {
+                Ok((legs, accepted)) => {
+                    futures::future::join_all(legs).await;
+                    accepted
+                }
+                Err(refused) => refused,
+            }
+        })
+    }
+}
+
+type Legs = Vec<std::pin::Pin<Box<dyn Future<Output = ()>>>>;
+
+impl ControllingFunction {
+    /// Authorize `msg`, record who asked for reports, and start one copy per
+    /// member: the copies in flight and the answer once they are done, or
+    /// the refusal.
+    fn fan_out(&mut self, msg: GroupMessage, ctx: &mut Context<Self>) -> Result<(Legs, GroupOutcome), GroupOutcome> {
         self.last_activity = Instant::now();
         let Some(def) = self.env.groups.get(self.group.as_str()) else {
-            return GroupOutcome::NotFound;
+            return Err(GroupOutcome::NotFound);
         };
         let sender = msg.sender.as_str();
         if def.send_policy == SendPolicy::Members && !def.members.iter().any(|m| m == sender) {
             tracing::info!(group = %self.group, %sender, "sender is not a member");
-            return GroupOutcome::Forbidden("Forbidden (not a member of the group)");
+            return Err(GroupOutcome::Forbidden("Forbidden (not a member of the group)"));
         }
         let members: Vec<Aor> = def
             .members
@@ -320,7 +362,7 @@ impl Handler<GroupMessage> for ControllingFunction {
                 };
                 if let Err(e) = self.env.store.put_group_report(self.group.as_str(), &id, &rec, now) {
                     tracing::error!(group = %self.group, %id, error = %e, "cannot store group report record");
-                    return GroupOutcome::StoreFailed;
+                    return Err(GroupOutcome::StoreFailed);
                 }
                 tracked = true;
                 // While the CF lives; after a restart or passivation the
@@ -329,17 +371,19 @@ impl Handler<GroupMessage> for ControllingFunction {
                 ctx.run_later(deadline, move |act, _| act.due(&id));
             }
         }
+        let mut legs: Legs = Vec::with_capacity(members.len());
         for member in &members {
             match self.member_copy(&msg.request, &msg.sender, member) {
-                Some(copy) => self.deliver(member.clone(), copy, None),
+                Some(copy) => legs.push(Box::pin(self.leg(member.clone(), copy, None))),
                 None => tracing::warn!(group = %self.group, %member, "member address is not a SIP URI"),
             }
         }
         tracing::info!(group = %self.group, %sender, members = members.len(), "group message fanned out");
-        GroupOutcome::Accepted {
+        let accepted = GroupOutcome::Accepted {
             members: members.len(),
             tracked,
-        }
+        };
+        Ok((legs, accepted))
     }
 }
 
