@@ -542,8 +542,9 @@ fn metrics_count_requests_deliveries_and_actors() {
 /// The graph page in a real browser (headless Chromium driven by
 /// playwright-core, tests/browser/graph.mjs) while sipp traffic runs: bob's
 /// PF and device nodes are drawn, search and click-through work. Fails (never
-/// skips) without node, chromium or `npm ci` in tests/browser. Saves
-/// docs/screenshots/graph.png.
+/// skips) without node, chromium or `npm ci` in tests/browser. Saves its
+/// screenshot under target/tmp/screenshots, or as docs/screenshots/graph.png
+/// with `CPM_UPDATE_SCREENSHOTS=1`.
 #[test]
 fn graph_page_in_a_real_browser() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
@@ -630,8 +631,13 @@ fn graph_page_in_a_real_browser() {
             sent
         })
     };
-    let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshots");
-    std::fs::create_dir_all(shots).expect("docs/screenshots");
+    // The committed screenshot changes only when asked for; a plain test
+    // run leaves the tree as it was.
+    let shots = match std::env::var_os("CPM_UPDATE_SCREENSHOTS") {
+        Some(_) => concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshots"),
+        None => concat!(env!("CARGO_TARGET_TMPDIR"), "/screenshots"),
+    };
+    std::fs::create_dir_all(shots).expect("screenshot directory");
     let out = Command::new("node")
         .arg("graph.mjs")
         .current_dir(dir)
