@@ -166,10 +166,18 @@ pub async fn create(
             .set_credentials(aor.as_str(), rec)
             .map_err(|e| ApiError::internal(format!("storing credentials: {e}")))?;
     }
-    change
+    if let Err(e) = change
         .user(aor.as_str(), UserChange::created(prefs), &state.core.env.users)
         .await
-        .map_err(|e| stored_error(&aor, e))?;
+    {
+        // Not created: no password of a user that does not exist is left behind.
+        if credentials.is_some() {
+            if let Err(e) = change.store().remove_credentials(aor.as_str()) {
+                tracing::error!(%aor, error = %e, "cannot take back the credentials of a user not created");
+            }
+        }
+        return Err(stored_error(&aor, e));
+    }
     push_preferences(&state, &aor);
     tracing::info!(%aor, "user provisioned (admin API)");
     Ok(HttpResponse::Created().json(serde_json::json!({ "aor": aor.as_str() })))
