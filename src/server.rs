@@ -272,6 +272,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         u.run(&handles, to_worker.clone())?;
     }
     spawn_sweepers(core.clone(), timers);
+    resume_fanouts(&core);
     // Timers E and F of the forks to devices (transaction/client.rs).
     actix_rt::spawn(core.client_tx.clone().run_timers());
 
@@ -361,6 +362,29 @@ pub(crate) const SERVER_TX_SWEEP: Duration = Duration::from_millis(200);
 
 /// Timer J for server transactions (every [`SERVER_TX_SWEEP`]); expiry of bindings of passive users
 /// (active PFs run their own timers) through the store's ordered index.
+/// Group copies a stop interrupted (the CFs' fan-out journal), sent again.
+fn resume_fanouts(core: &Core) {
+    let pending = match core.env.store.pending_fanouts() {
+        Ok(p) => p,
+        Err(e) => return tracing::error!(error = %e, "cannot read the group fan-out journal"),
+    };
+    if !pending.is_empty() {
+        tracing::info!(
+            count = pending.len(),
+            "resuming group fan-outs interrupted by the last stop"
+        );
+    }
+    for (group, id) in pending {
+        let dir = core.dir.clone();
+        actix_rt::spawn(async move {
+            let group = Aor::from_canonical(group);
+            if let Err(e) = dir.send_cf(&group, cpm_actors::ResumeFanOut { id }).await {
+                tracing::error!(%group, id, error = %e, "group fan-out not resumed");
+            }
+        });
+    }
+}
+
 /// Group report records whose deadline or retention ended, handed to
 /// their CF (activated if need be): after a restart or the CF's
 /// passivation nothing else would look at them again.

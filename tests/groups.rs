@@ -175,7 +175,17 @@ fn aggregated_reports_not_one_per_device() {
     );
     assert_eq!(status_of(&phone.request(cpm.udp, &msg).expect("answer")), Some(202));
     // 3 devices × 2 reports were sent; after the deadline alice has one of each kind.
-    std::thread::sleep(Duration::from_millis(3500));
+    let kinds = || {
+        let got = phone.received();
+        let count = |s: &str| {
+            got.iter()
+                .filter(|m| m.contains("message/imdn+xml") && m.contains(s))
+                .count()
+        };
+        (count("<delivered/>"), count("<displayed/>"))
+    };
+    assert!(wait_until(WAIT, || kinds() == (1, 1)), "{:?}", kinds());
+    std::thread::sleep(Duration::from_millis(300));
     let reports: Vec<String> = phone
         .received()
         .into_iter()
@@ -327,30 +337,45 @@ fn a_deadline_passed_during_a_restart_sends_the_aggregate_and_late_answers_count
 }
 
 #[test]
-fn the_202_comes_once_every_copy_is_delivered_or_stored() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+fn the_202_does_not_wait_for_a_slow_member_and_a_crash_loses_no_copy() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     let (_d, cfg) = config(GROUP);
     let mut cpm = Cpm::start(&["--open", "--config", &cfg]);
     let alice = phone(&cpm, "alice");
-    // bob's device takes its time to answer; carol and dave are offline.
-    let answered = Arc::new(AtomicBool::new(false));
-    let flag = answered.clone();
+    // bob's device takes 2 s to answer; carol and dave are offline.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
     let bob = RawDevice::start(move |_, _| {
-        std::thread::sleep(Duration::from_millis(800));
-        flag.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(2));
+        count.fetch_add(1, Ordering::SeqCst);
         200
     });
     assert_eq!(bob.register(&cpm, "bob", "bob-phone", 600), Some(200));
     group_message_with_reports(&cpm, &alice, "gdurable");
-    assert!(answered.load(Ordering::SeqCst), "202 before bob's device answered");
-    // SIGKILL right after the 202: the offline members' copies were stored.
+    assert_eq!(answered.load(Ordering::SeqCst), 0, "the 202 waited for bob's device");
+    // SIGKILL right after the 202, with bob's copy unanswered and the
+    // offline members' copies perhaps not yet stored: none is lost. (One
+    // stored and not yet crossed off when the crash came is sent twice.)
     cpm.restart();
     for user in ["carol", "dave"] {
         let dev = phone(&cpm, user);
         let got = dev.wait_for(1, WAIT);
-        assert_eq!(got.len(), 1, "{user}'s copy survived the crash\n{}", cpm.log());
-        assert!(got[0].contains("gdurable"));
+        assert!(
+            (1..=2).contains(&got.len()),
+            "{user}'s copy survived the crash: {got:?}\n{}",
+            cpm.log()
+        );
+        assert!(got.iter().all(|m| m.contains("gdurable")));
     }
-    assert_eq!(bob.received().len(), 1);
+    // bob's copy was in flight: sent again after the restart (at least once).
+    let got = bob.wait_for(2, WAIT);
+    assert_eq!(got.len(), 2, "bob's interrupted copy is sent again\n{}", cpm.log());
+    assert!(got.iter().all(|m| m.contains("gdurable")));
+    // Once bob answered it, the copy is crossed off: a restart sends nothing more.
+    assert!(wait_until(WAIT, || answered.load(Ordering::SeqCst) == 2));
+    std::thread::sleep(Duration::from_millis(1000));
+    cpm.restart();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(bob.received().len(), 2, "nothing left in the journal");
 }

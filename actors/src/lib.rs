@@ -39,7 +39,7 @@ pub mod trace;
 pub const MAILBOX_CAPACITY: usize = 256;
 
 pub use aor::{Aor, LocalDomains};
-pub use cf::{ControllingFunction, GroupMessage, GroupOutcome, GroupReport, ReportsDue};
+pub use cf::{ControllingFunction, GroupMessage, GroupOutcome, GroupReport, ReportsDue, ResumeFanOut};
 pub use device::ClientRegistration;
 pub use directory::{Directory, DirectoryError};
 pub use env::Env;

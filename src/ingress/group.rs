@@ -65,9 +65,9 @@ pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
         sender,
     };
     let resp = match core.dir.send_cf(&group, msg).await {
-        Ok(GroupOutcome::Accepted { tracked: false, .. }) => r.builder(202).build(),
-        // The CF stored who must get the reports: durable before the 202.
-        Ok(GroupOutcome::Accepted { tracked: true, .. }) => match core.env.store.flush().await {
+        // The CF journaled the copies (and who asked for reports): durable
+        // before the 202.
+        Ok(GroupOutcome::Accepted { .. }) => match core.env.store.flush().await {
             Ok(()) => r.builder(202).build(),
             Err(e) => {
                 tracing::error!(%group, error = %e, "cannot flush the group report record");

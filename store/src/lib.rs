@@ -5,7 +5,8 @@
 //! objects (`mss`), runtime user preferences such as do-not-disturb
 //! (`prefs`), digest credentials (`credentials`), the admin API's
 //! run-time provisioning (`provisioning`) and the group Controlling
-//! Functions' report aggregation (`group_reports`), so that one flush
+//! Functions' fan-out journal and report aggregation (`group_fanout`,
+//! `group_reports`), so that one flush
 //! covers all of them.
 //!
 //! No write here is durable when it returns: it is in sled's log buffer and
@@ -26,6 +27,7 @@ mod credentials;
 mod deferred;
 mod error;
 mod flush;
+mod group_fanout;
 mod group_reports;
 mod imdn;
 mod mss;
@@ -40,6 +42,7 @@ pub use bindings::BindingRecord;
 pub use credentials::CredentialRecord;
 pub use deferred::{DeferredRecord, NewDeferred};
 pub use error::StoreError;
+pub use group_fanout::FanOutRecord;
 pub use group_reports::GroupReportRecord;
 pub use mss::{NewStoredObject, StoredObject};
 pub use provisioning::ProvisionKind;
@@ -63,6 +66,7 @@ const IMDN_ORIGIN_TREE: &str = "imdn_origin";
 const IMDN_EXPIRY_TREE: &str = "imdn_expiry";
 const CREDENTIALS_TREE: &str = "credentials";
 const PROVISIONING_TREE: &str = "provisioning";
+const GROUP_FANOUT_TREE: &str = "group_fanout";
 const GROUP_REPORTS_TREE: &str = "group_reports";
 const GROUP_REPORT_DUE_TREE: &str = "group_report_due";
 
@@ -99,6 +103,8 @@ pub struct Store {
     /// `kind name` -> the admin API's record of a run-time change (see the
     /// `provisioning` module).
     provisioning: sled::Tree,
+    /// The CFs' fan-out journal (see the `group_fanout` module).
+    group_fanout: sled::Tree,
     /// The CFs' report aggregation (see the `group_reports` module).
     group_reports: sled::Tree,
     group_report_due: sled::Tree,
@@ -143,6 +149,7 @@ impl Store {
         let imdn_expiry = db.open_tree(IMDN_EXPIRY_TREE)?;
         let credentials = db.open_tree(CREDENTIALS_TREE)?;
         let provisioning = db.open_tree(PROVISIONING_TREE)?;
+        let group_fanout = db.open_tree(GROUP_FANOUT_TREE)?;
         let group_reports = db.open_tree(GROUP_REPORTS_TREE)?;
         let group_report_due = db.open_tree(GROUP_REPORT_DUE_TREE)?;
         let origins = origin::OriginWriter::start(db.clone(), imdn_origin.clone(), imdn_expiry.clone())
@@ -164,6 +171,7 @@ impl Store {
             origins: Arc::new(origins),
             credentials,
             provisioning,
+            group_fanout,
             group_reports,
             group_report_due,
             seq_locks: Arc::new(common::StripedLocks::new()),
@@ -260,6 +268,7 @@ mod tests {
             include_str!("deferred.rs"),
             include_str!("error.rs"),
             include_str!("flush.rs"),
+            include_str!("group_fanout.rs"),
             include_str!("group_reports.rs"),
             include_str!("imdn.rs"),
             include_str!("mss.rs"),

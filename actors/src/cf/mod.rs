@@ -7,6 +7,7 @@
 mod groups;
 pub mod urilist;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use actix::prelude::*;
 use cpm_sip::cpim::{Cpim, IMDN_NS};
 use cpm_sip::imdn::{self, Imdn, Kind, Status};
 use cpm_sip::{Message, SipUri, StartLine};
-use cpm_store::GroupReportRecord;
+use cpm_store::{FanOutRecord, GroupReportRecord};
 
 pub use groups::{GroupDef, GroupError, Groups, Membership, SendPolicy};
 
@@ -29,7 +30,20 @@ pub struct ControllingFunction {
     env: Env,
     started: Instant,
     last_activity: Instant,
+    /// Fan-outs with copies not done, by journal id (see `CopyDone`).
+    fanouts: HashMap<u64, FanOut>,
 }
+
+/// A journaled fan-out in progress: `record.members` are the members whose
+/// copy is not done; `dirty` when that differs from what is stored.
+struct FanOut {
+    record: FanOutRecord,
+    dirty: bool,
+}
+
+/// How often the CF rewrites the journal records of fan-outs that made
+/// progress: a crash re-sends at most the copies done since.
+const JOURNAL_EVERY: Duration = Duration::from_secs(1);
 
 impl ControllingFunction {
     pub(crate) fn new(group: Aor, dir: Directory) -> ControllingFunction {
@@ -40,6 +54,7 @@ impl ControllingFunction {
             env,
             started: Instant::now(),
             last_activity: Instant::now(),
+            fanouts: HashMap::new(),
         }
     }
 
@@ -139,12 +154,19 @@ impl ControllingFunction {
     }
 
     fn deliver(&self, to: Aor, request: Message, report_for: Option<String>) {
-        actix_rt::spawn(self.leg(to, request, report_for));
+        actix_rt::spawn(self.leg(to, request, report_for, None));
     }
 
     /// One copy through `to`'s PF; done once it was delivered to a device,
-    /// stored durably, or refused (each logged).
-    fn leg(&self, to: Aor, request: Message, report_for: Option<String>) -> impl Future<Output = ()> + 'static {
+    /// stored durably, or refused (each logged). `journal`: the CF and the
+    /// fan-out that are then told (`CopyDone`).
+    fn leg(
+        &self,
+        to: Aor,
+        request: Message,
+        report_for: Option<String>,
+        journal: Option<(Addr<Self>, u64)>,
+    ) -> impl Future<Output = ()> + 'static {
         let (dir, group) = (self.dir.clone(), self.group.clone());
         let msg = DeliverPager {
             request: Arc::new(request),
@@ -167,9 +189,85 @@ impl ControllingFunction {
                     tracing::info!(%group, %to, ?outcome, "group copy refused by the member's PF")
                 }
                 Ok(_) => {}
-                Err(e) => tracing::error!(%group, %to, error = %e, "group copy not delivered: member unreachable"),
+                Err(e) => {
+                    // Left in the journal: sent again after a restart.
+                    tracing::error!(%group, %to, error = %e, "group copy not delivered: member unreachable");
+                    return;
+                }
+            }
+            if let Some((cf, id)) = journal {
+                cf.do_send(CopyDone { id, member: to });
             }
         }
+    }
+
+    /// Start the copies of fan-out `id` to the members its record names
+    /// and track them until each is done.
+    fn send_copies(&mut self, id: u64, record: FanOutRecord, request: &Message, ctx: &Context<Self>) {
+        let sender = Aor::from_canonical(record.sender.clone());
+        let mut unusable = Vec::new();
+        for member in &record.members {
+            let member = Aor::from_canonical(member.clone());
+            match self.member_copy(request, &sender, &member) {
+                Some(copy) => {
+                    actix_rt::spawn(self.leg(member, copy, None, Some((ctx.address(), id))));
+                }
+                None => {
+                    tracing::warn!(group = %self.group, %member, "member address is not a SIP URI");
+                    unusable.push(member);
+                }
+            }
+        }
+        self.fanouts.insert(id, FanOut { record, dirty: false });
+        for member in unusable {
+            self.copy_done(id, &member);
+        }
+    }
+
+    fn copy_done(&mut self, id: u64, member: &Aor) {
+        let Some(f) = self.fanouts.get_mut(&id) else { return };
+        f.record.members.retain(|m| m != member.as_str());
+        f.dirty = true;
+        if f.record.members.is_empty() {
+            self.fanouts.remove(&id);
+            if let Err(e) = self.env.store.end_fanout(self.group.as_str(), id) {
+                tracing::error!(group = %self.group, id, error = %e, "cannot close the group fan-out");
+            }
+            // Durable soon, so a crash does not send the copies again (one
+            // flush per message, shared with whatever else is flushing).
+            let store = self.env.store.clone();
+            actix_rt::spawn(async move {
+                if let Err(e) = store.flush().await {
+                    tracing::error!(error = %e, "cannot flush a closed group fan-out");
+                }
+            });
+        }
+    }
+
+    /// Store the progress of the fan-outs that made some.
+    fn write_journal(&mut self) {
+        for (id, f) in self.fanouts.iter_mut().filter(|(_, f)| f.dirty) {
+            match self.env.store.update_fanout(self.group.as_str(), *id, &f.record) {
+                Ok(()) => f.dirty = false,
+                Err(e) => tracing::error!(group = %self.group, id, error = %e, "cannot store group fan-out progress"),
+            }
+        }
+    }
+}
+
+/// A member's copy of a journaled fan-out is done.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CopyDone {
+    id: u64,
+    member: Aor,
+}
+
+impl Handler<CopyDone> for ControllingFunction {
+    type Result = ();
+
+    fn handle(&mut self, msg: CopyDone, _: &mut Context<Self>) {
+        self.copy_done(msg.id, &msg.member);
     }
 }
 
@@ -234,17 +332,19 @@ impl Actor for ControllingFunction {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        ctx.run_interval(JOURNAL_EVERY, |act, _| act.write_journal());
         let idle = self.env.policy.get().idle_timeout;
         let check = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
         ctx.run_interval(check, move |act, ctx| {
-            // Pending reports are in the store: nothing keeps the CF alive.
-            if act.last_activity.elapsed() >= idle {
+            // Pending reports are in the store; copies in flight keep it.
+            if act.fanouts.is_empty() && act.last_activity.elapsed() >= idle {
                 ctx.stop();
             }
         });
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.write_journal();
         self.dir.cf_deactivated(&self.group, &ctx.address());
     }
 }
@@ -280,9 +380,9 @@ const SNAPSHOT_COUNT_CAP: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, MessageResponse)]
 pub enum GroupOutcome {
-    /// Sent on to this many members (202); `tracked`: a report record was
-    /// written, to be flushed before the 202.
-    Accepted { members: usize, tracked: bool },
+    /// Journaled for this many members, whose copies are on their way
+    /// (202 once the store is flushed).
+    Accepted { members: usize },
     /// The report record could not be stored (500): the sender retries.
     StoreFailed,
     /// Refused by group policy (403).
@@ -291,42 +391,22 @@ pub enum GroupOutcome {
     NotFound,
 }
 
-/// The answer to a group message comes once every member's copy was
-/// delivered to a device or stored durably by the member's PF (at most
-/// the fork timeout), as for a one-to-one message: a 202 that came before
-/// would promise copies a crash could still lose.
+/// A group message is answered 202 once it is in the store's fan-out
+/// journal (flushed by the ingress): the copies go out after that, and
+/// whatever a crash interrupts is sent again after the restart
+/// (`ResumeFanOut`). The sender does not wait for the slowest member.
 impl Handler<GroupMessage> for ControllingFunction {
-    type Result = ResponseFuture<GroupOutcome>;
+    type Result = GroupOutcome;
 
-    fn handle(&mut self, msg: GroupMessage, ctx: &mut Context<Self>) -> Self::Result {
-        let outcome = self.fan_out(msg, ctx);
-        Box::pin(async move {
-            match outcome {
-                Ok((legs, accepted)) => {
-                    futures::future::join_all(legs).await;
-                    accepted
-                }
-                Err(refused) => refused,
-            }
-        })
-    }
-}
-
-type Legs = Vec<std::pin::Pin<Box<dyn Future<Output = ()>>>>;
-
-impl ControllingFunction {
-    /// Authorize `msg`, record who asked for reports, and start one copy per
-    /// member: the copies in flight and the answer once they are done, or
-    /// the refusal.
-    fn fan_out(&mut self, msg: GroupMessage, ctx: &mut Context<Self>) -> Result<(Legs, GroupOutcome), GroupOutcome> {
+    fn handle(&mut self, msg: GroupMessage, ctx: &mut Context<Self>) -> GroupOutcome {
         self.last_activity = Instant::now();
         let Some(def) = self.env.groups.get(self.group.as_str()) else {
-            return Err(GroupOutcome::NotFound);
+            return GroupOutcome::NotFound;
         };
         let sender = msg.sender.as_str();
         if def.send_policy == SendPolicy::Members && !def.members.iter().any(|m| m == sender) {
             tracing::info!(group = %self.group, %sender, "sender is not a member");
-            return Err(GroupOutcome::Forbidden("Forbidden (not a member of the group)"));
+            return GroupOutcome::Forbidden("Forbidden (not a member of the group)");
         }
         let members: Vec<Aor> = def
             .members
@@ -340,7 +420,6 @@ impl ControllingFunction {
             .content_type_is("message/cpim")
             .then(|| Cpim::parse_bytes(&msg.request.body).ok())
             .flatten();
-        let mut tracked = false;
         if let Some((id, asked)) = cpim
             .as_ref()
             .and_then(|c| Some((c.imdn_message_id()?.to_string(), c.disposition_request())))
@@ -362,28 +441,69 @@ impl ControllingFunction {
                 };
                 if let Err(e) = self.env.store.put_group_report(self.group.as_str(), &id, &rec, now) {
                     tracing::error!(group = %self.group, %id, error = %e, "cannot store group report record");
-                    return Err(GroupOutcome::StoreFailed);
+                    return GroupOutcome::StoreFailed;
                 }
-                tracked = true;
-                // While the CF lives; after a restart or passivation the
-                // store's due index brings the record back (`ReportsDue`).
-                let deadline = policy.group_report_deadline;
-                ctx.run_later(deadline, move |act, _| act.due(&id));
+                // The deadline comes from the store's due index, through
+                // the server's sweep (`ReportsDue`), whether this CF still
+                // lives or not. Not a timer per message here: actix polls
+                // every timer of an actor's context each time the actor
+                // wakes, and a busy group would hold thousands.
             }
         }
-        let mut legs: Legs = Vec::with_capacity(members.len());
-        for member in &members {
-            match self.member_copy(&msg.request, &msg.sender, member) {
-                Some(copy) => legs.push(Box::pin(self.leg(member.clone(), copy, None))),
-                None => tracing::warn!(group = %self.group, %member, "member address is not a SIP URI"),
-            }
+        let record = FanOutRecord {
+            sender: msg.sender.to_string(),
+            request: msg.request.to_bytes().to_vec(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+        };
+        if !record.members.is_empty() {
+            let id = match self.env.store.begin_fanout(self.group.as_str(), &record) {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::error!(group = %self.group, error = %e, "cannot store the group fan-out");
+                    return GroupOutcome::StoreFailed;
+                }
+            };
+            self.send_copies(id, record, &msg.request, ctx);
         }
         tracing::info!(group = %self.group, %sender, members = members.len(), "group message fanned out");
-        let accepted = GroupOutcome::Accepted {
-            members: members.len(),
-            tracked,
+        GroupOutcome::Accepted { members: members.len() }
+    }
+}
+
+/// Send again the copies of fan-out `id` that a restart interrupted.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct ResumeFanOut {
+    pub id: u64,
+}
+
+impl Handler<ResumeFanOut> for ControllingFunction {
+    type Result = ();
+
+    fn handle(&mut self, msg: ResumeFanOut, ctx: &mut Context<Self>) {
+        self.last_activity = Instant::now();
+        if self.fanouts.contains_key(&msg.id) {
+            return; // in progress here
+        }
+        let record = match self.env.store.fanout(self.group.as_str(), msg.id) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(group = %self.group, id = msg.id, error = %e, "unreadable group fan-out skipped");
+                return;
+            }
         };
-        Ok((legs, accepted))
+        let request = match Message::parse(bytes::Bytes::from(record.request.clone())) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(group = %self.group, id = msg.id, error = %e, "stored group message unreadable: fan-out dropped");
+                let _ = self.env.store.end_fanout(self.group.as_str(), msg.id);
+                return;
+            }
+        };
+        let members = record.members.len();
+        tracing::info!(group = %self.group, id = msg.id, members, "group copies interrupted by a stop sent again");
+        self.send_copies(msg.id, record, &request, ctx);
     }
 }
 
