@@ -70,7 +70,7 @@ pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
         Ok(GroupOutcome::Accepted { .. }) => match core.env.store.flush().await {
             Ok(()) => r.builder(202).build(),
             Err(e) => {
-                tracing::error!(%group, error = %e, "cannot flush the group report record");
+                tracing::error!(%group, error = %e, "cannot flush the group fan-out journal");
                 r.builder(500).reason("Server Internal Error (store)").build()
             }
         },

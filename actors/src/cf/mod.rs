@@ -41,6 +41,9 @@ struct FanOut {
     dirty: bool,
 }
 
+/// Further tries of a copy whose member PF did not take it.
+const LEG_RETRIES: u32 = 2;
+
 /// How often the CF rewrites the journal records of fan-outs that made
 /// progress: a crash re-sends at most the copies done since.
 const JOURNAL_EVERY: Duration = Duration::from_secs(1);
@@ -177,7 +180,20 @@ impl ControllingFunction {
             report_for,
         };
         async move {
-            match dir.send(&to, msg).await {
+            // The PF's mailbox full (overload) or its actor gone: a few
+            // tries, a second and two apart.
+            let mut tries = 0;
+            let outcome = loop {
+                match dir.send(&to, msg.clone()).await {
+                    Err(e) if tries < LEG_RETRIES => {
+                        tries += 1;
+                        tracing::warn!(%group, %to, error = %e, tries, "group copy not taken by the member's PF; trying again");
+                        tokio::time::sleep(Duration::from_secs(1 << (tries - 1))).await;
+                    }
+                    other => break other,
+                }
+            };
+            match outcome {
                 Ok(DeliveryOutcome::Failed(e)) => {
                     tracing::error!(%group, %to, error = %e, "group copy could not be stored: lost for this member")
                 }
@@ -190,9 +206,7 @@ impl ControllingFunction {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    // Left in the journal: sent again after a restart.
-                    tracing::error!(%group, %to, error = %e, "group copy not delivered: member unreachable");
-                    return;
+                    tracing::error!(%group, %to, error = %e, "group copy not delivered: lost for this member")
                 }
             }
             if let Some((cf, id)) = journal {
@@ -383,7 +397,8 @@ pub enum GroupOutcome {
     /// Journaled for this many members, whose copies are on their way
     /// (202 once the store is flushed).
     Accepted { members: usize },
-    /// The report record could not be stored (500): the sender retries.
+    /// The fan-out journal or the report record could not be stored
+    /// (500): the sender retries.
     StoreFailed,
     /// Refused by group policy (403).
     Forbidden(&'static str),
