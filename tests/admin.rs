@@ -738,7 +738,11 @@ fn group_membership_changes_take_effect_for_the_next_message_and_cf_is_in_the_gr
         cf["age_ms"].as_u64().is_some() && cf["idle_ms"].as_u64().is_some(),
         "{cf}"
     );
-    assert!(cf["in_flight"].as_u64().is_some(), "pending report aggregations: {cf}");
+    assert!(
+        cf["in_flight"].as_u64().is_some(),
+        "group messages being fanned out: {cf}"
+    );
+    assert!(cf["detail"]["copies_in_flight"].as_u64().is_some(), "{cf}");
     assert_eq!(cf["detail"]["members"], 3, "{cf}");
     assert_eq!(g["counts"]["cf"], 1);
     let member_edge = |g: &Value, to: &str| -> Option<String> {
@@ -758,6 +762,7 @@ fn group_membership_changes_take_effect_for_the_next_message_and_cf_is_in_the_gr
     let one = json(&get(&cpm, "/api/groups/sip:friends@127.0.0.1", None));
     assert_eq!(one["active"], true, "{one}");
     assert!(one["live"]["pending_reports"].as_u64().is_some(), "{one}");
+    assert!(one["live"]["copies_in_flight"].as_u64().is_some(), "{one}");
     // The user filter keeps a group when it or one of its members matches.
     assert_eq!(json(&get(&cpm, "/api/graph?user=carol", None))["counts"]["cf"], 1);
     assert_eq!(json(&get(&cpm, "/api/graph?user=nobody", None))["counts"]["cf"], 0);

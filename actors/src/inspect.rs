@@ -198,8 +198,13 @@ pub struct CfSnapshot {
     pub age_ms: u64,
     /// Milliseconds since its last message or report.
     pub idle_ms: u64,
-    /// Group messages whose disposition reports it is still aggregating.
+    /// Group messages whose disposition reports it still keeps a record of
+    /// (in the store; counted up to 10,000).
     pub pending_reports: usize,
+    /// Group messages whose copies are on their way (the fan-out journal),
+    /// and the member copies among them not done yet.
+    pub fanouts: usize,
+    pub copies_in_flight: usize,
 }
 
 /// Ask a CF for its state (the handler is in `cf/mod.rs`, next to the fields).

@@ -137,10 +137,11 @@ fn graph_table(g: &Value) -> String {
                     s(&d["dnd"])
                 ),
                 Some("cf") => format!(
-                    "{} member(s), {} not active, pending reports {}",
+                    "{} member(s), {} not active, pending reports {}, copies in flight {}",
                     s(&d["members"]),
                     s(&d["passive_members"]),
-                    s(&d["pending_reports"])
+                    s(&d["pending_reports"]),
+                    s(&d["copies_in_flight"])
                 ),
                 Some("device") => format!(
                     "{} {} expires in {}s, actor {}, delivered {}",

@@ -9,9 +9,9 @@ use cpm_actors::inspect::SnapshotCf;
 
 use super::{pf_snapshots, AdminState, ApiError, Authorized, Ping, SNAPSHOT_TIMEOUT};
 
-pub const MAILBOX_NOTE: &str = "actix does not expose mailbox lengths; in_flight (PF: requests being worked on) and \
-     pending (device: forks not yet answered) are counted by the actors themselves, and rtt_us is the round trip \
-     of the snapshot message through the actor's mailbox";
+pub const MAILBOX_NOTE: &str = "actix does not expose mailbox lengths; in_flight (PF: requests being worked on; CF: \
+     group messages whose copies are on their way) and pending (device: forks not yet answered) are counted by the \
+     actors themselves, and rtt_us is the round trip of the snapshot message through the actor's mailbox";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Node {
@@ -25,7 +25,7 @@ pub struct Node {
     /// Milliseconds since its last activity (None: not known).
     pub idle_ms: Option<u64>,
     /// Requests the actor is working on (PF in_flight, device pending forks,
-    /// CF group messages whose reports it is still aggregating).
+    /// CF group messages whose copies are still on their way).
     pub in_flight: Option<usize>,
     /// Round trip of the snapshot message (queue delay), microseconds.
     pub rtt_us: Option<u64>,
@@ -203,7 +203,7 @@ async fn cf_nodes(state: &AdminState, filter: Option<&str>, nodes: &mut Vec<Node
             key: group.to_string(),
             age_ms: snap.as_ref().map(|s| s.age_ms),
             idle_ms: snap.as_ref().map(|s| s.idle_ms),
-            in_flight: snap.as_ref().map(|s| s.pending_reports),
+            in_flight: snap.as_ref().map(|s| s.fanouts),
             rtt_us: rtt,
             detail: serde_json::json!({
                 "group": group.as_str(),
@@ -211,6 +211,7 @@ async fn cf_nodes(state: &AdminState, filter: Option<&str>, nodes: &mut Vec<Node
                 "members": members.len(),
                 "passive_members": passive,
                 "pending_reports": snap.as_ref().map(|s| s.pending_reports),
+                "copies_in_flight": snap.as_ref().map(|s| s.copies_in_flight),
                 "last_activity_ms_ago": snap.as_ref().map(|s| s.idle_ms),
                 "unresponsive": snap.is_none(),
             }),

@@ -376,6 +376,8 @@ impl Handler<crate::inspect::SnapshotCf> for ControllingFunction {
                 .store
                 .group_report_count(self.group.as_str(), SNAPSHOT_COUNT_CAP)
                 .unwrap_or(0),
+            fanouts: self.fanouts.len(),
+            copies_in_flight: self.fanouts.values().map(|f| f.record.members.len()).sum(),
         })
     }
 }
