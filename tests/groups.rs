@@ -323,6 +323,12 @@ fn a_deadline_passed_during_a_restart_sends_the_aggregate_and_late_answers_count
         member_report(&cpm, &members[1].1, "carol", "gdeadline", "delivered"),
         Some(200)
     );
+    // The record no longer lists the members (it was made small at the
+    // deadline): a non-member's report is still not counted.
+    let eve = phone(&cpm, "eve");
+    assert_eq!(member_report(&cpm, &eve, "eve", "gdeadline", "displayed"), Some(200));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(reports_on(&alice, "gdeadline"), (1, 0, 0), "eve is not a member");
     assert_eq!(
         member_report(&cpm, &members[2].1, "dave", "gdeadline", "displayed"),
         Some(200)

@@ -25,11 +25,18 @@ use crate::{Store, StoreError};
 pub struct GroupReportRecord {
     /// Who sent the message (the reports go there).
     pub sender: String,
-    /// The members that got a copy (the sender excluded).
+    /// The members that got a copy (the sender excluded), and those that
+    /// answered each way. Emptied once the deadline has passed (the CF then
+    /// sends a kind at its first answer and checks members against the
+    /// group), so that a record kept for a late display report is small.
     pub members: BTreeSet<String>,
     pub delivered: BTreeSet<String>,
     pub failed: BTreeSet<String>,
     pub displayed: BTreeSet<String>,
+    /// How many members got a copy.
+    pub member_count: usize,
+    /// The sets above were emptied (the deadline has passed).
+    pub compact: bool,
     /// The sender asked for delivery (positive or negative) / display reports.
     pub want_delivery: bool,
     pub want_display: bool,
@@ -155,6 +162,8 @@ mod tests {
             members: ["sip:bob@example.com", "sip:carol@example.com"]
                 .map(String::from)
                 .into(),
+            member_count: 2,
+            compact: false,
             delivered: BTreeSet::new(),
             failed: BTreeSet::new(),
             displayed: BTreeSet::new(),

@@ -102,6 +102,19 @@ impl ControllingFunction {
     /// it once nothing is left to send or its retention is over.
     fn settle(&self, msg_id: &str, mut rec: GroupReportRecord, now: u64) {
         let out = aggregate(&mut rec, now);
+        if now >= rec.deadline_at && !rec.compact {
+            // From now on a kind goes out at its first answer: who answered
+            // no longer matters, and the record may wait days for a display.
+            for set in [
+                &mut rec.members,
+                &mut rec.delivered,
+                &mut rec.failed,
+                &mut rec.displayed,
+            ] {
+                set.clear();
+            }
+            rec.compact = true;
+        }
         let expired = now >= rec.expires_at;
         if expired {
             tracing::info!(group = %self.group, id = msg_id, "group report record expired");
@@ -119,7 +132,7 @@ impl ControllingFunction {
         }
         let sender = Aor::from_canonical(rec.sender.clone());
         for (kind, status, count) in out {
-            let all = rec.members.len();
+            let all = rec.member_count;
             tracing::info!(group = %self.group, id = msg_id, ?kind, count, all, "aggregated report to the sender");
             self.send_report(&sender, msg_id, kind, status);
         }
@@ -290,7 +303,7 @@ impl Handler<CopyDone> for ControllingFunction {
 /// some member has. (kind, status, members counted).
 fn aggregate(rec: &mut GroupReportRecord, now: u64) -> Vec<(Kind, Status, usize)> {
     let past = now >= rec.deadline_at;
-    let all = rec.members.len();
+    let all = rec.member_count;
     let mut out = Vec::new();
     if rec.want_delivery && !rec.sent_delivery {
         let answered = rec.delivered.len() + rec.failed.len();
@@ -446,6 +459,8 @@ impl Handler<GroupMessage> for ControllingFunction {
                 let rec = GroupReportRecord {
                     sender: msg.sender.to_string(),
                     members: members.iter().map(|m| m.to_string()).collect(),
+                    member_count: members.len(),
+                    compact: false,
                     delivered: Default::default(),
                     failed: Default::default(),
                     displayed: Default::default(),
@@ -546,7 +561,18 @@ impl Handler<GroupReport> for ControllingFunction {
             tracing::info!(group = %self.group, %id, %member, "report for an unknown or expired group message dropped");
             return;
         };
-        if !rec.members.contains(&member) {
+        let recipient = match rec.compact {
+            // Past the deadline the record no longer lists them: the group does.
+            true => {
+                self.env
+                    .groups
+                    .get(self.group.as_str())
+                    .is_some_and(|g| g.members.contains(&member))
+                    && rec.sender != member
+            }
+            false => rec.members.contains(&member),
+        };
+        if !recipient {
             tracing::info!(group = %self.group, %id, %member, "report from a non-recipient dropped");
             return;
         }
@@ -609,6 +635,8 @@ mod tests {
             members: ["sip:bob@example.com", "sip:carol@example.com"]
                 .map(String::from)
                 .into(),
+            member_count: 2,
+            compact: false,
             delivered: Default::default(),
             failed: Default::default(),
             displayed: Default::default(),
