@@ -10,7 +10,7 @@ use cpm_actors::originating::fill_conversation_ids;
 use cpm_actors::{Aor, DeliverPager, DeliveryOutcome, GroupMessage, GroupOutcome, GroupReport};
 use cpm_sip::{SipUri, StartLine};
 
-use super::message::{claim_report, is_anonymous, parse_cpim, requested_reports};
+use super::message::{asked_reports, claim_report, is_anonymous, parse_cpim};
 use super::Reply;
 
 /// User part of the URI-list (ad-hoc group) service address.
@@ -39,9 +39,7 @@ pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
         // The CF stored the member's answer: durable before the 200.
         if let Err(e) = core.env.store.flush().await {
             tracing::error!(%group, error = %e, "cannot flush the group report record");
-            return r
-                .send(r.builder(500).reason("Server Internal Error (store)").build())
-                .await;
+            return r.send(store_failed(&r)).await;
         }
         return r.send(r.builder(200).build()).await;
     }
@@ -57,12 +55,14 @@ pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
     }
     // One conversation per group, whoever writes.
     fill_conversation_ids(&mut req, &group, &group);
-    if let Some(id) = cpim.as_ref().and_then(requested_reports) {
-        super::message::note_origin(&core.dir, &sender, id, r.source.peer).await;
+    let reports = cpim.as_ref().and_then(asked_reports);
+    if let Some((id, _)) = &reports {
+        super::message::note_origin(&core.dir, &sender, id.clone(), r.source.peer).await;
     }
     let msg = GroupMessage {
         request: Arc::new(req),
         sender,
+        reports,
     };
     let resp = match core.dir.send_cf(&group, msg).await {
         // The CF journaled the copies (and who asked for reports): durable
@@ -71,10 +71,10 @@ pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
             Ok(()) => r.builder(202).build(),
             Err(e) => {
                 tracing::error!(%group, error = %e, "cannot flush the group fan-out journal");
-                r.builder(500).reason("Server Internal Error (store)").build()
+                store_failed(&r)
             }
         },
-        Ok(GroupOutcome::StoreFailed) => r.builder(500).reason("Server Internal Error (store)").build(),
+        Ok(GroupOutcome::StoreFailed) => store_failed(&r),
         Ok(GroupOutcome::Forbidden(why)) => r.builder(403).reason(why).build(),
         Ok(GroupOutcome::NotFound) => r.builder(404).reason("Not Found (no such group)").build(),
         Err(e) => {
@@ -83,6 +83,12 @@ pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
         }
     };
     r.send(resp).await
+}
+
+/// 500: what the group path must write first could not be stored (the
+/// sender retries).
+fn store_failed(r: &Reply) -> cpm_sip::Message {
+    r.builder(500).reason("Server Internal Error (store)").build()
 }
 
 /// RFC 5365 MESSAGE URI-list service: the body is multipart/mixed with the

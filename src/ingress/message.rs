@@ -274,6 +274,12 @@ pub(super) fn parse_cpim(req: &Message, tracer: &Tracer) -> Option<Payload> {
 }
 
 /// The imdn.Message-ID of a message that asks for any disposition notification.
+/// The reports the payload asks for, with its imdn.Message-ID, when it
+/// asks for any and has an id.
+pub(super) fn asked_reports(payload: &Payload) -> Option<(String, cpm_sip::cpim::DispositionRequest)> {
+    Some((requested_reports(payload)?, payload.cpim.disposition_request()))
+}
+
 pub(super) fn requested_reports(payload: &Payload) -> Option<String> {
     if !payload.cpim.disposition_request().any() {
         return None;

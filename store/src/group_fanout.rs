@@ -9,6 +9,8 @@
 //! with the members still waiting (the CF batches these), removed with the
 //! last copy. Only the group's CF writes its records.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::common::{aor_prefix, check_aor, decode, encode};
@@ -22,7 +24,7 @@ pub struct FanOutRecord {
     /// The request as the CF received it (the copies are made from it).
     pub request: Vec<u8>,
     /// The members whose copy is not done yet (as last written).
-    pub members: Vec<String>,
+    pub members: BTreeSet<String>,
 }
 
 fn record_key(group: &str, id: u64) -> Result<Vec<u8>, StoreError> {
@@ -71,12 +73,20 @@ impl Store {
         }
     }
 
-    /// The (group, id) of every fan-out not done, at start.
+    /// The (group, id) of every fan-out not done, at start. A key that is
+    /// not ours is removed and logged, so it cannot keep the others from
+    /// being resumed.
     pub fn pending_fanouts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut out = Vec::new();
         for item in self.group_fanout.iter() {
             let (k, _) = item?;
-            out.push(split_record_key(&k).ok_or_else(|| StoreError::Corrupt(format!("group fan-out key {k:?}")))?);
+            match split_record_key(&k) {
+                Some(pending) => out.push(pending),
+                None => {
+                    tracing::error!(key = ?k, "unreadable group fan-out key dropped");
+                    self.group_fanout.remove(&k)?;
+                }
+            }
         }
         Ok(out)
     }
@@ -124,6 +134,17 @@ mod tests {
         // Ending twice, or an unknown fan-out: nothing happens.
         s.end_fanout("sip:h@example.com", c).unwrap();
         s.end_fanout("sip:h@example.com", 99).unwrap();
+    }
+
+    #[test]
+    fn a_key_that_is_not_ours_does_not_keep_the_others_from_resuming() {
+        let s = Store::temporary().unwrap();
+        let a = s
+            .begin_fanout("sip:g@example.com", &rec(&["sip:bob@example.com"]))
+            .unwrap();
+        s.group_fanout.insert(b"no separator", &b"x"[..]).unwrap();
+        assert_eq!(s.pending_fanouts().unwrap(), vec![("sip:g@example.com".to_string(), a)]);
+        assert_eq!(s.group_fanout.len(), 1, "the stray key is gone");
     }
 
     #[test]

@@ -50,6 +50,35 @@ pub struct GroupReportRecord {
     pub expires_at: u64,
 }
 
+impl GroupReportRecord {
+    /// A message from `sender` to `members` that asked for delivery and/or
+    /// display reports, with nothing answered or sent yet.
+    pub fn new(
+        sender: String,
+        members: BTreeSet<String>,
+        want_delivery: bool,
+        want_display: bool,
+        deadline_at: u64,
+        expires_at: u64,
+    ) -> GroupReportRecord {
+        GroupReportRecord {
+            sender,
+            member_count: members.len(),
+            members,
+            delivered: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            displayed: BTreeSet::new(),
+            compact: false,
+            want_delivery,
+            want_display,
+            sent_delivery: false,
+            sent_display: false,
+            deadline_at,
+            expires_at,
+        }
+    }
+}
+
 fn record_key(group: &str, msg_id: &str) -> Result<Vec<u8>, StoreError> {
     check_aor(group)?;
     if msg_id.is_empty() || msg_id.contains('\0') || msg_id.len() > 256 {
@@ -157,23 +186,17 @@ mod tests {
     use super::*;
 
     fn record(deadline_at: u64, expires_at: u64) -> GroupReportRecord {
-        GroupReportRecord {
-            sender: "sip:alice@example.com".into(),
-            members: ["sip:bob@example.com", "sip:carol@example.com"]
-                .map(String::from)
-                .into(),
-            member_count: 2,
-            compact: false,
-            delivered: BTreeSet::new(),
-            failed: BTreeSet::new(),
-            displayed: BTreeSet::new(),
-            want_delivery: true,
-            want_display: true,
-            sent_delivery: false,
-            sent_display: false,
+        let members = ["sip:bob@example.com", "sip:carol@example.com"]
+            .map(String::from)
+            .into();
+        GroupReportRecord::new(
+            "sip:alice@example.com".into(),
+            members,
+            true,
+            true,
             deadline_at,
             expires_at,
-        }
+        )
     }
 
     #[test]

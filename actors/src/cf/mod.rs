@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use cpm_sip::cpim::{Cpim, IMDN_NS};
+use cpm_sip::cpim::{Cpim, DispositionRequest, IMDN_NS};
 use cpm_sip::imdn::{self, Imdn, Kind, Status};
 use cpm_sip::{Message, SipUri, StartLine};
 use cpm_store::{FanOutRecord, GroupReportRecord};
@@ -61,38 +61,41 @@ impl ControllingFunction {
         }
     }
 
-    /// The copy a member gets: the group identity as From (so replies go to
-    /// the group), the author asserted in P-Asserted-Identity, and
-    /// `imdn.IMDN-Record-Route` so reports come back through the CF (RFC 5438 §6).
-    fn member_copy(&self, original: &Message, sender: &Aor, member: &Aor) -> Option<Message> {
-        let mut copy = original.clone();
+    /// What every member's copy of `original` shares, made once per
+    /// message: no Via, the author asserted in P-Asserted-Identity, and the
+    /// CPIM body with `imdn.IMDN-Record-Route` so reports come back through
+    /// the CF (RFC 5438 §6).
+    fn copy_template(&self, original: &Message, sender: &Aor) -> Message {
+        let mut template = original.clone();
+        template.headers.remove_all("Via");
+        template.headers.set("P-Asserted-Identity", format!("<{sender}>"));
+        template.headers.set("Max-Forwards", "70");
+        if template.content_type_is("message/cpim") {
+            if let Ok(mut cpim) = Cpim::parse_bytes(&template.body) {
+                if cpim.imdn_message_id().is_some() {
+                    let prefix = cpim_prefix(&cpim).unwrap_or_else(|| "imdn".to_string());
+                    cpim.set_header(&format!("{prefix}.IMDN-Record-Route"), &format!("<{}>", self.group));
+                    template.body = cpim.to_bytes();
+                }
+            }
+        }
+        template
+    }
+
+    /// `template` addressed to `member`: the group identity as From (so
+    /// replies go to the group) with the author's tag, and a Call-ID of its
+    /// own (the CF is a B2BUA: each member leg is a request of its own).
+    fn member_copy(&self, template: &Message, tag: Option<&str>, member: &Aor) -> Option<Message> {
+        let mut copy = template.clone();
         let StartLine::Request { uri, .. } = &mut copy.start else {
             return None;
         };
         *uri = SipUri::parse(member.as_str()).ok()?;
-        let tag = original
-            .from()
-            .ok()
-            .and_then(|f| f.tag().map(str::to_string))
-            .unwrap_or_else(unique_id);
-        copy.headers.remove_all("Via");
+        let tag = tag.map_or_else(unique_id, str::to_string);
         copy.headers.set("From", format!("<{}>;tag={tag}", self.group));
         copy.headers.set("To", format!("<{member}>"));
-        // Each member leg is a request of its own (the CF is a B2BUA): its own Call-ID.
-        let call_id = original.call_id().unwrap_or("group");
-        copy.headers
-            .set("Call-ID", format!("{}-{call_id}", crate::originating::unique_id()));
-        copy.headers.set("P-Asserted-Identity", format!("<{sender}>"));
-        copy.headers.set("Max-Forwards", "70");
-        if copy.content_type_is("message/cpim") {
-            if let Ok(mut cpim) = Cpim::parse_bytes(&copy.body) {
-                if cpim.imdn_message_id().is_some() {
-                    let prefix = cpim_prefix(&cpim).unwrap_or_else(|| "imdn".to_string());
-                    cpim.set_header(&format!("{prefix}.IMDN-Record-Route"), &format!("<{}>", self.group));
-                    copy.body = cpim.to_bytes();
-                }
-            }
-        }
+        let call_id = template.call_id().unwrap_or("group");
+        copy.headers.set("Call-ID", format!("{}-{call_id}", unique_id()));
         Some(copy)
     }
 
@@ -231,11 +234,13 @@ impl ControllingFunction {
     /// Start the copies of fan-out `id` to the members its record names
     /// and track them until each is done.
     fn send_copies(&mut self, id: u64, record: FanOutRecord, request: &Message, ctx: &Context<Self>) {
-        let sender = Aor::from_canonical(record.sender.clone());
+        let template = self.copy_template(request, &Aor::from_canonical(record.sender.clone()));
+        let from = request.from().ok();
+        let tag = from.as_ref().and_then(|f| f.tag());
         let mut unusable = Vec::new();
         for member in &record.members {
             let member = Aor::from_canonical(member.clone());
-            match self.member_copy(request, &sender, &member) {
+            match self.member_copy(&template, tag, &member) {
                 Some(copy) => {
                     actix_rt::spawn(self.leg(member, copy, None, Some((ctx.address(), id))));
                 }
@@ -253,8 +258,7 @@ impl ControllingFunction {
 
     fn copy_done(&mut self, id: u64, member: &Aor) {
         let Some(f) = self.fanouts.get_mut(&id) else { return };
-        f.record.members.retain(|m| m != member.as_str());
-        f.dirty = true;
+        f.dirty |= f.record.members.remove(member.as_str());
         if f.record.members.is_empty() {
             self.fanouts.remove(&id);
             if let Err(e) = self.env.store.end_fanout(self.group.as_str(), id) {
@@ -401,6 +405,9 @@ impl Handler<crate::inspect::SnapshotCf> for ControllingFunction {
 pub struct GroupMessage {
     pub request: Arc<Message>,
     pub sender: Aor,
+    /// Its imdn.Message-ID and the reports it asks for, when it asks for
+    /// any (read by the ingress, which parsed the CPIM already).
+    pub reports: Option<(String, DispositionRequest)>,
 }
 
 /// Records counted for the inspector at most (a count, not a scan of a
@@ -445,46 +452,29 @@ impl Handler<GroupMessage> for ControllingFunction {
             .map(|m| Aor::from_canonical(m.clone()))
             .collect();
         // Reports on this message come back here; remember who asked.
-        let cpim = msg
-            .request
-            .content_type_is("message/cpim")
-            .then(|| Cpim::parse_bytes(&msg.request.body).ok())
-            .flatten();
-        if let Some((id, asked)) = cpim
-            .as_ref()
-            .and_then(|c| Some((c.imdn_message_id()?.to_string(), c.disposition_request())))
-        {
-            if asked.positive_delivery || asked.display || asked.negative_delivery {
-                let (now, policy) = (unix_now(), self.env.policy.get());
-                let rec = GroupReportRecord {
-                    sender: msg.sender.to_string(),
-                    members: members.iter().map(|m| m.to_string()).collect(),
-                    member_count: members.len(),
-                    compact: false,
-                    delivered: Default::default(),
-                    failed: Default::default(),
-                    displayed: Default::default(),
-                    want_delivery: asked.positive_delivery || asked.negative_delivery,
-                    want_display: asked.display,
-                    sent_delivery: false,
-                    sent_display: false,
-                    deadline_at: now + policy.group_report_deadline.as_secs(),
-                    expires_at: now + policy.imdn_retention.as_secs().max(1),
-                };
-                if let Err(e) = self.env.store.put_group_report(self.group.as_str(), &id, &rec, now) {
-                    tracing::error!(group = %self.group, %id, error = %e, "cannot store group report record");
-                    return GroupOutcome::StoreFailed;
-                }
-                // The deadline comes from the store's due index, through
-                // the server's sweep (`ReportsDue`), whether this CF still
-                // lives or not. Not a timer per message here: actix polls
-                // every timer of an actor's context each time the actor
-                // wakes, and a busy group would hold thousands.
+        if let Some((id, asked)) = msg.reports.as_ref().filter(|(_, asked)| asked.any()) {
+            let (now, policy) = (unix_now(), self.env.policy.get());
+            let rec = GroupReportRecord::new(
+                msg.sender.to_string(),
+                members.iter().map(|m| m.to_string()).collect(),
+                asked.positive_delivery || asked.negative_delivery,
+                asked.display,
+                now + policy.group_report_deadline.as_secs(),
+                now + policy.imdn_retention.as_secs().max(1),
+            );
+            if let Err(e) = self.env.store.put_group_report(self.group.as_str(), id, &rec, now) {
+                tracing::error!(group = %self.group, %id, error = %e, "cannot store group report record");
+                return GroupOutcome::StoreFailed;
             }
+            // The deadline comes from the store's due index, through the
+            // server's sweep (`ReportsDue`), whether this CF still lives or
+            // not. Not a timer per message here: actix polls every timer of
+            // an actor's context each time the actor wakes, and a busy
+            // group would hold thousands.
         }
         let record = FanOutRecord {
             sender: msg.sender.to_string(),
-            request: msg.request.to_bytes().to_vec(),
+            request: msg.request.to_bytes().into(),
             members: members.iter().map(|m| m.to_string()).collect(),
         };
         if !record.members.is_empty() {
@@ -601,7 +591,7 @@ impl Handler<GroupReport> for ControllingFunction {
 }
 
 /// A group message's report deadline or end of retention has come (from
-/// the CF's own timer, or from the server's sweep of the store's index).
+/// the server's sweep of the store's index).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct ReportsDue {
@@ -612,15 +602,9 @@ impl Handler<ReportsDue> for ControllingFunction {
     type Result = ();
 
     fn handle(&mut self, msg: ReportsDue, _: &mut Context<Self>) {
-        self.due(&msg.id);
-    }
-}
-
-impl ControllingFunction {
-    fn due(&mut self, id: &str) {
         self.last_activity = Instant::now();
-        if let Some(rec) = self.record(id) {
-            self.settle(id, rec, unix_now());
+        if let Some(rec) = self.record(&msg.id) {
+            self.settle(&msg.id, rec, unix_now());
         }
     }
 }
@@ -630,23 +614,17 @@ mod tests {
     use super::*;
 
     fn record(want_delivery: bool, want_display: bool) -> GroupReportRecord {
-        GroupReportRecord {
-            sender: "sip:alice@example.com".into(),
-            members: ["sip:bob@example.com", "sip:carol@example.com"]
-                .map(String::from)
-                .into(),
-            member_count: 2,
-            compact: false,
-            delivered: Default::default(),
-            failed: Default::default(),
-            displayed: Default::default(),
+        let members = ["sip:bob@example.com", "sip:carol@example.com"]
+            .map(String::from)
+            .into();
+        GroupReportRecord::new(
+            "sip:alice@example.com".into(),
+            members,
             want_delivery,
             want_display,
-            sent_delivery: false,
-            sent_display: false,
-            deadline_at: 100,
-            expires_at: 1_000,
-        }
+            100,
+            1_000,
+        )
     }
 
     #[test]
