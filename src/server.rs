@@ -375,14 +375,29 @@ fn resume_fanouts(core: &Core) {
         );
     }
     for (group, id) in pending {
-        let dir = core.dir.clone();
-        actix_rt::spawn(async move {
-            let group = Aor::from_canonical(group);
-            if let Err(e) = dir.send_cf(&group, cpm_actors::ResumeFanOut { id }).await {
-                tracing::error!(%group, id, error = %e, "group fan-out not resumed");
-            }
-        });
+        to_cf(
+            core,
+            group,
+            cpm_actors::ResumeFanOut { id },
+            "group fan-out not resumed",
+        );
     }
+}
+
+/// Hand `msg` to `group`'s CF, activating it (or re-activating one that was
+/// just passivating); a failure is logged with `failed`.
+fn to_cf<M>(core: &Core, group: String, msg: M, failed: &'static str)
+where
+    M: actix::Message<Result = ()> + Send + Clone + 'static,
+    cpm_actors::ControllingFunction: actix::Handler<M>,
+{
+    let dir = core.dir.clone();
+    actix_rt::spawn(async move {
+        let group = Aor::from_canonical(group);
+        if let Err(e) = dir.send_cf(&group, msg).await {
+            tracing::error!(%group, error = %e, "{failed}");
+        }
+    });
 }
 
 /// Group report records whose deadline or retention ended, handed to
@@ -391,16 +406,14 @@ fn resume_fanouts(core: &Core) {
 fn group_reports_due(core: &Core) {
     match core.env.store.due_group_reports(unix_now(), 10_000) {
         Ok(due) => {
+            // The index entry is gone: this is the record's turn.
             for (group, id) in due {
-                // `send_cf` re-activates a CF that was just passivating
-                // (the index entry is gone: this is the record's turn).
-                let dir = core.dir.clone();
-                actix_rt::spawn(async move {
-                    let group = Aor::from_canonical(group);
-                    if let Err(e) = dir.send_cf(&group, cpm_actors::ReportsDue { id }).await {
-                        tracing::error!(%group, error = %e, "group report deadline not handled");
-                    }
-                });
+                to_cf(
+                    core,
+                    group,
+                    cpm_actors::ReportsDue { id },
+                    "group report deadline not handled",
+                );
             }
         }
         Err(e) => tracing::error!(error = %e, "group report sweep failed"),
