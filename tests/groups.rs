@@ -259,16 +259,23 @@ fn reports_on(alice: &RawDevice, id: &str) -> (usize, usize, usize) {
     (count("<delivered/>"), count("<failed/>"), count("<displayed/>"))
 }
 
-#[test]
-fn report_aggregation_survives_a_crash() {
-    // A deadline far away: only the members' answers complete the aggregate.
-    let (_d, cfg) = config(&format!("{GROUP}[group_policy]\nreport_deadline_s = 600\n"));
-    let mut cpm = Cpm::start(&["--open", "--config", &cfg]);
+/// A cpm serving GROUP with a report deadline of `deadline_s`, alice's
+/// phone, and a phone each for the other members.
+fn group_with_phones(deadline_s: u32) -> (TempDir, Cpm, RawDevice, Vec<(&'static str, RawDevice)>) {
+    let (dir, cfg) = config(&format!("{GROUP}[group_policy]\nreport_deadline_s = {deadline_s}\n"));
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
     let alice = phone(&cpm, "alice");
-    let members: Vec<(&str, RawDevice)> = ["bob", "carol", "dave"]
+    let members = ["bob", "carol", "dave"]
         .into_iter()
         .map(|u| (u, phone(&cpm, u)))
         .collect();
+    (dir, cpm, alice, members)
+}
+
+#[test]
+fn report_aggregation_survives_a_crash() {
+    // A deadline far away: only the members' answers complete the aggregate.
+    let (_d, mut cpm, alice, members) = group_with_phones(600);
     group_message_with_reports(&cpm, &alice, "gcrash");
     for (_, d) in &members {
         assert_eq!(d.wait_for(1, WAIT).len(), 1);
@@ -295,19 +302,13 @@ fn report_aggregation_survives_a_crash() {
 
 #[test]
 fn a_deadline_passed_during_a_restart_sends_the_aggregate_and_late_answers_count() {
-    let (_d, cfg) = config(&format!("{GROUP}[group_policy]\nreport_deadline_s = 2\n"));
-    let mut cpm = Cpm::start(&["--open", "--config", &cfg]);
-    let alice = phone(&cpm, "alice");
-    let members: Vec<(&str, RawDevice)> = ["bob", "carol", "dave"]
-        .into_iter()
-        .map(|u| (u, phone(&cpm, u)))
-        .collect();
+    let (_d, mut cpm, alice, members) = group_with_phones(2);
     group_message_with_reports(&cpm, &alice, "gdeadline");
     assert_eq!(
         member_report(&cpm, &members[0].1, "bob", "gdeadline", "delivered"),
         Some(200)
     );
-    // Down over the deadline: the CF's own timer dies with the process.
+    // Down over the deadline: only the store's due index brings it back.
     cpm.kill();
     std::thread::sleep(Duration::from_millis(2500));
     cpm.restart();
