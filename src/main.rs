@@ -108,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     tracing::debug!(purge_ms, "mimalloc arena purge delay");
+    ignore_file_size_signal();
     let config = match config {
         Some(path) => Config::load(&path)?,
         None => Config::default(),
@@ -165,4 +166,15 @@ fn simulate(opts: &cpm::simulate::SimOptions, log: String) -> anyhow::Result<()>
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// A write past the file-size limit (`ulimit -f`) kills the process with
+/// SIGXFSZ by default, silently and mid-request. Ignored, the write fails
+/// with EFBIG instead, which the store reports like a full disk: the request
+/// is refused with 500 and `/health` says why (PostgreSQL does the same).
+fn ignore_file_size_signal() {
+    // SAFETY: installs the SIG_IGN disposition; no handler code runs.
+    if unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) } == libc::SIG_ERR {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot ignore SIGXFSZ");
+    }
 }

@@ -69,6 +69,21 @@ pub async fn metrics(_: Authorized, state: web::Data<AdminState>) -> HttpRespons
         let _ = writeln!(out, "cpm_events_total{{event=\"{}\"}} {n}", label(event));
     }
     let event = |name: &str| c.events.iter().find(|(e, _)| e == name).map_or(0, |(_, n)| *n);
+    let store = env.store.health();
+    help(
+        &mut out,
+        "cpm_store_healthy",
+        "gauge",
+        "1 while store flushes succeed, 0 after one failed (nothing is acknowledged as durable until one succeeds).",
+    );
+    let _ = writeln!(out, "cpm_store_healthy {}", u8::from(store.failing.is_none()));
+    help(
+        &mut out,
+        "cpm_store_flush_failures_total",
+        "counter",
+        "Store flushes that failed since the start.",
+    );
+    let _ = writeln!(out, "cpm_store_flush_failures_total {}", store.failed_flushes);
     help(
         &mut out,
         "cpm_deliveries_total",

@@ -224,8 +224,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+/// 200 while the store acknowledges writes as durable, 503 once a flush
+/// failed (until one succeeds): deferred messages, registrations and
+/// reports are then refused with 500, so an operator or orchestrator must
+/// know. No token needed, and no detail beyond the store's error.
+async fn health(state: web::Data<AdminState>) -> HttpResponse {
+    match state.core.env.store.health().failing {
+        None => HttpResponse::Ok().json(serde_json::json!({ "status": "ok" })),
+        Some(error) => HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "status": "failing",
+            "store": error,
+        })),
+    }
 }
 
 const PAGE: &str = include_str!("static/index.html");

@@ -36,6 +36,18 @@ pub(crate) struct Flusher {
 struct Shared {
     state: Mutex<State>,
     work: Condvar,
+    health: Mutex<StoreHealth>,
+}
+
+/// The outcome of the flushes so far, for the admin API's health check.
+#[derive(Default, Clone, Debug, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Flushes that failed since the store was opened.
+    pub failed_flushes: u64,
+    /// The error of the last flush, if it failed (cleared by the next one
+    /// that succeeds). sled 0.34 keeps failing once its log could not be
+    /// written, so in practice this stays set until a restart.
+    pub failing: Option<String>,
 }
 
 #[derive(Default)]
@@ -80,6 +92,10 @@ impl Flusher {
         self.shared.work.notify_one();
         FlushRequest(slot)
     }
+
+    pub(crate) fn health(&self) -> StoreHealth {
+        lock(&self.shared.health).clone()
+    }
 }
 
 impl Drop for Flusher {
@@ -121,6 +137,7 @@ fn run(db: &sled::Db, shared: &Shared, before: &dyn Fn() -> Result<(), crate::St
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.flush()))
             .unwrap_or_else(|_| Err(sled::Error::ReportableBug("sled flush panicked".into())))
             .map(|_| ());
+        record(shared, &res);
         for slot in batch {
             let waker = {
                 let mut s = lock(&slot.0);
@@ -130,6 +147,25 @@ fn run(db: &sled::Db, shared: &Shared, before: &dyn Fn() -> Result<(), crate::St
             if let Some(w) = waker {
                 w.wake();
             }
+        }
+    }
+}
+
+fn record(shared: &Shared, res: &Result<(), sled::Error>) {
+    let mut h = lock(&shared.health);
+    match res {
+        Ok(()) => {
+            if let Some(was) = h.failing.take() {
+                tracing::warn!(error = %was, "store flushes succeed again");
+            }
+        }
+        Err(e) => {
+            h.failed_flushes += 1;
+            if h.failing.is_none() {
+                // Once per outage: every waiter logs its own request's failure.
+                tracing::error!(error = %e, "store flush failed: nothing is acknowledged as durable until one succeeds");
+            }
+            h.failing = Some(e.to_string());
         }
     }
 }

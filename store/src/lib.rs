@@ -42,6 +42,7 @@ pub use bindings::BindingRecord;
 pub use credentials::CredentialRecord;
 pub use deferred::{DeferredRecord, NewDeferred};
 pub use error::StoreError;
+pub use flush::StoreHealth;
 pub use group_fanout::FanOutRecord;
 pub use group_reports::GroupReportRecord;
 pub use mss::{NewStoredObject, StoredObject};
@@ -190,6 +191,12 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.flusher.flush().await?;
         Ok(())
+    }
+
+    /// How the flushes went: whether the store can acknowledge anything as
+    /// durable right now (the admin API's `/health`).
+    pub fn health(&self) -> StoreHealth {
+        self.flusher.health()
     }
 
     /// Blocking variant of [`Store::flush`], for shutdown paths and tools

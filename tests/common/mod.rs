@@ -64,6 +64,8 @@ pub struct Cpm {
     pub data: PathBuf,
     _tmp: Option<TempDir>,
     extra: Vec<String>,
+    /// `ulimit -f` for the next (re)start, in bytes: a disk that fills up.
+    pub file_size_limit: Option<u64>,
 }
 
 impl Cpm {
@@ -74,6 +76,17 @@ impl Cpm {
     /// Like [`Cpm::start`], but `prepare` runs on the fresh data directory
     /// before the server starts (e.g. `cpm user add` for credentials).
     pub fn start_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> Cpm {
+        Cpm::launch(extra, prepare, None)
+    }
+
+    /// Like [`Cpm::start`], with the process's file-size limit (`ulimit -f`)
+    /// at `bytes`: the store's log file runs into it as into a full disk.
+    /// Clear `file_size_limit` before a restart to give the disk back.
+    pub fn start_with_file_limit(extra: &[&str], bytes: u64) -> Cpm {
+        Cpm::launch(extra, |_| {}, Some(bytes))
+    }
+
+    fn launch(extra: &[&str], prepare: impl FnOnce(&Path), file_size_limit: Option<u64>) -> Cpm {
         let tmp = TempDir::new().expect("tempdir");
         let data = tmp.path().join("data");
         prepare(&data);
@@ -86,6 +99,7 @@ impl Cpm {
             data,
             _tmp: Some(tmp),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            file_size_limit,
         };
         cpm.spawn(0, 0);
         cpm
@@ -98,7 +112,22 @@ impl Cpm {
             .append(true)
             .open(&log)
             .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cpm"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cpm"));
+        if let Some(bytes) = self.file_size_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            // SAFETY: setrlimit is async-signal-safe; it only reads `limit`.
+            unsafe {
+                command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_FSIZE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
+        let mut child = command
             .args(["serve", "--log", "debug"])
             .arg("--data")
             .arg(&self.data)
