@@ -1,6 +1,8 @@
 //! `cpm simulate` in its CI configuration (about 2,000 users × 2 devices
-//! for 30 s over loopback UDP, with churn deferring a few percent of the messages), a short run over the memory
-//! transport, and proof that the checker catches each kind of violation.
+//! for 30 s over loopback UDP, with churn deferring a few percent of the
+//! messages, and a fifth of them sent to 8-member groups), a short run over
+//! the memory transport, and proof that the checker catches each kind of
+//! violation.
 
 use cpm::simulate::{run, Checker, ReportKind, SimOptions, SimTransport};
 
@@ -16,6 +18,12 @@ fn assert_clean(opts: &SimOptions) {
         "churn took whole users offline, so some messages were deferred: {report}"
     );
     assert_eq!(s.delivered_later, s.deferred, "{report}");
+    if opts.groups > 0 {
+        assert!(
+            s.group_messages > 0 && s.group_copies > 0,
+            "group traffic flowed: {report}"
+        );
+    }
 }
 
 #[test]
@@ -30,6 +38,9 @@ fn ci_configuration_2000_users_30_s_over_udp() {
         churn: 10.0,
         offline: 10.0,
         drain: 60.0,
+        groups: 100,
+        group_size: 8,
+        group_share: 0.2,
         quiet: true,
         ..Default::default()
     });
@@ -48,6 +59,9 @@ fn short_run_over_the_memory_transport() {
         drain: 60.0,
         quiet: true,
         seed: 7,
+        groups: 20,
+        group_size: 30,
+        group_share: 0.1,
         ..Default::default()
     });
 }
@@ -196,4 +210,47 @@ fn the_binary_exits_non_zero_when_the_engine_breaks_an_invariant() {
     assert!(!out.status.success(), "must fail:\n{stdout}");
     assert!(stdout.contains("refused with 480"), "{stdout}");
     assert!(stdout.contains("VIOLATION"), "{stdout}");
+}
+
+/// Two devices per user: user 0 has devices 0 and 1, user 2 has 4 and 5.
+#[test]
+fn checker_holds_group_messages_to_their_rules() {
+    let mut c = Checker::with_devices(2);
+    // Group 0 is users 0, 1 and 2; user 0 sends.
+    let ok = c.sent_group(0, 0, 0, vec![1, 2]);
+    c.answered(ok, 202, |_, _| true);
+    c.received(ok, 3); // user 1, one device is enough
+    c.received(ok, 4);
+    c.received(ok, 5);
+    reported(&mut c, ok);
+    let missed = c.sent_group(0, 0, 0, vec![1, 2]);
+    c.answered(missed, 202, |_, _| true);
+    c.received(missed, 2);
+    c.received(missed, 7); // user 3 is not in the group
+    c.received(missed, 2);
+    reported(&mut c, missed);
+    let refused = c.sent_group(0, 0, 0, vec![1, 2]);
+    c.answered(refused, 200, |_, _| true);
+    assert_eq!(c.group_of(ok), Some(0));
+    c.finish(|_| 0);
+    let v = c.violations().join("\n");
+    assert!(
+        v.contains(&format!(
+            "group message {missed} to g0: u3 (device 7) is not a recipient"
+        )),
+        "{v}"
+    );
+    assert!(
+        v.contains(&format!("group message {missed} to g0: member u2 never got it")),
+        "{v}"
+    );
+    assert!(v.contains(&format!("message {missed}: device 2 got it twice")), "{v}");
+    assert!(
+        v.contains(&format!("group message {refused} to g0: 200, expected 202")),
+        "{v}"
+    );
+    assert!(
+        !v.contains(&format!("message {ok}:")) && !v.contains(&format!("message {ok} ")),
+        "{v}"
+    );
 }

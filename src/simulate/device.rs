@@ -94,22 +94,31 @@ impl Sip {
             .ok()
     }
 
-    /// A pager-mode MESSAGE asking for delivery and display reports.
-    pub fn message(&self, id: u64, from: Dev, addr: SocketAddr, to_user: u32) -> (String, Bytes) {
+    /// The id of the message whose Call-ID ends `s`: a group's CF gives each
+    /// member copy a Call-ID of its own, `<unique>-<original>`.
+    pub fn parse_copy_call_id(&self, s: &str) -> Option<u64> {
+        let (_, original) = s.split_once('-')?;
+        self.parse_message_id(original)
+    }
+
+    /// A pager-mode MESSAGE asking for delivery and display reports, to
+    /// user `to` (`u{i}`) or group `to` (`g{k}`).
+    pub fn message(&self, id: u64, from: Dev, addr: SocketAddr, to: &str) -> (String, Bytes) {
         let u = self.user_of(from);
         let mid = self.message_id(id);
         let cpim = format!(
-            "From: <sip:u{u}@{DOMAIN}>\r\nTo: <sip:u{to_user}@{DOMAIN}>\r\nDateTime: 2026-11-22T00:00:00Z\r\n\
+            "From: <sip:u{u}@{DOMAIN}>\r\nTo: <sip:{to}@{DOMAIN}>\r\nDateTime: 2026-11-22T00:00:00Z\r\n\
              NS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: {mid}\r\n\
              imdn.Disposition-Notification: positive-delivery, display\r\n\r\n\
              Content-Type: text/plain;charset=UTF-8\r\n\r\nmessage {id} from device {from}"
         );
-        let text = cpim_request(u, to_user, addr, &mid, &cpim);
+        let text = cpim_request(u, to, addr, &mid, &cpim);
         (mid, text)
     }
 
-    /// Device `from` reports on message `id` to its sender `to_user`.
-    pub fn report(&self, id: u64, kind: ReportKind, from: Dev, addr: SocketAddr, to_user: u32) -> (String, Bytes) {
+    /// Device `from` reports on message `id` to its sender (`u{i}`), or to
+    /// the group (`g{k}`) that the copy came through.
+    pub fn report(&self, id: u64, kind: ReportKind, from: Dev, addr: SocketAddr, to: &str) -> (String, Bytes) {
         let u = self.user_of(from);
         let (k, element, status) = match kind {
             ReportKind::Delivery => ('d', "delivery-notification", "delivered"),
@@ -123,24 +132,24 @@ impl Sip {
             self.message_id(id)
         );
         let cpim = format!(
-            "From: <sip:u{u}@{DOMAIN}>\r\nTo: <sip:u{to_user}@{DOMAIN}>\r\nNS: imdn <urn:ietf:params:imdn>\r\n\
+            "From: <sip:u{u}@{DOMAIN}>\r\nTo: <sip:{to}@{DOMAIN}>\r\nNS: imdn <urn:ietf:params:imdn>\r\n\
              imdn.Message-ID: {call_id}\r\nDateTime: 2026-11-22T00:00:01Z\r\n\r\n\
              Content-Type: message/imdn+xml\r\nContent-Disposition: notification\r\n\r\n{xml}"
         );
-        let text = cpim_request(u, to_user, addr, &call_id, &cpim);
+        let text = cpim_request(u, to, addr, &call_id, &cpim);
         (call_id, text)
     }
 }
 
-/// A MESSAGE from user `u` to `to_user` carrying `cpim`; `id` is its
-/// Call-ID and makes the branch and From tag unique.
-fn cpim_request(u: u32, to_user: u32, addr: SocketAddr, id: &str, cpim: &str) -> Bytes {
+/// A MESSAGE from user `u` to `to` (`u{i}` or `g{k}`) carrying `cpim`;
+/// `id` is its Call-ID and makes the branch and From tag unique.
+fn cpim_request(u: u32, to: &str, addr: SocketAddr, id: &str, cpim: &str) -> Bytes {
     Bytes::from(format!(
-        "MESSAGE sip:u{to_user}@{DOMAIN} SIP/2.0\r\n\
+        "MESSAGE sip:{to}@{DOMAIN} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {addr};branch=z9hG4bK{id};rport\r\n\
          Max-Forwards: 70\r\n\
          From: <sip:u{u}@{DOMAIN}>;tag=t{id}\r\n\
-         To: <sip:u{to_user}@{DOMAIN}>\r\n\
+         To: <sip:{to}@{DOMAIN}>\r\n\
          Call-ID: {id}\r\n\
          CSeq: 1 MESSAGE\r\n\
          Content-Type: message/cpim\r\n\
@@ -163,16 +172,21 @@ mod tests {
         assert_eq!(sip.parse_contact_user("u7d2"), None);
         assert_eq!(sip.parse_message_id(&sip.message_id(42)), Some(42));
         assert_eq!(sip.parse_message_id("mzzzx42"), None);
+        assert_eq!(
+            sip.parse_copy_call_id(&format!("1a2b3c-{}", sip.message_id(42))),
+            Some(42)
+        );
+        assert_eq!(sip.parse_copy_call_id(&sip.message_id(42)), None, "not a copy");
         let (_, reg) = sip.online(15, "127.0.0.1:5000".parse().unwrap(), 1);
         let reg = cpm_sip::Message::parse(reg).expect("REGISTER parses");
         assert!(reg.header("Contact").unwrap().contains("sip:u7d1@127.0.0.1:5000"));
-        let (_, msg) = sip.message(3, 15, "127.0.0.1:5000".parse().unwrap(), 9);
+        let (_, msg) = sip.message(3, 15, "127.0.0.1:5000".parse().unwrap(), "u9");
         let msg = cpm_sip::Message::parse(msg).expect("MESSAGE parses");
         assert_eq!(
             msg.body.len(),
             msg.header("Content-Length").unwrap().parse::<usize>().unwrap()
         );
-        let (_, rep) = sip.report(3, ReportKind::Display, 18, "127.0.0.1:5000".parse().unwrap(), 7);
+        let (_, rep) = sip.report(3, ReportKind::Display, 18, "127.0.0.1:5000".parse().unwrap(), "g7");
         let rep = cpm_sip::Message::parse(rep).expect("report parses");
         let (_, imdn) = cpm_sip::imdn::parse_report(rep.content_type().as_deref(), &rep.body).expect("an IMDN");
         assert_eq!(imdn.kind, cpm_sip::imdn::Kind::Display);

@@ -18,7 +18,7 @@ use super::device::{Device, Sip, State};
 use super::invariants::{Checker, Dev, ReportKind};
 use super::report::Report;
 use super::wire::Wire;
-use super::{secs, Engine, SimError, SimOptions, SimTransport};
+use super::{group_members, secs, Engine, SimError, SimOptions, SimTransport};
 use crate::memory::{rss, trim_heap};
 
 /// Our own retransmission timer (UDP) and the give-up time of a request.
@@ -52,6 +52,8 @@ struct Sim<'a> {
     wire: Wire,
     rx: Receiver<Bytes>,
     devs: Vec<Device>,
+    /// Members of each group (`group_members`).
+    groups: Vec<Vec<u32>>,
     checker: Checker,
     pending: HashMap<String, Pending>,
     /// Branches of forks already answered (UDP retransmissions).
@@ -82,7 +84,8 @@ pub(super) fn drive(opts: &SimOptions, engine: &Engine) -> Result<Report, SimErr
         wire,
         rx,
         devs: vec![Device::NEW; n],
-        checker: Checker::new(),
+        groups: (0..opts.groups).map(|k| group_members(opts, k)).collect(),
+        checker: Checker::with_devices(opts.devices),
         pending: HashMap::new(),
         seen: HashSet::new(),
         back: VecDeque::new(),
@@ -164,32 +167,76 @@ impl Sim<'_> {
         self.send(dev, call_id, data, Purpose::Unregister(dev));
     }
 
-    /// A random online, idle device sends one message to a random other user.
+    /// One message: to a group (`--group-share` of them, when there are
+    /// groups) or to a random other user.
     fn send_message(&mut self) -> bool {
-        let m = self.opts.devices;
-        for _ in 0..16 {
-            let dev = self.below(self.opts.users) * m + self.below(m);
-            let d = self.devs[dev as usize];
-            if d.state != State::Online || d.busy {
-                continue;
-            }
-            let from_user = dev / m;
-            let mut to = self.below(self.opts.users - 1);
-            if to >= from_user {
-                to += 1;
-            }
-            let online: Vec<(Dev, u32)> = (to * m..(to + 1) * m)
-                .filter(|r| self.devs[*r as usize].state == State::Online)
-                .map(|r| (r, self.devs[r as usize].epoch))
-                .collect();
-            let id = self.checker.sent(dev, d.epoch, to, online);
-            let addr = self.wire.addr(dev, m);
-            let (call_id, data) = self.sip.message(id, dev, addr, to);
-            self.devs[dev as usize].busy = true;
-            self.send(dev, call_id, data, Purpose::Message(id, dev));
-            return true;
+        let to_group = !self.groups.is_empty() && ((self.rand() % 1_000_000) as f64) < self.opts.group_share * 1e6;
+        match to_group {
+            true => self.send_group_message(),
+            false => self.send_pager_message(),
         }
-        false
+    }
+
+    /// An online device that has no MESSAGE in flight, of a user `pick`
+    /// chooses (a few tries).
+    fn idle_device(&mut self, mut pick: impl FnMut(&mut Self) -> u32) -> Option<Dev> {
+        let m = self.opts.devices;
+        (0..16).find_map(|_| {
+            let dev = pick(self) * m + self.below(m);
+            let d = self.devs[dev as usize];
+            (d.state == State::Online && !d.busy).then_some(dev)
+        })
+    }
+
+    /// A random online, idle device sends one message to a random other user.
+    fn send_pager_message(&mut self) -> bool {
+        let m = self.opts.devices;
+        let users = self.opts.users;
+        let Some(dev) = self.idle_device(|s| s.below(users)) else {
+            return false;
+        };
+        let from_user = dev / m;
+        let mut to = self.below(users - 1);
+        if to >= from_user {
+            to += 1;
+        }
+        let online: Vec<(Dev, u32)> = (to * m..(to + 1) * m)
+            .filter(|r| self.devs[*r as usize].state == State::Online)
+            .map(|r| (r, self.devs[r as usize].epoch))
+            .collect();
+        let id = self.checker.sent(dev, self.devs[dev as usize].epoch, to, online);
+        self.send_new(id, dev, &format!("u{to}"));
+        true
+    }
+
+    /// A random online, idle device of a member sends one message to its group.
+    fn send_group_message(&mut self) -> bool {
+        let group = self.below(self.groups.len() as u32);
+        let size = self.groups[group as usize].len() as u32;
+        let Some(dev) = self.idle_device(|s| {
+            let i = s.below(size);
+            s.groups[group as usize][i as usize]
+        }) else {
+            return false;
+        };
+        let sender = dev / self.opts.devices;
+        let others = self.groups[group as usize]
+            .iter()
+            .copied()
+            .filter(|u| *u != sender)
+            .collect();
+        let id = self
+            .checker
+            .sent_group(dev, self.devs[dev as usize].epoch, group, others);
+        self.send_new(id, dev, &format!("g{group}"));
+        true
+    }
+
+    fn send_new(&mut self, id: u64, dev: Dev, to: &str) {
+        let addr = self.wire.addr(dev, self.opts.devices);
+        let (call_id, data) = self.sip.message(id, dev, addr, to);
+        self.devs[dev as usize].busy = true;
+        self.send(dev, call_id, data, Purpose::Message(id, dev));
     }
 
     fn churn(&mut self) {
@@ -357,36 +404,42 @@ impl Sim<'_> {
             self.rep.stray += 1;
         }
         let call_id = msg.call_id().unwrap_or_default().to_string();
-        if call_id.starts_with('p') {
-            let Some((_, rep)) = imdn::parse_report(msg.content_type().as_deref(), &msg.body) else {
-                return self
-                    .checker
-                    .violation(format!("device {dev}: unreadable report {call_id}"));
-            };
+        // Reports come from devices (Call-ID `p...`), or from a group's CF
+        // and the engine itself (Call-IDs of their own): known by the body.
+        if let Some((_, rep)) = imdn::parse_report(msg.content_type().as_deref(), &msg.body) {
             let kind = match rep.kind {
                 imdn::Kind::Delivery => ReportKind::Delivery,
                 imdn::Kind::Display => ReportKind::Display,
                 imdn::Kind::Processing => return,
             };
-            match self.sip.parse_message_id(&rep.message_id) {
+            return match self.sip.parse_message_id(&rep.message_id) {
                 Some(id) => self.checker.report(id, kind, dev),
                 None => self
                     .checker
                     .violation(format!("report about unknown message {}", rep.message_id)),
-            }
-            return;
+            };
         }
-        let Some(id) = self.sip.parse_message_id(&call_id) else {
+        if call_id.starts_with('p') {
+            return self
+                .checker
+                .violation(format!("device {dev}: unreadable report {call_id}"));
+        }
+        let Some(id) = (self.sip.parse_message_id(&call_id)).or_else(|| self.sip.parse_copy_call_id(&call_id)) else {
             return self
                 .checker
                 .violation(format!("device {dev}: unexpected request {call_id}"));
         };
         self.checker.received(id, dev);
-        let Some(sender) = self.checker.sender(id) else { return };
+        // Reports on a group copy go to the group (its IMDN-Record-Route),
+        // which aggregates them for the sender.
+        let to = match (self.checker.group_of(id), self.checker.sender(id)) {
+            (Some(group), _) => format!("g{group}"),
+            (None, Some(sender)) => format!("u{}", sender / self.opts.devices),
+            (None, None) => return,
+        };
         let addr = self.wire.addr(dev, self.opts.devices);
-        let to_user = sender / self.opts.devices;
         for kind in [ReportKind::Delivery, ReportKind::Display] {
-            let (call_id, data) = self.sip.report(id, kind, dev, addr, to_user);
+            let (call_id, data) = self.sip.report(id, kind, dev, addr, &to);
             self.send(dev, call_id, data, Purpose::Report(dev));
         }
     }

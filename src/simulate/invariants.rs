@@ -14,6 +14,13 @@
 //! - the sender gets at least one delivery and one display report per
 //!   delivered message, never twice on one device, and exactly one (on the
 //!   sending device) when that device stayed registered throughout.
+//!
+//! A group message (sent to a group's URI) is answered 202 by the group's
+//! CF; each member but the sender gets it on at least one device (live or
+//! deferred), no device gets it twice, nobody else gets it, and the
+//! sender's reports are the CF's aggregates, checked as above. Group
+//! copies are not ordered against the sender's other messages: the 202
+//! comes before the copies go out.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -30,7 +37,10 @@ pub enum ReportKind {
 #[derive(Debug)]
 struct Msg {
     from_dev: Dev,
+    /// The recipient user, or the group's number for a group message.
     to_user: u32,
+    /// A group message: the users that must get it (every member but the sender).
+    members: Option<Vec<u32>>,
     /// The sending device's registration epoch when it sent the message.
     origin_epoch: u32,
     sent_at: Instant,
@@ -53,10 +63,15 @@ pub struct Stats {
     pub reports: [u64; 2],
     /// Send → first device receipt, live (200) messages.
     pub latencies: Vec<Duration>,
+    /// Group messages sent, and member copies delivered.
+    pub group_messages: u64,
+    pub group_copies: u64,
 }
 
 #[derive(Default)]
 pub struct Checker {
+    /// Devices per user (device numbers are user × devices + index).
+    devices: u32,
     msgs: Vec<Msg>,
     /// (receiving device, sending device) → message ids in arrival order.
     arrivals: HashMap<(Dev, Dev), Vec<u64>>,
@@ -70,8 +85,16 @@ pub struct Checker {
 const KEEP: usize = 1_000;
 
 impl Checker {
+    /// One device per user: device number = user number.
     pub fn new() -> Checker {
-        Checker::default()
+        Checker::with_devices(1)
+    }
+
+    pub fn with_devices(devices: u32) -> Checker {
+        Checker {
+            devices: devices.max(1),
+            ..Checker::default()
+        }
     }
 
     pub fn violation(&mut self, what: String) {
@@ -95,6 +118,7 @@ impl Checker {
         self.msgs.push(Msg {
             from_dev,
             to_user,
+            members: None,
             origin_epoch,
             sent_at: Instant::now(),
             online_at_send,
@@ -104,6 +128,22 @@ impl Checker {
             reports: [Vec::new(), Vec::new()],
         });
         self.msgs.len() as u64 - 1
+    }
+
+    /// A message leaves `from_dev` for group `group`, whose members but the
+    /// sender are `members`; returns its id.
+    pub fn sent_group(&mut self, from_dev: Dev, origin_epoch: u32, group: u32, members: Vec<u32>) -> u64 {
+        let id = self.sent(from_dev, origin_epoch, group, Vec::new());
+        if let Some(m) = self.msgs.last_mut() {
+            m.members = Some(members);
+        }
+        id
+    }
+
+    /// Is `id` a group message (its reports go to the group, not the sender)?
+    pub fn group_of(&self, id: u64) -> Option<u32> {
+        let m = self.msgs.get(id as usize)?;
+        m.members.as_ref().map(|_| m.to_user)
     }
 
     /// The final response; `still` says whether a device is still registered
@@ -116,6 +156,13 @@ impl Checker {
             return self.violation(format!("message {id}: second final response {status} (had {old})"));
         }
         m.status = Some(status);
+        if m.members.is_some() {
+            if status != 202 {
+                let group = m.to_user;
+                self.violation(format!("group message {id} to g{group}: {status}, expected 202"));
+            }
+            return;
+        }
         let still_online: Vec<Dev> = m
             .online_at_send
             .iter()
@@ -145,6 +192,13 @@ impl Checker {
         };
         if m.received.contains(&dev) {
             return self.violation(format!("message {id}: device {dev} got it twice"));
+        }
+        let user = dev / self.devices;
+        if m.members.as_ref().is_some_and(|members| !members.contains(&user)) {
+            let group = m.to_user;
+            return self.violation(format!(
+                "group message {id} to g{group}: u{user} (device {dev}) is not a recipient"
+            ));
         }
         if m.received.is_empty() {
             self.first_rx.push((id, m.sent_at.elapsed()));
@@ -181,10 +235,20 @@ impl Checker {
             .filter(|m| {
                 m.status.is_none()
                     || (m.status == Some(202) && m.received.is_empty())
+                    || self.missing_members(m).next().is_some()
                     || (!m.received.is_empty() && m.reports.iter().any(|r| r.is_empty()))
                     || m.eligible.iter().any(|d| !m.received.contains(d))
             })
             .count()
+    }
+
+    /// Recipients of a group message that no device of got it yet.
+    fn missing_members<'a>(&'a self, m: &'a Msg) -> impl Iterator<Item = u32> + 'a {
+        let members = m.members.as_deref().unwrap_or_default();
+        members
+            .iter()
+            .copied()
+            .filter(move |u| !m.received.iter().any(|d| d / self.devices == *u))
     }
 
     /// The end-of-run checks; `epoch` gives each device's registration epoch now.
@@ -196,6 +260,16 @@ impl Checker {
             let id = id as u64;
             st.sent += 1;
             st.copies += m.received.len() as u64;
+            if m.members.is_some() {
+                st.group_messages += 1;
+                st.group_copies += m.received.len() as u64;
+                for u in self.missing_members(m) {
+                    found.push(format!(
+                        "group message {id} to g{}: member u{u} never got it",
+                        m.to_user
+                    ));
+                }
+            }
             match m.status {
                 None => found.push(format!("message {id} to u{}: lost (no final response)", m.to_user)),
                 Some(200) => {
@@ -213,6 +287,7 @@ impl Checker {
                         ));
                     }
                 }
+                Some(202) if m.members.is_some() => {}
                 Some(202) => {
                     st.deferred += 1;
                     if m.received.is_empty() {
@@ -246,7 +321,10 @@ impl Checker {
             let seq: Vec<u64> = ids
                 .iter()
                 .copied()
-                .filter(|i| matches!(self.msgs[*i as usize].status, Some(200 | 202)))
+                .filter(|i| {
+                    let m = &self.msgs[*i as usize];
+                    m.members.is_none() && matches!(m.status, Some(200 | 202))
+                })
                 .collect();
             if let Some(w) = seq.windows(2).find(|w| w[0] >= w[1]) {
                 found.push(format!(

@@ -79,6 +79,16 @@ pub struct SimOptions {
     /// Engine worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    /// Groups `sip:g{k}@sim.test` (0: none); group k's members are users
+    /// k×S .. k×S+S-1 (wrapping), S the group size.
+    #[arg(long, default_value_t = 0)]
+    pub groups: u32,
+    /// Members per group.
+    #[arg(long, default_value_t = 5)]
+    pub group_size: u32,
+    /// Share of the messages sent to a group by one of its members (with --groups).
+    #[arg(long, default_value_t = 0.2)]
+    pub group_share: f64,
     /// Random seed (users and devices picked for messages and churn).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -104,6 +114,9 @@ impl Default for SimOptions {
             settle: 0.0,
             window: 200,
             workers: 0,
+            groups: 0,
+            group_size: 5,
+            group_share: 0.2,
             seed: 1,
             quiet: false,
         }
@@ -118,6 +131,30 @@ pub enum SimError {
     Setup(String),
     #[error("engine failed to start: {0}")]
     Engine(String),
+}
+
+/// The members of group `k` (user numbers, distinct, in order).
+fn group_members(opts: &SimOptions, k: u32) -> Vec<u32> {
+    let size = opts.group_size.min(opts.users);
+    (0..size)
+        .map(|i| (k as u64 * size as u64 + i as u64) as u32 % opts.users)
+        .collect()
+}
+
+/// The engine's definition of group `k`.
+fn group_config(opts: &SimOptions, k: u32) -> crate::config::GroupConfig {
+    let members: Vec<String> = group_members(opts, k)
+        .iter()
+        .map(|u| format!("sip:u{u}@{}", device::DOMAIN))
+        .collect();
+    crate::config::GroupConfig {
+        uri: format!("sip:g{k}@{}", device::DOMAIN),
+        owner: members[0].clone(),
+        max_size: members.len(),
+        members,
+        send_policy: Default::default(),
+        membership: Default::default(),
+    }
 }
 
 /// What the engine thread hands back once it serves.
@@ -137,6 +174,7 @@ fn start_engine(opts: &SimOptions, data: PathBuf) -> Result<Engine, SimError> {
         None => Config::default(),
     };
     config.domains = vec![device::DOMAIN.to_string()];
+    config.groups.extend((0..opts.groups).map(|k| group_config(opts, k)));
     config.actors.workers = opts.workers;
     if let Some(t) = opts.idle_timeout {
         config.actors.idle_timeout_s = t.max(1);
@@ -202,6 +240,14 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
     }
     if (opts.users as u64) * (opts.devices as u64) > u32::MAX as u64 / 2 {
         return Err(SimError::Options("too many devices".into()));
+    }
+    if opts.groups > 0 && opts.group_size < 2 {
+        return Err(SimError::Options(
+            "a group needs at least 2 members (--group-size)".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&opts.group_share) {
+        return Err(SimError::Options("--group-share is a fraction from 0 to 1".into()));
     }
     let (data, temporary) = match &opts.data {
         Some(d) => (d.clone(), false),

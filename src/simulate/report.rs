@@ -104,6 +104,13 @@ impl fmt::Display for Report {
             "  messages       sent {}, delivered (200) {}, deferred (202) {}, delivered later {}, device copies {}",
             s.sent, s.ok, s.deferred, s.delivered_later, s.copies
         )?;
+        if s.group_messages > 0 {
+            writeln!(
+                f,
+                "  groups         messages (202, included above) {}, member device copies {}",
+                s.group_messages, s.group_copies
+            )?;
+        }
         writeln!(
             f,
             "  reports        delivery {}, display {}; stray copies {}; shed {}; retransmissions {}",
