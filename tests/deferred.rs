@@ -159,6 +159,46 @@ fn new_messages_wait_behind_the_deferred_push_to_a_returning_device() {
     assert_eq!(&ids[20..], ["live1", "live2", "live3"], "{ids:?}");
 }
 
+/// The same with a second device that is not being pushed: it answers a
+/// live message at once, and the slow device still gets that message once
+/// its push ends (a held fork used to be dropped when another device had
+/// already answered).
+#[test]
+fn a_device_being_pushed_still_gets_what_another_device_answered_first() {
+    let cpm = Cpm::start(&["--open"]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 20, 202, &[]));
+    let slow = RawDevice::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(50));
+        200
+    });
+    assert_eq!(slow.register(&cpm, "bob", "slow", 600), Some(200));
+    assert!(slow.wait_for(2, WAIT).len() >= 2, "the push is under way");
+    // This one refuses the backlog (its push stops at once) but takes live messages.
+    let quick = RawDevice::start(
+        |_, text| match header(text, "Call-ID").is_some_and(|c| c.starts_with("live")) {
+            true => 200,
+            false => 486,
+        },
+    );
+    assert_eq!(quick.register(&cpm, "bob", "quick", 600), Some(200));
+    for i in 1..=3 {
+        let text = raw_message(cpm.udp, "", "now", &format!("live{i}"));
+        assert_eq!(send_raw(cpm.udp, &text), Some(200), "live{i}: the quick device took it");
+    }
+    let live = |d: &RawDevice| -> Vec<String> {
+        d.received()
+            .iter()
+            .filter_map(|m| header(m, "Call-ID"))
+            .filter(|c| c.starts_with("live"))
+            .collect()
+    };
+    assert_eq!(live(&quick), ["live1", "live2", "live3"]);
+    let got = slow.wait_for(23, WAIT);
+    let ids: Vec<String> = got.iter().map(|m| header(m, "Call-ID").unwrap_or_default()).collect();
+    assert_eq!(ids.len(), 23, "the backlog, then the live messages: {ids:?}");
+    assert_eq!(&ids[20..], ["live1", "live2", "live3"], "{ids:?}");
+}
+
 fn raw_message(server: u16, extra: &str, body: &str, tag: &str) -> String {
     format!(
         "MESSAGE sip:bob@127.0.0.1:{server} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{tag}\r\n\

@@ -123,7 +123,14 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         let (timing, tracer, actor) = (self.timing.clone(), self.env.tracer.clone(), self.trace_actor.clone());
         let pf = self.me.clone();
         Answer::Detached(Box::pin(async move {
-            let outcome = work.await;
+            let (outcome, others) = work.await;
+            if let Some(others) = others {
+                // The user's other devices get the message too.
+                actix::spawn(others.for_each(|o| {
+                    accepted(o);
+                    futures::future::ready(())
+                }));
+            }
             timing.touch();
             let call_id = msg.request.call_id().unwrap_or_default();
             match outcome {
@@ -267,20 +274,27 @@ pub(crate) fn cpim_header(body: &[u8], name: &str) -> Option<String> {
     }
 }
 
-/// Wait for the first 2xx among the forks. Forks still running when it
-/// comes are not cancelled: their transactions finish on the device actors.
+/// The forks still running when the first 2xx came.
+type OtherForks<F> = Option<FuturesUnordered<F>>;
+
+/// Wait for the first 2xx among the forks; with it, the forks still
+/// running, which the caller must let finish: a fork held behind its
+/// device's deferred push (ordering.rs) is only sent when the push ends,
+/// and dropping it would keep the message from that device. After the
+/// timeout they are dropped: the message goes to the user's preferences
+/// (deferred, it reaches every device later anyway).
 /// One fork (the usual case: one eligible device) is awaited directly: a
 /// `FuturesUnordered` of one costs two shared allocations and a waker per
 /// message (callgrind, pager.sh at 300/s: 1.8 % fewer instructions).
-async fn first_success<F>(mut forks: Vec<F>, timeout: Duration) -> Option<Box<Message>>
+async fn first_success<F>(mut forks: Vec<F>, timeout: Duration) -> (Option<Box<Message>>, OtherForks<F>)
 where
     F: std::future::Future<Output = ForkResult> + Unpin,
 {
     if forks.len() == 1 {
-        let fork = forks.pop()?;
+        let Some(fork) = forks.pop() else { return (None, None) };
         return match tokio::time::timeout(timeout, fork).await {
-            Ok(outcome) => accepted(outcome),
-            Err(_) => None,
+            Ok(outcome) => (accepted(outcome), None),
+            Err(_) => (None, None),
         };
     }
     let mut forks: FuturesUnordered<F> = forks.into_iter().collect();
@@ -289,12 +303,12 @@ where
     loop {
         tokio::select! {
             next = forks.next() => match next {
-                None => return None,
+                None => return (None, None),
                 Some(outcome) => if let Some(resp) = accepted(outcome) {
-                    return Some(resp);
+                    return (Some(resp), (!forks.is_empty()).then_some(forks));
                 },
             },
-            _ = &mut deadline => return None,
+            _ = &mut deadline => return (None, None),
         }
     }
 }
@@ -342,7 +356,7 @@ mod tests {
         Box::pin(futures::future::pending())
     }
 
-    fn status(r: Option<Box<Message>>) -> Option<u16> {
+    fn status<F>((r, _): (Option<Box<Message>>, OtherForks<F>)) -> Option<u16> {
         r.and_then(|m| m.status())
     }
 
@@ -378,11 +392,17 @@ mod tests {
             );
 
             let forks = vec![answered(1, response(486)), answered(20, response(202)), never()];
+            let (first, others) = first_success(forks, t).await;
+            assert_eq!(first.and_then(|m| m.status()), Some(202), "first 2xx after a refusal");
             assert_eq!(
-                status(first_success(forks, t).await),
-                Some(202),
-                "first 2xx after a refusal"
+                others.map(|o| o.len()),
+                Some(1),
+                "the silent fork is handed back to run on, not dropped"
             );
+            let forks = vec![answered(1, response(200)), answered(5, response(200))];
+            let (_, others) = first_success(forks, t).await;
+            let rest: Vec<ForkResult> = others.expect("the second fork").collect().await;
+            assert_eq!(rest.len(), 1, "it finishes when awaited");
             let forks = vec![answered(1, response(603)), never()];
             let started = std::time::Instant::now();
             assert_eq!(status(first_success(forks, t).await), None);
