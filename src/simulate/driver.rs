@@ -518,7 +518,8 @@ impl Sim<'_> {
             self.progress("drain", engine, &mut last);
             if check.elapsed() > Duration::from_millis(200) {
                 check = Instant::now();
-                if self.pending.is_empty() && self.checker.pending() == 0 {
+                let devs = &self.devs;
+                if self.pending.is_empty() && self.checker.pending(|d| devs[d as usize].epoch) == 0 {
                     break;
                 }
             }

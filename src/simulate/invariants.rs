@@ -6,7 +6,10 @@
 //! - every message gets a final response: 200 (delivered) or 202 (deferred);
 //! - a device receives a message at most once;
 //! - a 200-message reaches every device that was registered when it was
-//!   sent and still was when the 200 came back;
+//!   sent, still was when the 200 came back, and stayed in that
+//!   registration (a device may leave before its copy goes out: the engine
+//!   holds a live copy for a device until that device's deferred push ends,
+//!   and drops it when the device de-registers first);
 //! - a 202-message is not refused while a device was registered, and is
 //!   delivered later (after the drain, when every device is back);
 //! - per sending device and receiving device, messages arrive in send
@@ -47,8 +50,9 @@ struct Msg {
     /// Recipient devices registered at send time, with their epochs.
     online_at_send: Vec<(Dev, u32)>,
     status: Option<u16>,
-    /// Devices that must get it (set on a 200).
-    eligible: Vec<Dev>,
+    /// Devices that must get it (set on a 200), with their registration
+    /// epoch then: a device that left since is excused.
+    eligible: Vec<(Dev, u32)>,
     received: Vec<Dev>,
     reports: [Vec<Dev>; 2],
 }
@@ -163,11 +167,11 @@ impl Checker {
             }
             return;
         }
-        let still_online: Vec<Dev> = m
+        let still_online: Vec<(Dev, u32)> = m
             .online_at_send
             .iter()
+            .copied()
             .filter(|(d, e)| still(*d, *e))
-            .map(|(d, _)| *d)
             .collect();
         match status {
             200 => m.eligible = still_online,
@@ -228,8 +232,18 @@ impl Checker {
         self.msgs.len()
     }
 
-    /// Is anything still expected (drain loop)?
-    pub fn pending(&self) -> usize {
+    /// Devices of a 200-message that must still get it: those in the
+    /// registration they had when it was answered (`epoch`: each device's
+    /// registration now).
+    fn missing_devices<'a>(&'a self, m: &'a Msg, epoch: &'a impl Fn(Dev) -> u32) -> impl Iterator<Item = Dev> + 'a {
+        m.eligible
+            .iter()
+            .filter(move |(d, e)| epoch(*d) == *e && !m.received.contains(d))
+            .map(|(d, _)| *d)
+    }
+
+    /// Is anything still expected (drain loop)? `epoch` as in [`Checker::finish`].
+    pub fn pending(&self, epoch: impl Fn(Dev) -> u32) -> usize {
         self.msgs
             .iter()
             .filter(|m| {
@@ -237,7 +251,7 @@ impl Checker {
                     || (m.status == Some(202) && m.received.is_empty())
                     || self.missing_members(m).next().is_some()
                     || (!m.received.is_empty() && m.reports.iter().any(|r| r.is_empty()))
-                    || m.eligible.iter().any(|d| !m.received.contains(d))
+                    || self.missing_devices(m, &epoch).next().is_some()
             })
             .count()
     }
@@ -280,7 +294,7 @@ impl Checker {
                     if m.received.is_empty() {
                         found.push(format!("message {id} to u{}: 200 but no device got it", m.to_user));
                     }
-                    for d in m.eligible.iter().filter(|d| !m.received.contains(d)) {
+                    for d in self.missing_devices(m, &epoch) {
                         found.push(format!(
                             "message {id} to u{}: device {d} was registered throughout but never got it",
                             m.to_user

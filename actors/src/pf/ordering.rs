@@ -33,6 +33,7 @@ impl ParticipatingFunction {
             return Some(Box::pin(dev.send(Fork { request })));
         }
         let call_id = request.call_id().unwrap_or_default().to_string();
+        tracing::debug!(aor = %self.aor, %key, %call_id, "fork held behind the deferred push");
         self.trace(&call_id, "fork-held", format_args!("{key}: behind its deferred push"));
         let (reply, wait) = oneshot::channel();
         self.held
@@ -47,13 +48,19 @@ impl ParticipatingFunction {
         let Some(held) = self.held.remove(key) else { return };
         let dev = self.device(key);
         for HeldFork { request, reply } in held {
+            let call_id = request.call_id().unwrap_or_default();
             if reply.is_canceled() {
-                continue; // the sender's wait is over (fork timeout): too late to deliver
+                // The sender's wait is over (fork timeout): the message was
+                // deferred and reaches this device by the push.
+                tracing::debug!(aor = %self.aor, %key, %call_id, "held fork dropped: its wait is over");
+                continue;
             }
             let Some(dev) = dev.clone() else {
+                tracing::debug!(aor = %self.aor, %key, %call_id, "held fork dropped: the device is gone");
                 let _ = reply.send(Err(MailboxError::Closed));
                 continue;
             };
+            tracing::debug!(aor = %self.aor, %key, %call_id, "held fork released");
             // Queued on the device's mailbox now, so in order; answered later.
             let sent = dev.send(Fork { request });
             actix::spawn(async move {
