@@ -102,6 +102,15 @@ fn a_full_disk_refuses_what_it_cannot_keep_and_loses_nothing_it_acknowledged() {
     std::thread::sleep(Duration::from_millis(500)); // anything more would show now
     let got: Vec<usize> = bob.received().iter().filter_map(|m| number(m)).collect();
     assert_eq!(got, accepted, "delivered after the restart");
-    let health = client::get(&format!("http://127.0.0.1:{}", cpm.admin), "/health", None).expect("health");
-    assert_eq!(health.status, 200);
+    let admin = format!("http://127.0.0.1:{}", cpm.admin);
+    assert_eq!(client::get(&admin, "/health", None).expect("health").status, 200);
+    let metrics = client::get(&admin, "/metrics", None).expect("metrics").body;
+    let flushes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cpm_store_flush_duration_seconds_count "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        flushes.is_some_and(|n| n > 0),
+        "bob's registration was flushed: {metrics}"
+    );
 }

@@ -86,6 +86,22 @@ pub async fn metrics(_: Authorized, state: web::Data<AdminState>) -> HttpRespons
     let _ = writeln!(out, "cpm_store_flush_failures_total {}", store.failed_flushes);
     help(
         &mut out,
+        "cpm_store_flush_duration_seconds",
+        "histogram",
+        "Store flushes (one per batch of waiting requests); every durable acknowledgement waits for one.",
+    );
+    for (bound, n) in cpm_store::FLUSH_BUCKETS.iter().zip(store.flush_buckets) {
+        let _ = writeln!(out, "cpm_store_flush_duration_seconds_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "cpm_store_flush_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+        store.flushes
+    );
+    let _ = writeln!(out, "cpm_store_flush_duration_seconds_sum {}", store.flush_seconds);
+    let _ = writeln!(out, "cpm_store_flush_duration_seconds_count {}", store.flushes);
+    help(
+        &mut out,
         "cpm_deliveries_total",
         "counter",
         "Messages a device accepted (live forks and deferred pushes).",

@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::common::lock;
 
@@ -39,9 +40,23 @@ struct Shared {
     health: Mutex<StoreHealth>,
 }
 
-/// The outcome of the flushes so far, for the admin API's health check.
-#[derive(Default, Clone, Debug, PartialEq, Eq)]
+/// Upper bounds (seconds) of the flush-duration histogram's buckets.
+pub const FLUSH_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+/// A flush slower than this is logged: every acknowledgement waiting for it
+/// (202s, 200s to REGISTER, deferred pushes) waits as long.
+const SLOW_FLUSH: Duration = Duration::from_millis(500);
+
+/// The outcome of the flushes so far, for the admin API's health check and
+/// metrics.
+#[derive(Default, Clone, Debug, PartialEq)]
 pub struct StoreHealth {
+    /// Flushes run (one per batch of requests: group commit).
+    pub flushes: u64,
+    /// Flushes per duration bucket ([`FLUSH_BUCKETS`]; the rest are slower).
+    pub flush_buckets: [u64; FLUSH_BUCKETS.len()],
+    /// Seconds spent flushing, in all.
+    pub flush_seconds: f64,
     /// Flushes that failed since the store was opened.
     pub failed_flushes: u64,
     /// The error of the last flush, if it failed (cleared by the next one
@@ -134,10 +149,11 @@ fn run(db: &sled::Db, shared: &Shared, before: &dyn Fn() -> Result<(), crate::St
             tracing::error!(error = %e, "held-back writes failed before a flush");
         }
         // A panic must not strand the waiters: they would never complete.
+        let started = Instant::now();
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.flush()))
             .unwrap_or_else(|_| Err(sled::Error::ReportableBug("sled flush panicked".into())))
             .map(|_| ());
-        record(shared, &res);
+        record(shared, &res, started.elapsed(), batch.len());
         for slot in batch {
             let waker = {
                 let mut s = lock(&slot.0);
@@ -151,8 +167,19 @@ fn run(db: &sled::Db, shared: &Shared, before: &dyn Fn() -> Result<(), crate::St
     }
 }
 
-fn record(shared: &Shared, res: &Result<(), sled::Error>) {
+fn record(shared: &Shared, res: &Result<(), sled::Error>, took: Duration, requests: usize) {
+    if took >= SLOW_FLUSH {
+        tracing::warn!(ms = took.as_millis() as u64, requests, "slow store flush");
+    }
     let mut h = lock(&shared.health);
+    h.flushes += 1;
+    h.flush_seconds += took.as_secs_f64();
+    let secs = took.as_secs_f64();
+    for (bound, n) in FLUSH_BUCKETS.iter().zip(h.flush_buckets.iter_mut()) {
+        if secs <= *bound {
+            *n += 1;
+        }
+    }
     match res {
         Ok(()) => {
             if let Some(was) = h.failing.take() {

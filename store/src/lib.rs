@@ -42,7 +42,7 @@ pub use bindings::BindingRecord;
 pub use credentials::CredentialRecord;
 pub use deferred::{DeferredRecord, NewDeferred};
 pub use error::StoreError;
-pub use flush::StoreHealth;
+pub use flush::{StoreHealth, FLUSH_BUCKETS};
 pub use group_fanout::FanOutRecord;
 pub use group_reports::GroupReportRecord;
 pub use mss::{NewStoredObject, StoredObject};
