@@ -199,6 +199,74 @@ fn a_device_being_pushed_still_gets_what_another_device_answered_first() {
     assert_eq!(&ids[20..], ["live1", "live2", "live3"], "{ids:?}");
 }
 
+/// A device that answers 200 after the fork timeout has the message,
+/// which had gone to the deferred queue meanwhile (202): the late answer
+/// takes the queued copy back, so its next registration brings nothing.
+#[test]
+fn a_late_answer_takes_the_deferred_copy_back() {
+    let (_d, cfg) = config("[messaging]\nfork_timeout_ms = 300\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let dev = RawDevice::start(|_, text| {
+        if header(text, "Call-ID").is_some_and(|c| c.starts_with("late")) {
+            std::thread::sleep(Duration::from_millis(1200));
+        }
+        200
+    });
+    assert_eq!(dev.register(&cpm, "bob", "slowpoke", 600), Some(200));
+    let text = raw_message(cpm.udp, "", "answered late", "late1");
+    assert_eq!(
+        send_raw(cpm.udp, &text),
+        Some(202),
+        "no 2xx within the fork timeout: deferred"
+    );
+    assert!(
+        wait_until(WAIT, || cpm.log().contains("deferred message taken back")),
+        "the late 200 took the queued copy back"
+    );
+    // A refresh pushes whatever is queued: nothing, so the device has the
+    // message once (before the change it got it a second time here).
+    assert_eq!(dev.register(&cpm, "bob", "slowpoke", 600), Some(200));
+    std::thread::sleep(Duration::from_millis(1500));
+    let copies = dev
+        .received()
+        .iter()
+        .filter(|m| header(m, "Call-ID").is_some_and(|c| c.starts_with("late")))
+        .count();
+    assert_eq!(copies, 1, "{:?}", dev.received());
+}
+
+/// A live message held behind a push past the fork timeout is deferred
+/// (202) and comes with the push, once: the held fork is dropped, not sent
+/// as well when the push ends.
+#[test]
+fn a_held_message_that_times_out_comes_once_with_the_push() {
+    let (_d, cfg) = config("[messaging]\nfork_timeout_ms = 400\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 15, 202, &[]));
+    let dev = RawDevice::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(100));
+        200
+    });
+    assert_eq!(dev.register(&cpm, "bob", "slow", 600), Some(200));
+    assert!(dev.wait_for(2, WAIT).len() >= 2, "the push is under way");
+    let text = raw_message(cpm.udp, "", "held", "held1");
+    assert_eq!(
+        send_raw(cpm.udp, &text),
+        Some(202),
+        "held past the fork timeout: deferred"
+    );
+    let got = dev.wait_for(16, WAIT);
+    std::thread::sleep(Duration::from_millis(1500)); // a second copy would come now
+    let ids: Vec<String> = dev
+        .received()
+        .iter()
+        .map(|m| header(m, "Call-ID").unwrap_or_default())
+        .collect();
+    assert_eq!(got.len(), 16, "{ids:?}");
+    assert_eq!(ids.len(), 16, "the held message once, not twice: {ids:?}");
+    assert_eq!(ids[15], "held1", "after the backlog: {ids:?}");
+}
+
 fn raw_message(server: u16, extra: &str, body: &str, tag: &str) -> String {
     format!(
         "MESSAGE sip:bob@127.0.0.1:{server} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{tag}\r\n\

@@ -280,7 +280,7 @@ impl ParticipatingFunction {
     }
 
     /// Remove a deferred message for an action or on expiry.
-    fn take(&mut self, seq: u64) -> Option<DeferredRecord> {
+    pub(super) fn take(&mut self, seq: u64) -> Option<DeferredRecord> {
         match self.env.store.remove_deferred(self.aor.as_str(), seq) {
             Ok(Some(rec)) => {
                 self.forget(&rec);
@@ -316,7 +316,7 @@ impl ParticipatingFunction {
 
 /// The stored request as the device receives it: the original From, To,
 /// Call-ID, CPIM body and IMDN headers; our own Via is added on sending.
-fn rebuild(raw: &[u8]) -> Option<Message> {
+pub(super) fn rebuild(raw: &[u8]) -> Option<Message> {
     let mut req = Message::parse(Bytes::copy_from_slice(raw)).ok()?;
     req.headers.remove_all("Via");
     req.headers.remove_all("Expires");

@@ -43,6 +43,15 @@ impl ParticipatingFunction {
         Some(Box::pin(async move { wait.await.unwrap_or(Err(MailboxError::Closed)) }))
     }
 
+    /// No device took the message `call_id` in time: its held forks are
+    /// dropped (their waits end), since a deferred copy comes with the push.
+    pub(super) fn drop_held(&mut self, call_id: &str) {
+        for forks in self.held.values_mut() {
+            forks.retain(|f| f.request.call_id().ok() != Some(call_id));
+        }
+        self.held.retain(|_, forks| !forks.is_empty());
+    }
+
     /// The deferred push to `key` ended: send its held forks, in arrival order.
     pub(super) fn release_held(&mut self, key: &str) {
         let Some(held) = self.held.remove(key) else { return };

@@ -123,13 +123,15 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         let (timing, tracer, actor) = (self.timing.clone(), self.env.tracer.clone(), self.trace_actor.clone());
         let pf = self.me.clone();
         Answer::Detached(Box::pin(async move {
-            let (outcome, others) = work.await;
-            if let Some(others) = others {
-                // The user's other devices get the message too.
-                actix::spawn(others.for_each(|o| {
-                    accepted(o);
-                    futures::future::ready(())
-                }));
+            let (outcome, mut others) = work.await;
+            if outcome.is_some() {
+                if let Some(rest) = others.take() {
+                    // The user's other devices get the message too.
+                    actix::spawn(rest.for_each(|o| {
+                        accepted(o);
+                        futures::future::ready(())
+                    }));
+                }
             }
             timing.touch();
             let call_id = msg.request.call_id().unwrap_or_default();
@@ -142,11 +144,14 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                     DeliveryOutcome::Delivered { response, forks: n }
                 }
                 None => {
-                    let outcome = match pf.and_then(|pf| pf.upgrade()) {
+                    let outcome = match pf.as_ref().and_then(|pf| pf.upgrade()) {
                         Some(pf) => pf.send(Undelivered { msg, forks: n }).await.map_err(|e| e.to_string()),
                         None => Err("stopped".to_string()),
                     };
                     drop(busy);
+                    if let (Ok(DeliveryOutcome::Deferred { seq }), Some(late), Some(pf)) = (&outcome, others, pf) {
+                        actix::spawn(take_back_if_answered_late(late, *seq, pf));
+                    }
                     outcome.unwrap_or_else(|e| DeliveryOutcome::Failed(format!("participating function gone: {e}")))
                 }
             }
@@ -168,6 +173,9 @@ impl Handler<Undelivered> for ParticipatingFunction {
     fn handle(&mut self, Undelivered { msg, forks }: Undelivered, _: &mut Context<Self>) -> Self::Result {
         let call_id = msg.request.call_id().unwrap_or_default();
         tracing::info!(aor = %self.aor, %call_id, forks, "no device accepted the message");
+        // Forks held behind a push are not sent now: if the message is
+        // deferred, the push brings it, in order.
+        self.drop_held(call_id);
         self.trace(
             call_id,
             "no-device-accepted",
@@ -280,9 +288,9 @@ type OtherForks<F> = Option<FuturesUnordered<F>>;
 /// Wait for the first 2xx among the forks; with it, the forks still
 /// running, which the caller must let finish: a fork held behind its
 /// device's deferred push (ordering.rs) is only sent when the push ends,
-/// and dropping it would keep the message from that device. After the
-/// timeout they are dropped: the message goes to the user's preferences
-/// (deferred, it reaches every device later anyway).
+/// and dropping it would keep the message from that device. At the
+/// timeout, the forks still running too: a device may still answer 2xx
+/// (its transaction runs to Timer F), which takes back the deferred copy.
 /// One fork (the usual case: one eligible device) is awaited directly: a
 /// `FuturesUnordered` of one costs two shared allocations and a waker per
 /// message (callgrind, pager.sh at 300/s: 1.8 % fewer instructions).
@@ -291,10 +299,12 @@ where
     F: std::future::Future<Output = ForkResult> + Unpin,
 {
     if forks.len() == 1 {
-        let Some(fork) = forks.pop() else { return (None, None) };
-        return match tokio::time::timeout(timeout, fork).await {
+        let Some(mut fork) = forks.pop() else {
+            return (None, None);
+        };
+        return match tokio::time::timeout(timeout, &mut fork).await {
             Ok(outcome) => (accepted(outcome), None),
-            Err(_) => (None, None),
+            Err(_) => (None, Some(std::iter::once(fork).collect())),
         };
     }
     let mut forks: FuturesUnordered<F> = forks.into_iter().collect();
@@ -308,7 +318,7 @@ where
                     return (Some(resp), (!forks.is_empty()).then_some(forks));
                 },
             },
-            _ = &mut deadline => return (None, None),
+            _ = &mut deadline => return (None, (!forks.is_empty()).then_some(forks)),
         }
     }
 }
@@ -325,10 +335,69 @@ fn accepted(outcome: ForkResult) -> Option<Box<Message>> {
             tracing::debug!(error = %e, "fork failed");
             None
         }
+        Err(MailboxError::Closed) => {
+            // The device de-registered meanwhile (its actor stopped).
+            tracing::debug!("fork ended: the device is gone");
+            None
+        }
         Err(e) => {
             tracing::warn!(error = %e, "device actor unavailable");
             None
         }
+    }
+}
+
+/// The message went to the deferred queue as `seq` because no device
+/// answered in time; if one of the forks still running answers 2xx, that
+/// device has it, and the queued copy would reach the user a second time.
+async fn take_back_if_answered_late<F>(
+    mut late: FuturesUnordered<F>,
+    seq: u64,
+    pf: actix::WeakAddr<ParticipatingFunction>,
+) where
+    F: std::future::Future<Output = ForkResult> + Unpin,
+{
+    while let Some(outcome) = late.next().await {
+        if matches!(&outcome, Ok(Ok(r)) if r.status().is_some_and(|s| (200..300).contains(&s))) {
+            if let Some(pf) = pf.upgrade() {
+                pf.do_send(TakeBack { seq });
+            }
+            return;
+        }
+    }
+}
+
+/// A device answered 2xx after the fork timeout, when the message had been
+/// deferred as `seq`: remove the queued copy unless a push has it already.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct TakeBack {
+    seq: u64,
+}
+
+impl Handler<TakeBack> for ParticipatingFunction {
+    type Result = ();
+
+    fn handle(&mut self, TakeBack { seq }: TakeBack, _: &mut Context<Self>) {
+        if self.claimed.contains(&seq) {
+            return; // being pushed right now: that device gets it again (at least once)
+        }
+        let Some(rec) = self.take(seq) else { return };
+        tracing::info!(aor = %self.aor, seq, "deferred message taken back: a device answered after the fork timeout");
+        if let Some(req) = super::deferred::rebuild(&rec.request) {
+            self.trace(
+                req.call_id().unwrap_or_default(),
+                "taken-back",
+                format_args!("seq {seq}: answered late"),
+            );
+        }
+        // Durable soon; a crash before that only means the copy goes out again.
+        let store = self.env.store.clone();
+        actix::spawn(async move {
+            if let Err(e) = store.flush().await {
+                tracing::error!(error = %e, "flush after taking back a deferred message failed");
+            }
+        });
     }
 }
 
@@ -405,8 +474,16 @@ mod tests {
             assert_eq!(rest.len(), 1, "it finishes when awaited");
             let forks = vec![answered(1, response(603)), never()];
             let started = std::time::Instant::now();
-            assert_eq!(status(first_success(forks, t).await), None);
+            let (first, late) = first_success(forks, t).await;
+            assert!(first.is_none());
             assert!(started.elapsed() >= t, "waits for the silent fork until the timeout");
+            assert_eq!(
+                late.map(|l| l.len()),
+                Some(1),
+                "the silent fork is handed back: it may answer late"
+            );
+            let (_, late) = first_success(vec![never()], t).await;
+            assert_eq!(late.map(|l| l.len()), Some(1), "the one-fork path too");
             let forks = vec![answered(1, response(480)), answered(2, response(503))];
             let started = std::time::Instant::now();
             assert_eq!(status(first_success(forks, t).await), None);
