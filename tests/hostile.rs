@@ -424,6 +424,12 @@ fn options_after_a_stall(cpm: &Cpm) -> (Answers, Answers) {
     (0..100).for_each(send);
     gather(&sock, &mut before, 100, Duration::from_secs(10));
     signal(pid, "-STOP");
+    // kill returns before every thread has stopped: a request sent at once
+    // could still be answered (CI saw opt-108 answered 200).
+    assert!(
+        wait_until(Duration::from_secs(5), || all_threads_stopped(pid)),
+        "cpm did not stop"
+    );
     for i in 100..1100 {
         send(i);
         if i < 200 {
@@ -436,6 +442,22 @@ fn options_after_a_stall(cpm: &Cpm) -> (Answers, Answers) {
     let mut after = Answers::default();
     gather(&sock, &mut after, 1010, Duration::from_secs(20));
     (before, after)
+}
+
+/// Every thread of `pid` in state T (stopped), per /proc.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+            .unwrap_or(false)
+    })
 }
 
 fn statuses(answers: &Answers) -> Vec<u16> {
