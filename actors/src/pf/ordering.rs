@@ -59,8 +59,8 @@ impl ParticipatingFunction {
         for HeldFork { request, reply } in held {
             let call_id = request.call_id().unwrap_or_default();
             if reply.is_canceled() {
-                // The sender's wait is over (fork timeout): the message was
-                // deferred and reaches this device by the push.
+                // Nobody waits for this fork any more (the delivery it was
+                // part of is over and dropped it): too late to send.
                 tracing::debug!(aor = %self.aor, %key, %call_id, "held fork dropped: its wait is over");
                 continue;
             }

@@ -282,7 +282,7 @@ pub(crate) fn cpim_header(body: &[u8], name: &str) -> Option<String> {
     }
 }
 
-/// The forks still running when the first 2xx came.
+/// The forks still running when the first 2xx came, or at the timeout.
 type OtherForks<F> = Option<FuturesUnordered<F>>;
 
 /// Wait for the first 2xx among the forks; with it, the forks still
