@@ -33,6 +33,13 @@ pub(crate) fn aor_prefix(aor: &str) -> Vec<u8> {
     k
 }
 
+/// `aor 0x00 rest` back to the AOR and the rest; None when there is no NUL
+/// or the AOR is not UTF-8 (not a key this crate wrote).
+pub(crate) fn split_aor_key(key: &[u8]) -> Option<(&str, &[u8])> {
+    let nul = key.iter().position(|b| *b == 0)?;
+    Some((std::str::from_utf8(&key[..nul]).ok()?, &key[nul + 1..]))
+}
+
 /// `aor 0x01`: sorts after every `aor 0x00 ...` key and before the next AOR.
 fn aor_end(aor: &str) -> Vec<u8> {
     let mut k = aor_prefix(aor);

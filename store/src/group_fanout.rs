@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::{aor_prefix, check_aor, decode, encode};
+use crate::common::{check_aor, decode, encode, seq_key, split_aor_key};
 use crate::{Store, StoreError};
 
 /// What a fan-out needs to send the copies again.
@@ -29,17 +29,13 @@ pub struct FanOutRecord {
 
 fn record_key(group: &str, id: u64) -> Result<Vec<u8>, StoreError> {
     check_aor(group)?;
-    let mut k = aor_prefix(group);
-    k.extend_from_slice(&id.to_be_bytes());
-    Ok(k)
+    Ok(seq_key(group, id))
 }
 
 /// `group 0x00 id` back to its parts.
 fn split_record_key(k: &[u8]) -> Option<(String, u64)> {
-    let nul = k.iter().position(|b| *b == 0)?;
-    let group = std::str::from_utf8(&k[..nul]).ok()?;
-    let id = u64::from_be_bytes(k.get(nul + 1..)?.try_into().ok()?);
-    Some((group.to_string(), id))
+    let (group, id) = split_aor_key(k)?;
+    Some((group.to_string(), u64::from_be_bytes(id.try_into().ok()?)))
 }
 
 impl Store {

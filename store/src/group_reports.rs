@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::{aor_prefix, check_aor, decode, encode};
+use crate::common::{aor_prefix, check_aor, decode, encode, split_aor_key};
 use crate::{Store, StoreError};
 
 /// What the CF knows about the reports on one group message.
@@ -98,10 +98,8 @@ fn due_key(at: u64, record_key: &[u8]) -> Vec<u8> {
 
 /// `group 0x00 message-id` back to its parts.
 fn split_record_key(k: &[u8]) -> Option<(String, String)> {
-    let nul = k.iter().position(|b| *b == 0)?;
-    let group = std::str::from_utf8(&k[..nul]).ok()?;
-    let id = std::str::from_utf8(&k[nul + 1..]).ok()?;
-    Some((group.to_string(), id.to_string()))
+    let (group, id) = split_aor_key(k)?;
+    Some((group.to_string(), std::str::from_utf8(id).ok()?.to_string()))
 }
 
 impl Store {
@@ -160,6 +158,8 @@ impl Store {
     /// whose record is gone are dropped.
     pub fn due_group_reports(&self, now: u64, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
         let mut out: Vec<(String, String)> = Vec::new();
+        // A record's deadline and retention may both be due: once each.
+        let mut seen = std::collections::HashSet::new();
         let end = now.saturating_add(1).to_be_bytes();
         for item in self.group_report_due.range(..&end[..]) {
             if out.len() >= limit {
@@ -172,9 +172,15 @@ impl Store {
                 continue;
             }
             match split_record_key(rk) {
-                Some(pair) if !out.contains(&pair) => out.push(pair),
-                Some(_) => {}
-                None => return Err(StoreError::Corrupt(format!("group report key {rk:?}"))),
+                Some(pair) => {
+                    if seen.insert(rk.to_vec()) {
+                        out.push(pair);
+                    }
+                }
+                // Not a key this crate wrote. Skipped, not an error: the
+                // entries taken before it are removed already and must
+                // still reach their CF.
+                None => tracing::error!(key = ?rk, "unreadable group report key in the due index dropped"),
             }
         }
         Ok(out)
@@ -265,6 +271,20 @@ mod tests {
             .unwrap();
         assert!(s.due_group_reports(999, 10).unwrap().is_empty());
         assert_eq!(s.due_group_reports(1_000, 10).unwrap().len(), 1);
+    }
+
+    /// A key that is not ours in the due index is skipped: the records
+    /// taken with it still come up (their entries are gone already).
+    #[test]
+    fn a_key_that_is_not_ours_does_not_hide_the_others() {
+        let s = Store::temporary().unwrap();
+        s.put_group_report("sip:g@example.com", "m1", &record(10, 1_000), 0)
+            .unwrap();
+        s.group_reports.insert(b"no-nul-here", &[][..]).unwrap();
+        s.group_report_due.insert(due_key(5, b"no-nul-here"), &[][..]).unwrap();
+        let due = s.due_group_reports(10, 10).unwrap();
+        assert_eq!(due, [("sip:g@example.com".to_string(), "m1".to_string())]);
+        assert!(s.due_group_reports(10, 10).unwrap().is_empty(), "both entries taken");
     }
 
     #[test]
