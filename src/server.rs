@@ -360,8 +360,6 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 /// The work per sweep follows what expires, so more often costs no more.
 pub(crate) const SERVER_TX_SWEEP: Duration = Duration::from_millis(200);
 
-/// Timer J for server transactions (every [`SERVER_TX_SWEEP`]); expiry of bindings of passive users
-/// (active PFs run their own timers) through the store's ordered index.
 /// Group copies a stop interrupted (the CFs' fan-out journal), sent again.
 fn resume_fanouts(core: &Core) {
     let pending = match core.env.store.pending_fanouts() {
@@ -420,6 +418,9 @@ fn group_reports_due(core: &Core) {
     }
 }
 
+/// Timer J for server transactions (every [`SERVER_TX_SWEEP`]); once a
+/// second, expiry of bindings of passive users (active PFs run their own
+/// timers) through the store's ordered index, and the group report sweep.
 fn spawn_sweepers(core: Arc<Core>, timers: Timers) {
     let sweep_core = core.clone();
     actix_rt::spawn(async move {

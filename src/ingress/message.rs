@@ -273,19 +273,20 @@ pub(super) fn parse_cpim(req: &Message, tracer: &Tracer) -> Option<Payload> {
     Some(payload)
 }
 
-/// The imdn.Message-ID of a message that asks for any disposition notification.
 /// The reports the payload asks for, with its imdn.Message-ID, when it
 /// asks for any and has an id.
 pub(super) fn asked_reports(payload: &Payload) -> Option<(String, cpm_sip::cpim::DispositionRequest)> {
-    Some((requested_reports(payload)?, payload.cpim.disposition_request()))
-}
-
-pub(super) fn requested_reports(payload: &Payload) -> Option<String> {
-    if !payload.cpim.disposition_request().any() {
+    let asked = payload.cpim.disposition_request();
+    if !asked.any() {
         return None;
     }
     // The one copy: the sender's PF keeps the id.
-    payload.message_id.as_deref().map(str::to_string)
+    Some((payload.message_id.as_deref()?.to_string(), asked))
+}
+
+/// The imdn.Message-ID of a message that asks for any disposition notification.
+pub(super) fn requested_reports(payload: &Payload) -> Option<String> {
+    asked_reports(payload).map(|(id, _)| id)
 }
 
 /// Tell the sender's PF which device sent `message_id` (its reports go
