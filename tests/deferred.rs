@@ -126,19 +126,26 @@ fn deferred_messages_survive_kill_9() {
     assert_eq!(numbers(&dev.wait_lines(30, WAIT)), (1..=30).collect::<Vec<_>>());
 }
 
+/// `n` messages deferred to bob, then a device of his that answers each
+/// request after `ms` registers: returned once its push is under way.
+fn slow_device_being_pushed(cpm: &Cpm, n: u32, ms: u64) -> RawDevice {
+    assert!(messages(cpm, Transport::Udp, "alice", "bob", n, 202, &[]));
+    let dev = RawDevice::start(move |_, _| {
+        std::thread::sleep(Duration::from_millis(ms));
+        200
+    });
+    assert_eq!(dev.register(cpm, "bob", "slow", 600), Some(200));
+    assert!(dev.wait_for(2, WAIT).len() >= 2, "the push is under way");
+    dev
+}
+
 /// A message sent while a returning device is still being pushed its
 /// deferred messages reaches that device after them, not in between.
 #[test]
 fn new_messages_wait_behind_the_deferred_push_to_a_returning_device() {
     let cpm = Cpm::start(&["--open"]);
-    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 20, 202, &[]));
     // A slow device: the push of 20 takes more than half a second.
-    let dev = RawDevice::start(|_, _| {
-        std::thread::sleep(Duration::from_millis(30));
-        200
-    });
-    assert_eq!(dev.register(&cpm, "bob", "slow", 600), Some(200));
-    assert!(dev.wait_for(2, WAIT).len() >= 2, "the push is under way");
+    let dev = slow_device_being_pushed(&cpm, 20, 30);
     for i in 1..=3 {
         let text = raw_message(cpm.udp, "", "now", &format!("live{i}"));
         assert_eq!(
@@ -166,13 +173,7 @@ fn new_messages_wait_behind_the_deferred_push_to_a_returning_device() {
 #[test]
 fn a_device_being_pushed_still_gets_what_another_device_answered_first() {
     let cpm = Cpm::start(&["--open"]);
-    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 20, 202, &[]));
-    let slow = RawDevice::start(|_, _| {
-        std::thread::sleep(Duration::from_millis(50));
-        200
-    });
-    assert_eq!(slow.register(&cpm, "bob", "slow", 600), Some(200));
-    assert!(slow.wait_for(2, WAIT).len() >= 2, "the push is under way");
+    let slow = slow_device_being_pushed(&cpm, 20, 50);
     // This one refuses the backlog (its push stops at once) but takes live messages.
     let quick = RawDevice::start(
         |_, text| match header(text, "Call-ID").is_some_and(|c| c.starts_with("live")) {
@@ -242,13 +243,7 @@ fn a_late_answer_takes_the_deferred_copy_back() {
 fn a_held_message_that_times_out_comes_once_with_the_push() {
     let (_d, cfg) = config("[messaging]\nfork_timeout_ms = 400\n");
     let cpm = Cpm::start(&["--open", "--config", &cfg]);
-    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 15, 202, &[]));
-    let dev = RawDevice::start(|_, _| {
-        std::thread::sleep(Duration::from_millis(100));
-        200
-    });
-    assert_eq!(dev.register(&cpm, "bob", "slow", 600), Some(200));
-    assert!(dev.wait_for(2, WAIT).len() >= 2, "the push is under way");
+    let dev = slow_device_being_pushed(&cpm, 15, 100);
     let text = raw_message(cpm.udp, "", "held", "held1");
     assert_eq!(
         send_raw(cpm.udp, &text),
