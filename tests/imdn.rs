@@ -252,6 +252,47 @@ fn a_restart_does_not_forward_a_report_twice() {
     assert_eq!(reports(&phone).len(), 1, "forwarded once, before and after the restart");
 }
 
+/// 003 §5.2.5.2: a report for a sending device that has gone offline waits
+/// in the deferred queue for that device (known by its instance id), across
+/// a restart, instead of going to whichever of the user's devices is there.
+#[test]
+fn a_report_for_an_offline_sending_device_waits_for_that_device() {
+    let mut cpm = Cpm::start(&["--open"]);
+    let bob = phone(&cpm, "bob");
+    let alice_phone = phone(&cpm, "alice");
+    let tablet = RawDevice::start(|_, _| 200);
+    assert_eq!(tablet.register(&cpm, "alice", "alice-tablet", 600), Some(200));
+    let msg = cpim_message(cpm.udp, alice_phone.port, "bob", "mwait", "positive-delivery", "");
+    assert_eq!(
+        status_of(&alice_phone.request(cpm.udp, &msg).expect("answer")),
+        Some(200)
+    );
+    // The phone leaves before bob's report comes.
+    assert_eq!(alice_phone.register(&cpm, "alice", "alice-phone", 0), Some(200));
+    let answer = device_report(cpm.udp, &bob, "mwait", "delivered", 1);
+    assert_eq!(status_of(&answer), Some(202), "deferred for the phone: {answer}");
+    assert!(cpm.log().contains("message deferred"), "{}", cpm.log());
+
+    // The tablet registers again, which starts a push to it: not its report.
+    assert_eq!(tablet.register(&cpm, "alice", "alice-tablet", 600), Some(200));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(reports(&tablet).is_empty(), "{:#?}", reports(&tablet));
+
+    // The phone comes back after a restart, from another address.
+    cpm.restart();
+    let back = RawDevice::start(|_, _| 200);
+    assert_eq!(back.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    assert!(
+        wait_until(WAIT, || !reports(&back).is_empty()),
+        "the phone gets its report"
+    );
+    std::thread::sleep(Duration::from_millis(1000)); // a second copy would show by now
+    let got = reports(&back);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].contains("<message-id>mwait</message-id>") && got[0].contains("<delivered/>"));
+    assert!(reports(&tablet).is_empty(), "{:#?}", reports(&tablet));
+}
+
 #[test]
 fn conversation_identities_and_reply_to_reach_the_recipient() {
     let cpm = Cpm::start(&["--open"]);

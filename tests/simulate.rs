@@ -68,7 +68,7 @@ fn short_run_over_the_memory_transport() {
 
 /// Device numbers: user 0 has devices 0 and 1, user 1 has 2 and 3.
 fn one_message(checker: &mut Checker) -> u64 {
-    let id = checker.sent(0, 0, 1, vec![(2, 0), (3, 0)]);
+    let id = checker.sent(0, 1, vec![(2, 0), (3, 0)]);
     checker.answered(id, 200, |_, _| true);
     id
 }
@@ -108,7 +108,7 @@ fn checker_catches_a_device_left_out_and_a_lost_message() {
     let id = one_message(&mut c);
     c.received(id, 2);
     reported(&mut c, id);
-    c.sent(0, 0, 1, vec![]); // never answered
+    c.sent(0, 1, vec![]); // never answered
     c.finish(|_| 0);
     let v = c.violations().join("\n");
     assert!(v.contains("device 3 was registered throughout but never got it"), "{v}");
@@ -125,7 +125,7 @@ fn checker_catches_reordering_and_a_deferred_message_never_delivered() {
     }
     reported(&mut c, a);
     reported(&mut c, b);
-    let d = c.sent(0, 0, 1, vec![]);
+    let d = c.sent(0, 1, vec![]);
     c.answered(d, 202, |_, _| false);
     c.finish(|_| 0);
     let v = c.violations().join("\n");
@@ -136,7 +136,7 @@ fn checker_catches_reordering_and_a_deferred_message_never_delivered() {
 #[test]
 fn checker_catches_a_live_message_overtaking_a_deferred_one() {
     let mut c = Checker::new();
-    let deferred = c.sent(0, 0, 1, vec![]);
+    let deferred = c.sent(0, 1, vec![]);
     c.answered(deferred, 202, |_, _| false);
     let live = one_message(&mut c);
     c.received(live, 2);
@@ -157,7 +157,7 @@ fn checker_catches_report_duplicates_and_gaps() {
     c.received(id, 3);
     c.report(id, ReportKind::Delivery, 0);
     c.report(id, ReportKind::Delivery, 0);
-    c.report(id, ReportKind::Delivery, 1); // the other device, though the sender stayed
+    c.report(id, ReportKind::Delivery, 1); // not the device that sent it
     c.finish(|_| 0);
     let v = c.violations().join("\n");
     assert!(v.contains("Delivery report twice"), "{v}");
@@ -165,10 +165,26 @@ fn checker_catches_report_duplicates_and_gaps() {
     assert!(v.contains("no Display report"), "{v}");
 }
 
+/// The sending device left and came back (a new registration epoch): its
+/// reports still belong to it, not to the user's other device.
+#[test]
+fn checker_wants_the_report_on_the_sending_device_even_after_it_left() {
+    let mut c = Checker::new();
+    let id = one_message(&mut c);
+    c.received(id, 2);
+    c.received(id, 3);
+    c.report(id, ReportKind::Delivery, 1);
+    c.report(id, ReportKind::Display, 0);
+    c.finish(|dev| u32::from(dev == 0));
+    let v = c.violations().join("\n");
+    assert!(v.contains("Delivery reports on devices [1]"), "{v}");
+    assert!(!v.contains("Display"), "{v}");
+}
+
 #[test]
 fn checker_catches_a_deferral_while_a_device_was_online() {
     let mut c = Checker::new();
-    let id = c.sent(0, 0, 1, vec![(2, 0)]);
+    let id = c.sent(0, 1, vec![(2, 0)]);
     c.answered(id, 202, |_, _| true);
     assert!(c.violations().iter().any(|v| v.contains("deferred (202) although")));
 }
@@ -217,19 +233,19 @@ fn the_binary_exits_non_zero_when_the_engine_breaks_an_invariant() {
 fn checker_holds_group_messages_to_their_rules() {
     let mut c = Checker::with_devices(2);
     // Group 0 is users 0, 1 and 2; user 0 sends.
-    let ok = c.sent_group(0, 0, 0, vec![1, 2]);
+    let ok = c.sent_group(0, 0, vec![1, 2]);
     c.answered(ok, 202, |_, _| true);
     c.received(ok, 3); // user 1, one device is enough
     c.received(ok, 4);
     c.received(ok, 5);
     reported(&mut c, ok);
-    let missed = c.sent_group(0, 0, 0, vec![1, 2]);
+    let missed = c.sent_group(0, 0, vec![1, 2]);
     c.answered(missed, 202, |_, _| true);
     c.received(missed, 2);
     c.received(missed, 7); // user 3 is not in the group
     c.received(missed, 2);
     reported(&mut c, missed);
-    let refused = c.sent_group(0, 0, 0, vec![1, 2]);
+    let refused = c.sent_group(0, 0, vec![1, 2]);
     c.answered(refused, 200, |_, _| true);
     assert_eq!(c.group_of(ok), Some(0));
     c.finish(|_| 0);

@@ -204,7 +204,7 @@ impl Sim<'_> {
             .filter(|r| self.devs[*r as usize].state == State::Online)
             .map(|r| (r, self.devs[r as usize].epoch))
             .collect();
-        let id = self.checker.sent(dev, self.devs[dev as usize].epoch, to, online);
+        let id = self.checker.sent(dev, to, online);
         self.send_new(id, dev, &format!("u{to}"));
         true
     }
@@ -225,9 +225,7 @@ impl Sim<'_> {
             .copied()
             .filter(|u| *u != sender)
             .collect();
-        let id = self
-            .checker
-            .sent_group(dev, self.devs[dev as usize].epoch, group, others);
+        let id = self.checker.sent_group(dev, group, others);
         self.send_new(id, dev, &format!("g{group}"));
         true
     }

@@ -30,6 +30,7 @@ fn msg(i: u64) -> NewDeferred {
         content_type: "message/cpim".into(),
         size: 280,
         request: request.into_bytes(),
+        target: None,
     }
 }
 

@@ -65,6 +65,10 @@ pub struct DeferredRecord {
     pub size: u64,
     /// The original SIP request, bytes as received.
     pub request: Vec<u8>,
+    /// The one device (binding key) that may take it: a disposition
+    /// notification waiting for the device that sent the original. `None`:
+    /// any of the user's devices. Since store format 2.
+    pub target: Option<String>,
 }
 
 /// A message to defer: a [`DeferredRecord`] before it is assigned its `seq`.
@@ -80,6 +84,8 @@ pub struct NewDeferred {
     /// Body bytes.
     pub size: u64,
     pub request: Vec<u8>,
+    /// See [`DeferredRecord::target`].
+    pub target: Option<String>,
 }
 
 const WHAT: &str = "deferred message";
@@ -103,6 +109,7 @@ impl Store {
             content_type,
             size,
             request,
+            target,
         } = msg;
         let rec = DeferredRecord {
             seq,
@@ -113,6 +120,7 @@ impl Store {
             content_type,
             size,
             request,
+            target,
         };
         let value = encode(&rec)?;
         self.deferred_expiry.insert(expiry_key(expires_at, seq, aor), &[][..])?;
@@ -340,6 +348,7 @@ mod tests {
             content_type: "text/plain".into(),
             size: 5,
             request: format!("MESSAGE sip:bob@example.com SIP/2.0\r\n\r\nhello{n}").into_bytes(),
+            target: None,
         }
     }
 
@@ -400,8 +409,11 @@ mod tests {
         {
             let s = Store::open(dir.path()).unwrap();
             for n in 0..3 {
-                before.push(s.enqueue_deferred(BOB, msg(n, 500)).unwrap());
+                // One waits for a device: the target survives the reopen.
+                let target = (n == 1).then(|| "<urn:uuid:phone>".to_string());
+                before.push(s.enqueue_deferred(BOB, NewDeferred { target, ..msg(n, 500) }).unwrap());
             }
+            assert_eq!(before[1].target.as_deref(), Some("<urn:uuid:phone>"));
             crate::block_on(s.flush()).unwrap();
         }
         for round in 0..2 {

@@ -30,6 +30,7 @@ mod flush;
 mod group_fanout;
 mod group_reports;
 mod imdn;
+mod migrate;
 mod mss;
 mod origin;
 mod prefs;
@@ -51,8 +52,12 @@ pub use provisioning::ProvisionKind;
 /// On-disk layout version written to the `meta` tree. Bump it whenever a tree's
 /// key or value layout changes so that older builds refuse the newer store
 /// instead of misreading it. Adding a tree is not such a change: older builds
-/// never open it, so they cannot misread it.
-pub const FORMAT_VERSION: u32 = 1;
+/// never open it, so they cannot misread it. An older format this build can
+/// upgrade is upgraded at open (the `migrate` module).
+///
+/// * 1: the first.
+/// * 2: [`DeferredRecord::target`].
+pub const FORMAT_VERSION: u32 = 2;
 
 const META_TREE: &str = "meta";
 const FORMAT_KEY: &[u8] = b"format";
@@ -226,6 +231,14 @@ fn check_format(db: &sled::Db) -> Result<(), StoreError> {
             let found = u32::from_be_bytes(bytes);
             if found == FORMAT_VERSION {
                 Ok(())
+            } else if found == 1 {
+                let rewritten = migrate::deferred_v1_to_v2(db)?;
+                // The records first, then the marker that says they are new.
+                db.flush()?;
+                meta.insert(FORMAT_KEY, &ours[..])?;
+                db.flush()?;
+                tracing::info!(rewritten, "store upgraded from format 1 to 2");
+                Ok(())
             } else {
                 Err(StoreError::Format {
                     found,
@@ -278,6 +291,7 @@ mod tests {
             include_str!("group_fanout.rs"),
             include_str!("group_reports.rs"),
             include_str!("imdn.rs"),
+            include_str!("migrate.rs"),
             include_str!("mss.rs"),
             include_str!("origin.rs"),
             include_str!("prefs.rs"),
@@ -321,14 +335,15 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             let meta = store.db.open_tree(META_TREE).unwrap();
-            meta.insert(FORMAT_KEY, &2u32.to_be_bytes()[..]).unwrap();
+            meta.insert(FORMAT_KEY, &(FORMAT_VERSION + 1).to_be_bytes()[..])
+                .unwrap();
             store.flush_blocking().unwrap();
         }
         match reopen(dir.path()) {
             Err(StoreError::Format {
-                found: 2,
+                found,
                 supported: FORMAT_VERSION,
-            }) => {}
+            }) if found == FORMAT_VERSION + 1 => {}
             other => panic!("expected Format error, got {other:?}"),
         }
     }

@@ -67,7 +67,10 @@ impl ParticipatingFunction {
             .header("Subject")
             .map(str::to_string)
             .or_else(|| cpim_header(&msg.request.body, "Subject"));
+        // A report for a device that sent the original waits for that device.
+        let target = msg.report_for.as_deref().and_then(|id| self.report_target(id));
         let new = NewDeferred {
+            target,
             received_at: now,
             expires_at: now + lifetime,
             from,
@@ -86,7 +89,7 @@ impl ParticipatingFunction {
         self.deferred_count += 1;
         self.deferred_bytes += rec.request.len() as u64;
         let seq = rec.seq;
-        tracing::info!(aor = %self.aor, seq, expires_at = rec.expires_at, "message deferred");
+        tracing::info!(aor = %self.aor, seq, expires_at = rec.expires_at, target = rec.target.as_deref(), "message deferred");
         self.trace(
             msg.request.call_id().unwrap_or_default(),
             "deferred",
@@ -190,6 +193,9 @@ impl ParticipatingFunction {
             for rec in &page {
                 if self.claimed.contains(&rec.seq) || rec.expires_at <= now {
                     continue;
+                }
+                if rec.target.as_deref().is_some_and(|t| t != key) {
+                    continue; // a report waiting for the device that sent the original
                 }
                 let Some(req) = rebuild(&rec.request) else {
                     tracing::error!(aor = %self.aor, seq = rec.seq, "stored deferred message does not parse; left in queue");

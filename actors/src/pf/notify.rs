@@ -229,6 +229,7 @@ mod tests {
             content_type: "message/cpim".into(),
             size: 12,
             request: vec![],
+            target: None,
         };
         let body = list_body(&Aor::from_canonical("sip:bob@x"), &[rec]);
         assert!(body.contains("from=\"sip:a&amp;b@x\""), "{body}");

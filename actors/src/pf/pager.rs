@@ -75,7 +75,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         }
         let now = unix_now();
         let criteria = routing::Criteria::new(&msg.request, msg.gruu.clone(), msg.sender_source);
-        let origin = msg.report_for.as_deref().and_then(|id| self.origin_device(id));
+        let origin = msg.report_for.as_deref().and_then(|id| self.report_target(id));
         let mut chosen = Vec::new();
         for (key, b) in &self.bindings {
             if origin.as_ref().is_some_and(|o| o != key) {

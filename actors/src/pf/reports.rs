@@ -93,15 +93,26 @@ impl Handler<NoteOrigin> for ParticipatingFunction {
 }
 
 impl ParticipatingFunction {
-    /// For a report arriving for this user: the device that sent the
-    /// original, if it is still registered.
-    pub(super) fn origin_device(&self, original_id: &str) -> Option<String> {
-        let key = self
-            .env
-            .store
-            .origin(self.aor.as_str(), original_id, unix_now())
-            .ok()??;
-        self.bindings.get(&key).filter(|b| b.is_live(unix_now())).map(|_| key)
+    /// For a report arriving for this user: the one device it is for (the
+    /// device that sent the original), or `None` for any device.
+    ///
+    /// A registered sending device is always the target. One that is not
+    /// registered now is the target only if it is known by its instance id
+    /// (`+sip.instance`), which it keeps when it comes back: the report then
+    /// waits for it in the deferred queue (003 §5.2.5.2 sends a deferred
+    /// report to the client that sent the original). A device known only by
+    /// its contact URI may return under another one, where the report would
+    /// wait for nothing, so its report goes to any device.
+    pub(super) fn report_target(&self, original_id: &str) -> Option<String> {
+        let key = match self.env.store.origin(self.aor.as_str(), original_id, unix_now()) {
+            Ok(key) => key?,
+            Err(e) => {
+                tracing::warn!(aor = %self.aor, id = original_id, error = %e, "cannot read the sending device");
+                return None;
+            }
+        };
+        let live = self.bindings.get(&key).is_some_and(|b| b.is_live(unix_now()));
+        (live || is_instance_key(&key)).then_some(key)
     }
 
     /// The PF itself reports on `original` (positive delivery when stored in
@@ -142,6 +153,12 @@ impl ParticipatingFunction {
             }
         });
     }
+}
+
+/// A binding key that is an instance id, not a contact URI (registrar.rs
+/// keys a binding by `+sip.instance` when the device sends one).
+fn is_instance_key(key: &str) -> bool {
+    !(key.starts_with("sip:") || key.starts_with("sips:") || key.starts_with("tel:"))
 }
 
 /// Build the report MESSAGE this user (`recipient`) sends about `req`, if
@@ -197,4 +214,18 @@ fn make_report(
         body,
     };
     Some((originator, request, message_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_instance_key;
+
+    #[test]
+    fn instance_keys_are_told_from_contact_keys() {
+        assert!(is_instance_key("\"<urn:uuid:00000000-0000-1000-8000-000000000001>\""));
+        assert!(is_instance_key("<urn:gsma:imei:35-209900-176148-1>"));
+        for contact in ["sip:bob@10.0.0.1:5070", "sips:bob@example.com", "tel:+15551234"] {
+            assert!(!is_instance_key(contact), "{contact}");
+        }
+    }
 }
