@@ -400,17 +400,20 @@ where
 
 /// Group report records whose deadline or retention ended, handed to
 /// their CF (activated if need be): after a restart or the CF's
-/// passivation nothing else would look at them again.
+/// passivation nothing else would look at them again. Each is leased: a
+/// CF that does not get it sees it again after the lease.
 fn group_reports_due(core: &Core) {
     match core.env.store.due_group_reports(unix_now(), 10_000) {
         Ok(due) => {
-            // The index entry is gone: this is the record's turn.
-            for (group, id) in due {
+            for d in due {
                 to_cf(
                     core,
-                    group,
-                    cpm_actors::ReportsDue { id },
-                    "group report deadline not handled",
+                    d.group,
+                    cpm_actors::ReportsDue {
+                        id: d.id,
+                        lease: d.lease,
+                    },
+                    "group report deadline not handled now; it comes up again when its lease ends",
                 );
             }
         }

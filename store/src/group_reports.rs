@@ -6,7 +6,8 @@
 //!   [`GroupReportRecord`].
 //! - `group_report_due`: `at (u64 BE) group 0x00 message-id` -> empty: when
 //!   the CF must look at a record again (its report deadline, then the end
-//!   of its retention). The sweep reads this index instead of scanning.
+//!   of its retention, and the lease of a record handed to the CF). The
+//!   sweep reads this index instead of scanning.
 //!
 //! Only the group's CF (one actor) writes a group's records, so there is no
 //! read-modify-write race. The index entries are written before the record:
@@ -152,39 +153,76 @@ impl Store {
     }
 
     /// Records whose deadline or end of retention is at or before `now`
-    /// (at most `limit`), as (group, message-id), each once. Their index
-    /// entries are removed: the caller hands each to the group's CF, which
-    /// stores the record again (re-indexed) if it still needs it. Entries
-    /// whose record is gone are dropped.
-    pub fn due_group_reports(&self, now: u64, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
-        let mut out: Vec<(String, String)> = Vec::new();
+    /// (at most `limit`), each once, with a lease: its due entry moves to
+    /// `now + GROUP_REPORT_LEASE_S`, so the record comes up again then
+    /// unless its CF, having dealt with it, ends the lease
+    /// ([`Store::end_group_report_lease`]). A crash, or a CF that never got
+    /// the record, therefore delays a deadline instead of losing it (the
+    /// CF's handling is idempotent). Entries whose record is gone are
+    /// dropped.
+    pub fn due_group_reports(&self, now: u64, limit: usize) -> Result<Vec<DueGroupReport>, StoreError> {
+        let mut out = Vec::new();
         // A record's deadline and retention may both be due: once each.
         let mut seen = std::collections::HashSet::new();
         let end = now.saturating_add(1).to_be_bytes();
+        let lease = now.saturating_add(GROUP_REPORT_LEASE_S);
         for item in self.group_report_due.range(..&end[..]) {
             if out.len() >= limit {
                 break;
             }
             let (k, _) = item?;
-            self.group_report_due.remove(&k)?;
-            let Some(rk) = k.get(8..) else { continue };
+            let Some(rk) = k.get(8..) else {
+                self.group_report_due.remove(&k)?;
+                continue;
+            };
             if !self.group_reports.contains_key(rk)? {
+                self.group_report_due.remove(&k)?;
                 continue;
             }
-            match split_record_key(rk) {
-                Some(pair) => {
-                    if seen.insert(rk.to_vec()) {
-                        out.push(pair);
-                    }
-                }
-                // Not a key this crate wrote. Skipped, not an error: the
-                // entries taken before it are removed already and must
-                // still reach their CF.
-                None => tracing::error!(key = ?rk, "unreadable group report key in the due index dropped"),
+            let Some((group, id)) = split_record_key(rk) else {
+                // Not a key this crate wrote: skipped, not an error, so
+                // the records after it still come up.
+                tracing::error!(key = ?rk, "unreadable group report key in the due index dropped");
+                self.group_report_due.remove(&k)?;
+                continue;
+            };
+            // The lease entry first: every prefix of these writes leaves
+            // the record due at some time.
+            if seen.insert(rk.to_vec()) {
+                self.group_report_due.insert(due_key(lease, rk), &[][..])?;
+                out.push(DueGroupReport { group, id, lease });
             }
+            self.group_report_due.remove(&k)?;
         }
         Ok(out)
     }
+
+    /// The CF has dealt with a record [`Store::due_group_reports`] handed
+    /// out with `lease`: it need not come up again then. An entry that is
+    /// also the record's own deadline or end of retention is kept.
+    pub fn end_group_report_lease(&self, group: &str, msg_id: &str, lease: u64) -> Result<(), StoreError> {
+        if let Some(rec) = self.group_report(group, msg_id)? {
+            if rec.deadline_at == lease || rec.expires_at == lease {
+                return Ok(());
+            }
+        }
+        self.group_report_due
+            .remove(due_key(lease, &record_key(group, msg_id)?))?;
+        Ok(())
+    }
+}
+
+/// Seconds after which a due group report record handed to its CF comes up
+/// again if the CF did not end its lease.
+pub const GROUP_REPORT_LEASE_S: u64 = 30;
+
+/// A group report record whose time has come ([`Store::due_group_reports`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueGroupReport {
+    pub group: String,
+    pub id: String,
+    /// When it comes up again unless [`Store::end_group_report_lease`].
+    pub lease: u64,
 }
 
 #[cfg(test)]
@@ -223,6 +261,16 @@ mod tests {
         assert_eq!(s.group_report_count("sip:g@example.com", 100).unwrap(), 1);
     }
 
+    /// (group, id) of each due record, its lease ended as its CF would.
+    fn take_due(s: &Store, now: u64, limit: usize) -> Vec<(String, String)> {
+        let due = s.due_group_reports(now, limit).unwrap();
+        for d in &due {
+            assert_eq!(d.lease, now + GROUP_REPORT_LEASE_S);
+            s.end_group_report_lease(&d.group, &d.id, d.lease).unwrap();
+        }
+        due.into_iter().map(|d| (d.group, d.id)).collect()
+    }
+
     #[test]
     fn due_records_come_up_once_at_their_deadline_and_their_end() {
         let s = Store::temporary().unwrap();
@@ -232,8 +280,8 @@ mod tests {
             .unwrap();
         s.put_group_report("sip:h@example.com", "m3", &record(130, 1_000), 100)
             .unwrap();
-        assert!(s.due_group_reports(129, 10).unwrap().is_empty());
-        let due = s.due_group_reports(130, 10).unwrap();
+        assert!(take_due(&s, 129, 10).is_empty());
+        let due = take_due(&s, 130, 10);
         assert_eq!(
             due,
             vec![
@@ -241,13 +289,59 @@ mod tests {
                 ("sip:h@example.com".to_string(), "m3".to_string())
             ]
         );
-        assert!(s.due_group_reports(130, 10).unwrap().is_empty(), "taken once");
+        assert!(take_due(&s, 130, 10).is_empty(), "taken once");
         // A removed record's entries are dropped, not returned.
         s.remove_group_report("sip:g@example.com", "m2").unwrap();
-        assert!(s.due_group_reports(500, 10).unwrap().is_empty());
+        assert!(take_due(&s, 500, 10).is_empty());
         // The end of retention comes up as well.
-        assert_eq!(s.due_group_reports(1_000, 10).unwrap().len(), 2);
+        assert_eq!(take_due(&s, 1_000, 10).len(), 2);
         assert_eq!(s.group_report_count("sip:g@example.com", 100).unwrap(), 1);
+    }
+
+    /// Handed out and never dealt with (a crash, a CF that did not get it):
+    /// the record comes up again when its lease ends, and once dealt with,
+    /// not again.
+    #[test]
+    fn a_due_record_whose_lease_was_not_ended_comes_up_again() {
+        let s = Store::temporary().unwrap();
+        s.put_group_report("sip:g@example.com", "m1", &record(130, 1_000), 100)
+            .unwrap();
+        let first = s.due_group_reports(130, 10).unwrap();
+        assert_eq!(first.len(), 1);
+        let lease = first[0].lease;
+        assert!(
+            s.due_group_reports(lease - 1, 10).unwrap().is_empty(),
+            "not before the lease ends"
+        );
+        let again = s.due_group_reports(lease, 10).unwrap();
+        assert_eq!(
+            (again[0].group.as_str(), again[0].id.as_str()),
+            ("sip:g@example.com", "m1")
+        );
+        s.end_group_report_lease("sip:g@example.com", "m1", again[0].lease)
+            .unwrap();
+        assert!(s.due_group_reports(999, 10).unwrap().is_empty());
+        assert_eq!(
+            take_due(&s, 1_000, 10).len(),
+            1,
+            "its end of retention is still indexed"
+        );
+    }
+
+    /// A lease that falls on the record's own end of retention does not
+    /// take that entry with it.
+    #[test]
+    fn ending_a_lease_keeps_an_entry_that_is_also_the_records_own() {
+        let s = Store::temporary().unwrap();
+        let expires = 130 + GROUP_REPORT_LEASE_S;
+        s.put_group_report("sip:g@example.com", "m1", &record(130, expires), 100)
+            .unwrap();
+        assert_eq!(take_due(&s, 130, 10).len(), 1);
+        assert_eq!(
+            take_due(&s, expires, 10).len(),
+            1,
+            "the end of retention still comes up"
+        );
     }
 
     #[test]
@@ -257,8 +351,8 @@ mod tests {
             s.put_group_report("sip:g@example.com", &format!("m{i}"), &record(10, 20), 0)
                 .unwrap();
         }
-        assert_eq!(s.due_group_reports(10, 3).unwrap().len(), 3);
-        assert_eq!(s.due_group_reports(10, 3).unwrap().len(), 2);
+        assert_eq!(take_due(&s, 10, 3).len(), 3);
+        assert_eq!(take_due(&s, 10, 3).len(), 2);
         assert_eq!(s.group_report_count("sip:g@example.com", 4).unwrap(), 4, "capped");
     }
 
@@ -269,12 +363,12 @@ mod tests {
         // retention comes up.
         s.put_group_report("sip:g@example.com", "m1", &record(130, 1_000), 130)
             .unwrap();
-        assert!(s.due_group_reports(999, 10).unwrap().is_empty());
-        assert_eq!(s.due_group_reports(1_000, 10).unwrap().len(), 1);
+        assert!(take_due(&s, 999, 10).is_empty());
+        assert_eq!(take_due(&s, 1_000, 10).len(), 1);
     }
 
-    /// A key that is not ours in the due index is skipped: the records
-    /// taken with it still come up (their entries are gone already).
+    /// A key that is not ours in the due index is dropped and skipped: the
+    /// records after it still come up.
     #[test]
     fn a_key_that_is_not_ours_does_not_hide_the_others() {
         let s = Store::temporary().unwrap();
@@ -282,9 +376,9 @@ mod tests {
             .unwrap();
         s.group_reports.insert(b"no-nul-here", &[][..]).unwrap();
         s.group_report_due.insert(due_key(5, b"no-nul-here"), &[][..]).unwrap();
-        let due = s.due_group_reports(10, 10).unwrap();
+        let due = take_due(&s, 10, 10);
         assert_eq!(due, [("sip:g@example.com".to_string(), "m1".to_string())]);
-        assert!(s.due_group_reports(10, 10).unwrap().is_empty(), "both entries taken");
+        assert!(take_due(&s, 10, 10).is_empty(), "both entries taken");
     }
 
     #[test]

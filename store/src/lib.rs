@@ -45,7 +45,7 @@ pub use deferred::{DeferredRecord, NewDeferred};
 pub use error::StoreError;
 pub use flush::{StoreHealth, FLUSH_BUCKETS};
 pub use group_fanout::FanOutRecord;
-pub use group_reports::GroupReportRecord;
+pub use group_reports::{DueGroupReport, GroupReportRecord, GROUP_REPORT_LEASE_S};
 pub use mss::{NewStoredObject, StoredObject};
 pub use provisioning::ProvisionKind;
 

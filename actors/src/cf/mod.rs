@@ -591,11 +591,13 @@ impl Handler<GroupReport> for ControllingFunction {
 }
 
 /// A group message's report deadline or end of retention has come (from
-/// the server's sweep of the store's index).
+/// the server's sweep of the store's index), leased until `lease`.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct ReportsDue {
     pub id: String,
+    /// When the store hands the record out again unless the lease is ended.
+    pub lease: u64,
 }
 
 impl Handler<ReportsDue> for ControllingFunction {
@@ -605,6 +607,15 @@ impl Handler<ReportsDue> for ControllingFunction {
         self.last_activity = Instant::now();
         if let Some(rec) = self.record(&msg.id) {
             self.settle(&msg.id, rec, unix_now());
+        }
+        // Dealt with; a crash before this write is durable brings the
+        // record up once more, which settles nothing twice.
+        if let Err(e) = self
+            .env
+            .store
+            .end_group_report_lease(self.group.as_str(), &msg.id, msg.lease)
+        {
+            tracing::warn!(group = %self.group, id = %msg.id, error = %e, "cannot end a group report lease; it comes up again");
         }
     }
 }
