@@ -293,6 +293,42 @@ fn a_report_for_an_offline_sending_device_waits_for_that_device() {
     assert!(reports(&tablet).is_empty(), "{:#?}", reports(&tablet));
 }
 
+/// Notify and wait: the deferred list a device gets leaves out a report
+/// that waits for another device, and the device it waits for sees it.
+#[test]
+fn a_report_waiting_for_another_device_is_not_in_this_devices_list() {
+    let (_d, cfg) = config("[preferences]\ndeferred_delivery = \"notify\"\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let bob = phone(&cpm, "bob");
+    let alice_phone = phone(&cpm, "alice");
+    let tablet = RawDevice::start(|_, _| 200);
+    assert_eq!(tablet.register(&cpm, "alice", "alice-tablet", 600), Some(200));
+    let msg = cpim_message(cpm.udp, alice_phone.port, "bob", "mlist", "positive-delivery", "");
+    assert_eq!(
+        status_of(&alice_phone.request(cpm.udp, &msg).expect("answer")),
+        Some(200)
+    );
+    assert_eq!(alice_phone.register(&cpm, "alice", "alice-phone", 0), Some(200));
+    let answer = device_report(cpm.udp, &bob, "mlist", "delivered", 1);
+    assert_eq!(status_of(&answer), Some(202), "{answer}");
+    let lists = |dev: &RawDevice| -> Vec<String> {
+        dev.received()
+            .into_iter()
+            .filter(|m| m.contains("deferred-list+xml"))
+            .collect()
+    };
+    let back = RawDevice::start(|_, _| 200);
+    assert_eq!(back.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    assert!(wait_until(WAIT, || !lists(&back).is_empty()), "the phone is told");
+    assert_eq!(
+        lists(&back)[0].matches("<message id=").count(),
+        1,
+        "{}",
+        lists(&back)[0]
+    );
+    assert!(lists(&tablet).is_empty(), "{:#?}", lists(&tablet));
+}
+
 #[test]
 fn conversation_identities_and_reply_to_reach_the_recipient() {
     let cpm = Cpm::start(&["--open"]);

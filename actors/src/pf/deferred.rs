@@ -232,9 +232,17 @@ impl ParticipatingFunction {
         if records.is_empty() {
             return;
         }
-        let body = notify::list_body(&self.aor, &records);
         let domain = self.env.domains.primary().to_string();
         for key in keys {
+            // A report waiting for another device is not this one's to take.
+            let mine: Vec<&DeferredRecord> = records
+                .iter()
+                .filter(|r| r.target.as_deref().is_none_or(|t| t == key))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let body = notify::list_body(&self.aor, &mine);
             let Some(dev) = self.device(key) else { continue };
             let Some(request) = notification(&self.aor, &domain, &body) else {
                 continue;

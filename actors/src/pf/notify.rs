@@ -129,7 +129,7 @@ pub fn parse_actions(body: &[u8]) -> Result<ActionRequest, NotifyError> {
 }
 
 /// The notification body: one `<message>` per deferred message.
-pub fn list_body(user: &Aor, records: &[DeferredRecord]) -> String {
+pub fn list_body(user: &Aor, records: &[&DeferredRecord]) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(out, "<deferred-messages user=\"{}\">", escape(user.as_str()));
     for r in records {
@@ -231,7 +231,7 @@ mod tests {
             request: vec![],
             target: None,
         };
-        let body = list_body(&Aor::from_canonical("sip:bob@x"), &[rec]);
+        let body = list_body(&Aor::from_canonical("sip:bob@x"), &[&rec]);
         assert!(body.contains("from=\"sip:a&amp;b@x\""), "{body}");
         assert!(body.contains("subject=\"&lt;hi&gt;\""), "{body}");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
