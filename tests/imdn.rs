@@ -329,6 +329,62 @@ fn a_report_waiting_for_another_device_is_not_in_this_devices_list() {
     assert!(lists(&tablet).is_empty(), "{:#?}", lists(&tablet));
 }
 
+/// A full queue: reports waiting for an absent device do not make room
+/// for each other, but a message takes the place of the oldest of them.
+#[test]
+fn a_message_takes_the_place_of_a_report_waiting_in_a_full_queue() {
+    let (_d, cfg) = config("[deferred]\nmax_messages = 2\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let bob = phone(&cpm, "bob");
+    let alice_phone = phone(&cpm, "alice");
+    for id in ["mfull1", "mfull2", "mfull3"] {
+        let msg = cpim_message(cpm.udp, alice_phone.port, "bob", id, "positive-delivery", "");
+        assert_eq!(
+            status_of(&alice_phone.request(cpm.udp, &msg).expect("answer")),
+            Some(200)
+        );
+    }
+    assert_eq!(alice_phone.register(&cpm, "alice", "alice-phone", 0), Some(200));
+    for (n, id) in [(1, "mfull1"), (2, "mfull2")] {
+        assert_eq!(status_of(&device_report(cpm.udp, &bob, id, "delivered", n)), Some(202));
+    }
+    let third = device_report(cpm.udp, &bob, "mfull3", "delivered", 3);
+    assert_eq!(
+        status_of(&third),
+        Some(486),
+        "a report does not push out a report: {third}"
+    );
+
+    let carol = RawDevice::start(|_, _| 200);
+    let msg = format!(
+        "MESSAGE sip:alice@127.0.0.1:{s} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bKcarol1\r\n\
+         From: <sip:carol@127.0.0.1>;tag=c1\r\nTo: <sip:alice@127.0.0.1>\r\nCall-ID: carol-1\r\nCSeq: 1 MESSAGE\r\n\
+         Content-Type: text/plain\r\nContent-Length: 9\r\n\r\nhi alice!",
+        s = cpm.udp,
+        p = carol.port
+    );
+    let answer = carol.request(cpm.udp, &msg).expect("answer");
+    assert_eq!(status_of(&answer), Some(202), "{answer}");
+    assert!(
+        cpm.log().contains("a report waiting for an absent device dropped"),
+        "{}",
+        cpm.log()
+    );
+
+    let back = RawDevice::start(|_, _| 200);
+    assert_eq!(back.register(&cpm, "alice", "alice-phone", 600), Some(200));
+    assert!(wait_until(WAIT, || back.received().len() >= 2));
+    std::thread::sleep(Duration::from_millis(1000));
+    let got = back.received();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(
+        got[0].contains("<message-id>mfull2</message-id>"),
+        "the newer report kept: {}",
+        got[0]
+    );
+    assert!(got[1].contains("hi alice!"), "{}", got[1]);
+}
+
 #[test]
 fn conversation_identities_and_reply_to_reach_the_recipient() {
     let cpm = Cpm::start(&["--open"]);

@@ -43,7 +43,13 @@ impl ParticipatingFunction {
         let pol = self.env.policy.get();
         let policy = &pol.deferred;
         let raw = msg.request.to_bytes();
-        if self.deferred_count + 1 > policy.max_messages || self.deferred_bytes + raw.len() as u64 > policy.max_bytes {
+        let full = |act: &Self| {
+            act.deferred_count + 1 > policy.max_messages || act.deferred_bytes + raw.len() as u64 > policy.max_bytes
+        };
+        if full(self) && msg.report_for.is_none() {
+            self.make_room(|act| !full(act));
+        }
+        if full(self) {
             tracing::warn!(aor = %self.aor, count = self.deferred_count, bytes = self.deferred_bytes, "deferred queue full");
             self.trace(
                 msg.request.call_id().unwrap_or_default(),
@@ -107,6 +113,31 @@ impl ParticipatingFunction {
             }
             DeliveryOutcome::Deferred { seq }
         })
+    }
+
+    /// The queue is full and a message (not a report) wants in: drop the
+    /// oldest reports waiting for a device that is away until `fits`. A
+    /// device that never comes back must not make its user's queue refuse
+    /// messages for days; such a report is worth less than a message.
+    fn make_room(&mut self, fits: impl Fn(&Self) -> bool) {
+        let waiting: Vec<u64> = match self.env.store.deferred(self.aor.as_str(), None, usize::MAX) {
+            Ok(all) => all
+                .into_iter()
+                .filter(|r| r.target.is_some() && !self.claimed.contains(&r.seq))
+                .map(|r| r.seq)
+                .collect(),
+            Err(e) => {
+                return tracing::error!(aor = %self.aor, error = %e, "cannot read deferred queue");
+            }
+        };
+        for seq in waiting {
+            if fits(self) {
+                break;
+            }
+            if let Some(rec) = self.take(seq) {
+                tracing::warn!(aor = %self.aor, seq, target = rec.target.as_deref(), "queue full: a report waiting for an absent device dropped for a message");
+            }
+        }
     }
 
     /// Hand the message to the Message Storage Server; 202 once on disk.
