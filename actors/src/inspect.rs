@@ -268,7 +268,8 @@ pub fn stored_user(env: &Env, aor: &Aor, limit: usize) -> Result<StoredUser, Str
         .into_iter()
         .filter_map(|r| RegistrationView::from_record(r, now))
         .collect();
-    let (deferred_count, deferred_bytes) = store.deferred_usage(key).map_err(|e| e.to_string())?;
+    let usage = store.deferred_usage(key).map_err(|e| e.to_string())?;
+    let (deferred_count, deferred_bytes) = (usage.count, usage.bytes);
     let deferred = store
         .deferred(key, None, limit)
         .map_err(|e| e.to_string())?

@@ -171,9 +171,9 @@ pub async fn metrics(_: Authorized, state: web::Data<AdminState>) -> HttpRespons
 
     let (mut queued, mut bytes) = (0usize, 0u64);
     for aor in env.store.aors_with_deferred(DEFERRED_SCAN).unwrap_or_default() {
-        if let Ok((n, b)) = env.store.deferred_usage(&aor) {
-            queued += n;
-            bytes += b;
+        if let Ok(usage) = env.store.deferred_usage(&aor) {
+            queued += usage.count;
+            bytes += usage.bytes;
         }
     }
     help(

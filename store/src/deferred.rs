@@ -71,6 +71,17 @@ pub struct DeferredRecord {
     pub target: Option<String>,
 }
 
+/// What one user's deferred queue holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeferredUsage {
+    pub count: usize,
+    /// Sum of `request.len()`: the stored size of the original requests,
+    /// which is what a per-user quota should limit.
+    pub bytes: u64,
+    /// Records with a [`DeferredRecord::target`].
+    pub targeted: usize,
+}
+
 /// A message to defer: a [`DeferredRecord`] before it is assigned its `seq`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewDeferred {
@@ -200,23 +211,22 @@ impl Store {
         Ok(Some(rec))
     }
 
-    /// `(count, bytes)` of the deferred queue of `aor`, where `bytes` is the
-    /// sum of `request.len()` over its messages: the stored size of the
-    /// original requests, which is what a per-user quota should limit.
+    /// How much the deferred queue of `aor` holds ([`DeferredUsage`]).
     ///
     /// Decodes every queued message, so the cost is linear in the queue
     /// length (which the caller's quota bounds).
-    pub fn deferred_usage(&self, aor: &str) -> Result<(usize, u64), StoreError> {
+    pub fn deferred_usage(&self, aor: &str) -> Result<DeferredUsage, StoreError> {
         check_aor(aor)?;
-        let (mut count, mut bytes) = (0usize, 0u64);
+        let mut usage = DeferredUsage::default();
         for item in self.deferred.scan_prefix(aor_prefix(aor)) {
             let (k, v) = item?;
             let seq = key_seq(&k, aor, WHAT)?;
             let rec = decode_record(aor, seq, &v)?;
-            count += 1;
-            bytes = bytes.saturating_add(rec.request.len() as u64);
+            usage.count += 1;
+            usage.bytes = usage.bytes.saturating_add(rec.request.len() as u64);
+            usage.targeted += usize::from(rec.target.is_some());
         }
-        Ok((count, bytes))
+        Ok(usage)
     }
 
     /// Up to `limit` `(aor, seq)` of deferred messages whose `expires_at` is
@@ -449,14 +459,18 @@ mod tests {
     #[test]
     fn usage_counts_request_bytes() {
         let s = Store::temporary().unwrap();
-        assert_eq!(s.deferred_usage(BOB).unwrap(), (0, 0));
+        let usage = |count, bytes, targeted| DeferredUsage { count, bytes, targeted };
+        assert_eq!(s.deferred_usage(BOB).unwrap(), usage(0, 0, 0));
         let a = s.enqueue_deferred(BOB, msg(1, 100)).unwrap();
-        let b = s.enqueue_deferred(BOB, msg(22, 100)).unwrap();
+        let target = Some("<urn:uuid:phone>".to_string());
+        let b = s.enqueue_deferred(BOB, NewDeferred { target, ..msg(22, 100) }).unwrap();
         s.enqueue_deferred("sip:carol@example.com", msg(3, 100)).unwrap();
         let total = (a.request.len() + b.request.len()) as u64;
-        assert_eq!(s.deferred_usage(BOB).unwrap(), (2, total));
+        assert_eq!(s.deferred_usage(BOB).unwrap(), usage(2, total, 1));
         s.remove_deferred(BOB, a.seq).unwrap();
-        assert_eq!(s.deferred_usage(BOB).unwrap(), (1, b.request.len() as u64));
+        assert_eq!(s.deferred_usage(BOB).unwrap(), usage(1, b.request.len() as u64, 1));
+        s.remove_deferred(BOB, b.seq).unwrap();
+        assert_eq!(s.deferred_usage(BOB).unwrap(), usage(0, 0, 0));
     }
 
     #[test]

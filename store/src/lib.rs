@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 pub use bindings::BindingRecord;
 pub use credentials::CredentialRecord;
-pub use deferred::{DeferredRecord, NewDeferred};
+pub use deferred::{DeferredRecord, DeferredUsage, NewDeferred};
 pub use error::StoreError;
 pub use flush::{StoreHealth, FLUSH_BUCKETS};
 pub use group_fanout::FanOutRecord;

@@ -132,7 +132,7 @@ mod tests {
                     .unwrap()
                     .deferred_usage("sip:bob@example.com")
                     .unwrap()
-                    .0,
+                    .count,
                 want
             );
         }

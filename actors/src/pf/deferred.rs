@@ -25,9 +25,10 @@ const PAGE: usize = 64;
 impl ParticipatingFunction {
     pub(super) fn load_deferred_state(&mut self) {
         match self.env.store.deferred_usage(self.aor.as_str()) {
-            Ok((count, bytes)) => {
-                self.deferred_count = count;
-                self.deferred_bytes = bytes;
+            Ok(usage) => {
+                self.deferred_count = usage.count;
+                self.deferred_bytes = usage.bytes;
+                self.waiting_reports = usage.targeted;
             }
             Err(e) => tracing::error!(aor = %self.aor, error = %e, "cannot read deferred queue usage"),
         }
@@ -46,7 +47,7 @@ impl ParticipatingFunction {
         let full = |act: &Self| {
             act.deferred_count + 1 > policy.max_messages || act.deferred_bytes + raw.len() as u64 > policy.max_bytes
         };
-        if full(self) && msg.report_for.is_none() {
+        if full(self) && msg.report_for.is_none() && self.waiting_reports > 0 {
             self.make_room(|act| !full(act));
         }
         if full(self) {
@@ -94,6 +95,7 @@ impl ParticipatingFunction {
         };
         self.deferred_count += 1;
         self.deferred_bytes += rec.request.len() as u64;
+        self.waiting_reports += usize::from(rec.target.is_some());
         let seq = rec.seq;
         tracing::info!(aor = %self.aor, seq, expires_at = rec.expires_at, target = rec.target.as_deref(), "message deferred");
         self.trace(
@@ -246,6 +248,9 @@ impl ParticipatingFunction {
     fn forget(&mut self, rec: &DeferredRecord) {
         self.deferred_count = self.deferred_count.saturating_sub(1);
         self.deferred_bytes = self.deferred_bytes.saturating_sub(rec.request.len() as u64);
+        if rec.target.is_some() {
+            self.waiting_reports = self.waiting_reports.saturating_sub(1);
+        }
     }
 
     /// Send the current deferred list to each of `keys`.

@@ -52,6 +52,9 @@ pub struct ParticipatingFunction {
     /// Deferred queue usage, for the per-user caps.
     pub(crate) deferred_count: usize,
     pub(crate) deferred_bytes: u64,
+    /// Queued reports waiting for one device (`DeferredRecord::target`):
+    /// only then can a full queue make room (deferred.rs, `make_room`).
+    pub(crate) waiting_reports: usize,
     /// Deferred messages being pushed right now (never to two devices at once).
     pub(crate) claimed: HashSet<u64>,
     /// Devices with a push in progress.
@@ -87,6 +90,7 @@ impl ParticipatingFunction {
             prefs,
             deferred_count: 0,
             deferred_bytes: 0,
+            waiting_reports: 0,
             claimed: HashSet::new(),
             pushing: HashSet::new(),
             held: HashMap::new(),
