@@ -272,6 +272,15 @@ fn a_report_for_an_offline_sending_device_waits_for_that_device() {
     let answer = device_report(cpm.udp, &bob, "mwait", "delivered", 1);
     assert_eq!(status_of(&answer), Some(202), "deferred for the phone: {answer}");
     assert!(cpm.log().contains("message deferred"), "{}", cpm.log());
+    // The admin API shows whom it waits for.
+    let admin = format!("http://127.0.0.1:{}", cpm.admin);
+    let user = cpm::admin::client::get(&admin, "/api/users/alice", None).expect("admin API");
+    let user: serde_json::Value = user.json().expect("json");
+    assert_eq!(
+        user["deferred"][0]["for_device"].as_str(),
+        Some("<urn:uuid:alice-phone>"),
+        "{user}"
+    );
 
     // The tablet registers again, which starts a push to it: not its report.
     assert_eq!(tablet.register(&cpm, "alice", "alice-tablet", 600), Some(200));

@@ -239,6 +239,9 @@ pub struct DeferredView {
     pub size: u64,
     pub received_at: u64,
     pub expires_at: u64,
+    /// The one device that may take it (a report waiting for the device
+    /// that sent the original); `None`: any device.
+    pub for_device: Option<String>,
 }
 
 /// What the store holds about a user: works for passive users without
@@ -282,6 +285,7 @@ pub fn stored_user(env: &Env, aor: &Aor, limit: usize) -> Result<StoredUser, Str
             size: d.size,
             received_at: d.received_at,
             expires_at: d.expires_at,
+            for_device: d.target,
         })
         .collect();
     Ok(StoredUser {

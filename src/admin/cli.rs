@@ -225,12 +225,16 @@ fn user_table(u: &Value) -> String {
                 s(&d["content_type"]),
                 s(&d["size"]),
                 s(&d["expires_at"]),
+                d["for_device"].as_str().unwrap_or("any").to_string(),
             ]
         })
         .collect();
     if !deferred.is_empty() {
         out.push_str("\ndeferred queue\n");
-        out.push_str(&table(&["SEQ", "FROM", "TYPE", "SIZE", "EXPIRES-AT"], &deferred));
+        out.push_str(&table(
+            &["SEQ", "FROM", "TYPE", "SIZE", "EXPIRES-AT", "FOR-DEVICE"],
+            &deferred,
+        ));
     }
     let recent: Vec<Vec<String>> = u["recent"]
         .as_array()

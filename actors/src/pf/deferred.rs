@@ -101,7 +101,11 @@ impl ParticipatingFunction {
         self.trace(
             msg.request.call_id().unwrap_or_default(),
             "deferred",
-            format_args!("seq {seq}, expires at {}", rec.expires_at),
+            format_args!(
+                "seq {seq}, expires at {}, for {}",
+                rec.expires_at,
+                rec.target.as_deref().unwrap_or("any device")
+            ),
         );
         self.after_flush(move |res, act, ctx| {
             if let Err(e) = res {
