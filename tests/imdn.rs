@@ -252,25 +252,30 @@ fn a_restart_does_not_forward_a_report_twice() {
     assert_eq!(reports(&phone).len(), 1, "forwarded once, before and after the restart");
 }
 
+/// alice's phone sends `id` to bob, her tablet stays registered, the phone
+/// leaves, and bob's delivery report is then deferred (202) for the phone.
+/// Returns the tablet.
+fn report_left_for_the_phone(cpm: &Cpm, id: &str) -> RawDevice {
+    let bob = phone(cpm, "bob");
+    let alice_phone = phone(cpm, "alice");
+    let tablet = RawDevice::start(|_, _| 200);
+    assert_eq!(tablet.register(cpm, "alice", "alice-tablet", 600), Some(200));
+    let msg = cpim_message(cpm.udp, alice_phone.port, "bob", id, "positive-delivery", "");
+    let sent = alice_phone.request(cpm.udp, &msg).expect("answer");
+    assert_eq!(status_of(&sent), Some(200), "{sent}");
+    assert_eq!(alice_phone.register(cpm, "alice", "alice-phone", 0), Some(200));
+    let answer = device_report(cpm.udp, &bob, id, "delivered", 1);
+    assert_eq!(status_of(&answer), Some(202), "deferred for the phone: {answer}");
+    tablet
+}
+
 /// 003 §5.2.5.2: a report for a sending device that has gone offline waits
 /// in the deferred queue for that device (known by its instance id), across
 /// a restart, instead of going to whichever of the user's devices is there.
 #[test]
 fn a_report_for_an_offline_sending_device_waits_for_that_device() {
     let mut cpm = Cpm::start(&["--open"]);
-    let bob = phone(&cpm, "bob");
-    let alice_phone = phone(&cpm, "alice");
-    let tablet = RawDevice::start(|_, _| 200);
-    assert_eq!(tablet.register(&cpm, "alice", "alice-tablet", 600), Some(200));
-    let msg = cpim_message(cpm.udp, alice_phone.port, "bob", "mwait", "positive-delivery", "");
-    assert_eq!(
-        status_of(&alice_phone.request(cpm.udp, &msg).expect("answer")),
-        Some(200)
-    );
-    // The phone leaves before bob's report comes.
-    assert_eq!(alice_phone.register(&cpm, "alice", "alice-phone", 0), Some(200));
-    let answer = device_report(cpm.udp, &bob, "mwait", "delivered", 1);
-    assert_eq!(status_of(&answer), Some(202), "deferred for the phone: {answer}");
+    let tablet = report_left_for_the_phone(&cpm, "mwait");
     assert!(cpm.log().contains("message deferred"), "{}", cpm.log());
     // The admin API shows whom it waits for.
     let admin = format!("http://127.0.0.1:{}", cpm.admin);
@@ -308,18 +313,7 @@ fn a_report_for_an_offline_sending_device_waits_for_that_device() {
 fn a_report_waiting_for_another_device_is_not_in_this_devices_list() {
     let (_d, cfg) = config("[preferences]\ndeferred_delivery = \"notify\"\n");
     let cpm = Cpm::start(&["--open", "--config", &cfg]);
-    let bob = phone(&cpm, "bob");
-    let alice_phone = phone(&cpm, "alice");
-    let tablet = RawDevice::start(|_, _| 200);
-    assert_eq!(tablet.register(&cpm, "alice", "alice-tablet", 600), Some(200));
-    let msg = cpim_message(cpm.udp, alice_phone.port, "bob", "mlist", "positive-delivery", "");
-    assert_eq!(
-        status_of(&alice_phone.request(cpm.udp, &msg).expect("answer")),
-        Some(200)
-    );
-    assert_eq!(alice_phone.register(&cpm, "alice", "alice-phone", 0), Some(200));
-    let answer = device_report(cpm.udp, &bob, "mlist", "delivered", 1);
-    assert_eq!(status_of(&answer), Some(202), "{answer}");
+    let tablet = report_left_for_the_phone(&cpm, "mlist");
     let lists = |dev: &RawDevice| -> Vec<String> {
         dev.received()
             .into_iter()
