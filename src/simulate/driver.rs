@@ -4,7 +4,8 @@
 //! optionally settle (user actors passivate) for the idle memory figure.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
@@ -59,6 +60,8 @@ struct Sim<'a> {
     /// Branches of forks already answered (UDP retransmissions).
     seen: HashSet<String>,
     back: VecDeque<(Instant, Dev)>,
+    /// Display reports not sent yet (`--read-delay`): when, by whom, on what.
+    reads: BinaryHeap<Reverse<(Instant, Dev, u64)>>,
     rng: u64,
     registering: usize,
     registered: u64,
@@ -89,6 +92,7 @@ pub(super) fn drive(opts: &SimOptions, engine: &Engine) -> Result<Report, SimErr
         pending: HashMap::new(),
         seen: HashSet::new(),
         back: VecDeque::new(),
+        reads: BinaryHeap::new(),
         rng: opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
         registering: 0,
         registered: 0,
@@ -281,6 +285,17 @@ impl Sim<'_> {
                 self.register(dev);
             }
         }
+        while let Some(&Reverse((t, dev, id))) = self.reads.peek() {
+            if t > now {
+                break;
+            }
+            self.reads.pop();
+            if self.devs[dev as usize].state == State::Online {
+                self.report(dev, id, ReportKind::Display);
+            } else {
+                self.reads.push(Reverse((now + Duration::from_millis(200), dev, id)));
+            }
+        }
         let reliable = self.wire.reliable();
         let mut resend = Vec::new();
         let mut lost = Vec::new();
@@ -428,18 +443,26 @@ impl Sim<'_> {
                 .violation(format!("device {dev}: unexpected request {call_id}"));
         };
         self.checker.received(id, dev);
-        // Reports on a group copy go to the group (its IMDN-Record-Route),
-        // which aggregates them for the sender.
+        self.report(dev, id, ReportKind::Delivery);
+        if self.opts.read_delay > 0.0 {
+            let delay = self.rand() as f64 / u64::MAX as f64 * self.opts.read_delay;
+            self.reads.push(Reverse((Instant::now() + secs(delay), dev, id)));
+        } else {
+            self.report(dev, id, ReportKind::Display);
+        }
+    }
+
+    /// Device `dev` reports on message `id`. Reports on a group copy go to
+    /// the group (its IMDN-Record-Route), which aggregates them for the sender.
+    fn report(&mut self, dev: Dev, id: u64, kind: ReportKind) {
         let to = match (self.checker.group_of(id), self.checker.sender(id)) {
             (Some(group), _) => format!("g{group}"),
             (None, Some(sender)) => format!("u{}", sender / self.opts.devices),
             (None, None) => return,
         };
         let addr = self.wire.addr(dev, self.opts.devices);
-        for kind in [ReportKind::Delivery, ReportKind::Display] {
-            let (call_id, data) = self.sip.report(id, kind, dev, addr, &to);
-            self.send(dev, call_id, data, Purpose::Report(dev));
-        }
+        let (call_id, data) = self.sip.report(id, kind, dev, addr, &to);
+        self.send(dev, call_id, data, Purpose::Report(dev));
     }
 
     fn progress(&mut self, phase: &str, engine: &Engine, last: &mut Instant) {
@@ -517,7 +540,8 @@ impl Sim<'_> {
             if check.elapsed() > Duration::from_millis(200) {
                 check = Instant::now();
                 let devs = &self.devs;
-                if self.pending.is_empty() && self.checker.pending(|d| devs[d as usize].epoch) == 0 {
+                let idle = self.pending.is_empty() && self.reads.is_empty();
+                if idle && self.checker.pending(|d| devs[d as usize].epoch) == 0 {
                     break;
                 }
             }

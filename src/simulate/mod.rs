@@ -89,6 +89,12 @@ pub struct SimOptions {
     /// Share of the messages sent to a group by one of its members (with --groups).
     #[arg(long, default_value_t = 0.2)]
     pub group_share: f64,
+    /// Seconds within which a device reads what it got: its display report
+    /// goes out after a random delay up to this (0: at once), so the sender
+    /// may have left meanwhile (the report then waits for its device). A
+    /// device that is away when its delay ends reads once it is back.
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub read_delay: f64,
     /// Random seed (users and devices picked for messages and churn).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -117,6 +123,7 @@ impl Default for SimOptions {
             groups: 0,
             group_size: 5,
             group_share: 0.2,
+            read_delay: 0.0,
             seed: 1,
             quiet: false,
         }
@@ -248,6 +255,9 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
     }
     if !(0.0..=1.0).contains(&opts.group_share) {
         return Err(SimError::Options("--group-share is a fraction from 0 to 1".into()));
+    }
+    if !(opts.read_delay >= 0.0 && opts.read_delay.is_finite()) {
+        return Err(SimError::Options("--read-delay is a number of seconds, 0 or more".into()));
     }
     let (data, temporary) = match &opts.data {
         Some(d) => (d.clone(), false),
