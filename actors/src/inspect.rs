@@ -207,7 +207,23 @@ pub struct CfSnapshot {
     pub copies_in_flight: usize,
 }
 
-/// Ask a CF for its state (the handler is in `cf/mod.rs`, next to the fields).
+/// Records counted for the inspector at most (a count, not a scan of a
+/// week of a busy group's messages).
+const SNAPSHOT_COUNT_CAP: usize = 10_000;
+
+impl CfSnapshot {
+    /// Fill in `pending_reports` from the store. Done by the caller (the
+    /// admin API's own thread), not in the CF: up to 10,000 store reads
+    /// per group would hold up the worker that runs the CF and the PFs
+    /// beside it for every graph request.
+    pub fn count_reports(mut self, store: &cpm_store::Store) -> CfSnapshot {
+        self.pending_reports = store.group_report_count(&self.group, SNAPSHOT_COUNT_CAP).unwrap_or(0);
+        self
+    }
+}
+
+/// Ask a CF for its state (the handler is in `cf/mod.rs`, next to the
+/// fields); [`CfSnapshot::count_reports`] completes it.
 #[derive(Message, Clone)]
 #[rtype(result = "CfSnapshot")]
 pub struct SnapshotCf;

@@ -187,6 +187,7 @@ async fn cf_nodes(state: &AdminState, filter: Option<&str>, nodes: &mut Vec<Node
             .ok()
             .and_then(Result::ok);
         let rtt = snap.as_ref().map(|_| t.elapsed().as_micros() as u64);
+        let snap = snap.map(|s| s.count_reports(&state.core.env.store));
         let mut passive = 0usize;
         for m in members {
             let active = state.core.dir.is_active(&cpm_actors::Aor::from_canonical(m.as_str()));

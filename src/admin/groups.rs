@@ -110,10 +110,11 @@ fn group_uri(state: &AdminState, raw: &str) -> Result<Aor, ApiError> {
 /// The live CF of a group, if any, and its snapshot.
 async fn live(state: &AdminState, uri: &Aor) -> Option<CfSnapshot> {
     let (_, addr) = state.core.dir.active_cfs().into_iter().find(|(g, _)| g == uri)?;
-    tokio::time::timeout(SNAPSHOT_TIMEOUT, addr.send(SnapshotCf))
+    let snap = tokio::time::timeout(SNAPSHOT_TIMEOUT, addr.send(SnapshotCf))
         .await
         .ok()?
-        .ok()
+        .ok()?;
+    Some(snap.count_reports(&state.core.env.store))
 }
 
 /// GET /api/groups

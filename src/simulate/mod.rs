@@ -257,7 +257,9 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
         return Err(SimError::Options("--group-share is a fraction from 0 to 1".into()));
     }
     if !(opts.read_delay >= 0.0 && opts.read_delay.is_finite()) {
-        return Err(SimError::Options("--read-delay is a number of seconds, 0 or more".into()));
+        return Err(SimError::Options(
+            "--read-delay is a number of seconds, 0 or more".into(),
+        ));
     }
     let (data, temporary) = match &opts.data {
         Some(d) => (d.clone(), false),

@@ -388,11 +388,8 @@ impl Handler<crate::inspect::SnapshotCf> for ControllingFunction {
             group: self.group.to_string(),
             age_ms: self.started.elapsed().as_millis() as u64,
             idle_ms: self.last_activity.elapsed().as_millis() as u64,
-            pending_reports: self
-                .env
-                .store
-                .group_report_count(self.group.as_str(), SNAPSHOT_COUNT_CAP)
-                .unwrap_or(0),
+            // Counted by the caller, off this actor's thread (`CfSnapshot::count_reports`).
+            pending_reports: 0,
             fanouts: self.fanouts.len(),
             copies_in_flight: self.fanouts.values().map(|f| f.record.members.len()).sum(),
         })
@@ -409,10 +406,6 @@ pub struct GroupMessage {
     /// any (read by the ingress, which parsed the CPIM already).
     pub reports: Option<(String, DispositionRequest)>,
 }
-
-/// Records counted for the inspector at most (a count, not a scan of a
-/// week of a busy group's messages).
-const SNAPSHOT_COUNT_CAP: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, MessageResponse)]
 pub enum GroupOutcome {
