@@ -324,18 +324,7 @@ fn expired_messages_are_stored_when_policy_says_store() {
 }
 
 fn action(server: u16, dev: &RawDevice, body: &str) -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let req = format!(
-        "MESSAGE sip:deferred-messages@127.0.0.1:{server} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bKact{n}\r\n\
-         From: <sip:bob@127.0.0.1>;tag=b\r\nTo: <sip:deferred-messages@127.0.0.1>\r\nCall-ID: act-{n}\r\nCSeq: 1 MESSAGE\r\n\
-         Content-Type: application/vnd.cpm.deferred-action+xml\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len(),
-        p = dev.port
-    );
-    dev.request(server, &req).expect("an answer to the action request")
+    deferred_action(server, dev, "bob", body)
 }
 
 fn listed_ids(notification: &str) -> Vec<u64> {

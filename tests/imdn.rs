@@ -330,6 +330,18 @@ fn a_report_waiting_for_another_device_is_not_in_this_devices_list() {
         lists(&back)[0]
     );
     assert!(lists(&tablet).is_empty(), "{:#?}", lists(&tablet));
+    // Asking for it from the tablet anyway: refused, by name.
+    let seq = lists(&back)[0]
+        .split("<message id=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("an id")
+        .to_string();
+    let doc = format!("<deferred-actions><action id=\"{seq}\" do=\"retrieve\"/></deferred-actions>");
+    let answer = deferred_action(cpm.udp, &tablet, "alice", &doc);
+    assert!(body(&answer).contains("status=\"other-device\""), "{answer}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(reports(&tablet).is_empty(), "{:#?}", reports(&tablet));
 }
 
 /// A full queue: reports waiting for an absent device do not make room

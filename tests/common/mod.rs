@@ -611,6 +611,23 @@ impl Drop for RawDevice {
     }
 }
 
+/// A notify-and-wait action document (docs/decisions.md) from `user`'s
+/// device `dev` to `sip:deferred-messages@`: the final answer.
+pub fn deferred_action(server: u16, dev: &RawDevice, user: &str, body: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let req = format!(
+        "MESSAGE sip:deferred-messages@127.0.0.1:{server} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bKact{n}\r\n\
+         From: <sip:{user}@127.0.0.1>;tag=b\r\nTo: <sip:deferred-messages@127.0.0.1>\r\nCall-ID: act-{n}\r\nCSeq: 1 MESSAGE\r\n\
+         Content-Type: application/vnd.cpm.deferred-action+xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len(),
+        p = dev.port
+    );
+    dev.request(server, &req).expect("an answer to the action request")
+}
+
 /// First value of a header in a raw message.
 pub fn header(text: &str, name: &str) -> Option<String> {
     text.split("\r\n\r\n").next()?.lines().find_map(|l| {

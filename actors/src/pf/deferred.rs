@@ -592,10 +592,17 @@ impl Handler<DeferredActions> for ParticipatingFunction {
             .map(|b| b.record.key.clone())
             .or_else(|| self.eligible_keys().into_iter().next());
         for (seq, action) in msg.request.actions {
-            let exists = matches!(self.env.store.deferred_get(self.aor.as_str(), seq), Ok(Some(_)));
+            let rec = self.env.store.deferred_get(self.aor.as_str(), seq).ok().flatten();
+            // A report waiting for another device is not this one's to take.
+            let elsewhere = rec
+                .as_ref()
+                .and_then(|r| r.target.as_deref())
+                .is_some_and(|t| requester.as_deref() != Some(t));
+            let exists = rec.is_some();
             let status = match (exists, action) {
                 (false, _) => "unknown",
                 (true, _) if self.claimed.contains(&seq) => "busy",
+                (true, Action::Retrieve) if elsewhere => "other-device",
                 (true, Action::Keep) => "kept",
                 (true, Action::Discard) => match self.take(seq) {
                     Some(_) => "discarded",
