@@ -39,8 +39,14 @@ impl ParticipatingFunction {
         }
     }
 
-    /// Queue the message; 202 only once it is on disk.
-    pub(super) fn defer(&mut self, msg: DeliverPager) -> ResponseActFuture<Self, DeliveryOutcome> {
+    /// Queue the message; 202 only once it is on disk. `target`: the one
+    /// device that may take it (a report for the device that sent the
+    /// original, `report_target`).
+    pub(super) fn defer(
+        &mut self,
+        msg: DeliverPager,
+        target: Option<String>,
+    ) -> ResponseActFuture<Self, DeliveryOutcome> {
         let pol = self.env.policy.get();
         let policy = &pol.deferred;
         let raw = msg.request.to_bytes();
@@ -74,8 +80,6 @@ impl ParticipatingFunction {
             .header("Subject")
             .map(str::to_string)
             .or_else(|| cpim_header(&msg.request.body, "Subject"));
-        // A report for a device that sent the original waits for that device.
-        let target = msg.report_for.as_deref().and_then(|id| self.report_target(id));
         let new = NewDeferred {
             target,
             received_at: now,

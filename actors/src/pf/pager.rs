@@ -111,7 +111,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                 "no-eligible-device",
                 format_args!("when_unavailable = {:?}", self.prefs.when_unavailable),
             );
-            return Answer::Actor(self.unavailable(msg));
+            return Answer::Actor(self.unavailable(msg, origin));
         }
         tracing::debug!(aor = %self.aor, %call_id, forks = n, "forking");
         self.trace_with(call_id, "forked", |out| forked_detail(out, n, &chosen));
@@ -145,7 +145,10 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                 }
                 None => {
                     let outcome = match pf.as_ref().and_then(|pf| pf.upgrade()) {
-                        Some(pf) => pf.send(Undelivered { msg, forks: n }).await.map_err(|e| e.to_string()),
+                        Some(pf) => pf
+                            .send(Undelivered { msg, forks: n, origin })
+                            .await
+                            .map_err(|e| e.to_string()),
                         None => Err("stopped".to_string()),
                     };
                     drop(busy);
@@ -165,12 +168,14 @@ impl Handler<DeliverPager> for ParticipatingFunction {
 struct Undelivered {
     msg: DeliverPager,
     forks: usize,
+    /// The report's target device (`report_target`), as chosen when forking.
+    origin: Option<String>,
 }
 
 impl Handler<Undelivered> for ParticipatingFunction {
     type Result = ResponseActFuture<Self, DeliveryOutcome>;
 
-    fn handle(&mut self, Undelivered { msg, forks }: Undelivered, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Undelivered { msg, forks, origin }: Undelivered, _: &mut Context<Self>) -> Self::Result {
         let call_id = msg.request.call_id().unwrap_or_default();
         tracing::info!(aor = %self.aor, %call_id, forks, "no device accepted the message");
         // Forks held behind a push are not sent now: if the message is
@@ -181,15 +186,17 @@ impl Handler<Undelivered> for ParticipatingFunction {
             "no-device-accepted",
             format_args!("{forks} fork(s), timeout or refusals"),
         );
-        self.unavailable(msg)
+        self.unavailable(msg, origin)
     }
 }
 
 impl ParticipatingFunction {
     /// No device took it: the user's `when_unavailable` preference decides.
-    fn unavailable(&mut self, msg: DeliverPager) -> ResponseActFuture<Self, DeliveryOutcome> {
+    /// `origin`: the one device a report is for (it waits for that device
+    /// if deferred).
+    fn unavailable(&mut self, msg: DeliverPager, origin: Option<String>) -> ResponseActFuture<Self, DeliveryOutcome> {
         match self.prefs.when_unavailable {
-            Unavailable::Defer => self.defer(msg),
+            Unavailable::Defer => self.defer(msg, origin),
             Unavailable::Store => self.store_in_mss(msg),
             Unavailable::Interwork => {
                 let outcome = match self.env.interworking.convert(&self.aor, &msg.sender, &msg.request) {
@@ -384,13 +391,8 @@ impl Handler<TakeBack> for ParticipatingFunction {
         }
         let Some(rec) = self.take(seq) else { return };
         tracing::info!(aor = %self.aor, seq, "deferred message taken back: a device answered after the fork timeout");
-        if let Some(req) = super::deferred::rebuild(&rec.request) {
-            self.trace(
-                req.call_id().unwrap_or_default(),
-                "taken-back",
-                format_args!("seq {seq}: answered late"),
-            );
-        }
+        let call_id = crate::trace::call_id_of(&rec.request);
+        self.trace(&call_id, "taken-back", format_args!("seq {seq}: answered late"));
         // Durable soon; a crash before that only means the copy goes out again.
         let store = self.env.store.clone();
         actix::spawn(async move {

@@ -87,7 +87,7 @@ pub(crate) fn plan(
                 if expires != 0 && expires < policy.min_expires {
                     return Err(RegisterError::IntervalTooBrief(policy.min_expires));
                 }
-                let key = c.instance.clone().unwrap_or_else(|| c.uri.to_string());
+                let key = binding_key(c);
                 let existing = current.get(&key).map(|b| &b.record);
                 if let Some(old) = existing {
                     check_order(old, req)?;
@@ -117,6 +117,18 @@ pub(crate) fn plan(
         }
     }
     Ok(plan)
+}
+
+/// A binding's key: the `+sip.instance` value when the device sent one
+/// (it keeps it when it comes back from elsewhere), else the contact URI.
+fn binding_key(c: &ContactSpec) -> String {
+    c.instance.clone().unwrap_or_else(|| c.uri.to_string())
+}
+
+/// Whether a key made by [`binding_key`] is an instance id: a contact URI
+/// always has its scheme first.
+pub(crate) fn is_instance_key(key: &str) -> bool {
+    !(key.starts_with("sip:") || key.starts_with("sips:") || key.starts_with("tel:"))
 }
 
 fn check_order(old: &BindingRecord, req: &RegisterRequest) -> Result<(), RegisterError> {
@@ -236,5 +248,19 @@ mod tests {
         );
         let p = plan(&cur, &req(RequestedContacts::RemoveAll, "z", 1), &policy, 0).unwrap();
         assert_eq!(p.removals.len(), 1);
+    }
+
+    #[test]
+    fn instance_keys_are_told_from_contact_keys() {
+        assert!(is_instance_key("\"<urn:uuid:00000000-0000-1000-8000-000000000001>\""));
+        assert!(is_instance_key("<urn:gsma:imei:35-209900-176148-1>"));
+        for contact in ["sip:bob@10.0.0.1:5070", "sips:bob@example.com", "tel:+15551234"] {
+            assert!(!is_instance_key(contact), "{contact}");
+        }
+        // And as the registrar makes them.
+        let by_uri = binding_key(&contact("<sips:bob@10.0.0.1:5061>", None, None));
+        assert!(!is_instance_key(&by_uri), "{by_uri}");
+        let by_instance = binding_key(&contact("<sip:bob@10.0.0.1>", None, Some("<urn:uuid:1>")));
+        assert!(is_instance_key(&by_instance), "{by_instance}");
     }
 }

@@ -15,6 +15,7 @@ use cpm_sip::{Headers, Message, Method, SipUri, StartLine};
 
 use super::notify::rfc3339;
 use super::pager::DeliverPager;
+use super::registrar::is_instance_key;
 use super::ParticipatingFunction;
 use crate::originating::unique_id;
 use crate::{unix_now, Aor};
@@ -155,12 +156,6 @@ impl ParticipatingFunction {
     }
 }
 
-/// A binding key that is an instance id, not a contact URI (registrar.rs
-/// keys a binding by `+sip.instance` when the device sends one).
-fn is_instance_key(key: &str) -> bool {
-    !(key.starts_with("sip:") || key.starts_with("sips:") || key.starts_with("tel:"))
-}
-
 /// Build the report MESSAGE this user (`recipient`) sends about `req`, if
 /// one was asked for: (where it goes, the request, the original's id).
 fn make_report(
@@ -214,18 +209,4 @@ fn make_report(
         body,
     };
     Some((originator, request, message_id))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_instance_key;
-
-    #[test]
-    fn instance_keys_are_told_from_contact_keys() {
-        assert!(is_instance_key("\"<urn:uuid:00000000-0000-1000-8000-000000000001>\""));
-        assert!(is_instance_key("<urn:gsma:imei:35-209900-176148-1>"));
-        for contact in ["sip:bob@10.0.0.1:5070", "sips:bob@example.com", "tel:+15551234"] {
-            assert!(!is_instance_key(contact), "{contact}");
-        }
-    }
 }
