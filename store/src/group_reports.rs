@@ -6,8 +6,9 @@
 //!   [`GroupReportRecord`].
 //! - `group_report_due`: `at (u64 BE) group 0x00 message-id` -> empty: when
 //!   the CF must look at a record again (its report deadline, then the end
-//!   of its retention, and the lease of a record handed to the CF). The
-//!   sweep reads this index instead of scanning.
+//!   of its retention), and `at group 0x00 message-id 0x00` -> empty: the
+//!   lease of a record handed to its CF. The sweep reads this index instead
+//!   of scanning.
 //!
 //! Only the group's CF (one actor) writes a group's records, so there is no
 //! read-modify-write race. The index entries are written before the record:
@@ -91,9 +92,18 @@ fn record_key(group: &str, msg_id: &str) -> Result<Vec<u8>, StoreError> {
 }
 
 fn due_key(at: u64, record_key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + record_key.len());
+    let mut k = Vec::with_capacity(9 + record_key.len());
     k.extend_from_slice(&at.to_be_bytes());
     k.extend_from_slice(record_key);
+    k
+}
+
+/// A lease's entry: the due key with a trailing NUL, which no record key
+/// has (a message id is not empty and holds no NUL), so a lease never
+/// shares its key with the record's own deadline or end of retention.
+fn lease_key(at: u64, record_key: &[u8]) -> Vec<u8> {
+    let mut k = due_key(at, record_key);
+    k.push(0);
     k
 }
 
@@ -175,6 +185,7 @@ impl Store {
                 self.group_report_due.remove(&k)?;
                 continue;
             };
+            let rk = rk.strip_suffix(&[0]).unwrap_or(rk); // a lease's entry
             if !self.group_reports.contains_key(rk)? {
                 self.group_report_due.remove(&k)?;
                 continue;
@@ -189,7 +200,7 @@ impl Store {
             // The lease entry first: every prefix of these writes leaves
             // the record due at some time.
             if seen.insert(rk.to_vec()) {
-                self.group_report_due.insert(due_key(lease, rk), &[][..])?;
+                self.group_report_due.insert(lease_key(lease, rk), &[][..])?;
                 out.push(DueGroupReport { group, id, lease });
             }
             self.group_report_due.remove(&k)?;
@@ -198,16 +209,11 @@ impl Store {
     }
 
     /// The CF has dealt with a record [`Store::due_group_reports`] handed
-    /// out with `lease`: it need not come up again then. An entry that is
-    /// also the record's own deadline or end of retention is kept.
+    /// out with `lease`: it need not come up again then. The record's own
+    /// deadline and end of retention are other entries (`lease_key`).
     pub fn end_group_report_lease(&self, group: &str, msg_id: &str, lease: u64) -> Result<(), StoreError> {
-        if let Some(rec) = self.group_report(group, msg_id)? {
-            if rec.deadline_at == lease || rec.expires_at == lease {
-                return Ok(());
-            }
-        }
         self.group_report_due
-            .remove(due_key(lease, &record_key(group, msg_id)?))?;
+            .remove(lease_key(lease, &record_key(group, msg_id)?))?;
         Ok(())
     }
 }
