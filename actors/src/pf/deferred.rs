@@ -130,22 +130,28 @@ impl ParticipatingFunction {
     /// device that never comes back must not make its user's queue refuse
     /// messages for days; such a report is worth less than a message.
     fn make_room(&mut self, fits: impl Fn(&Self) -> bool) {
-        let waiting: Vec<u64> = match self.env.store.deferred(self.aor.as_str(), None, usize::MAX) {
-            Ok(all) => all
-                .into_iter()
-                .filter(|r| r.target.is_some() && !self.claimed.contains(&r.seq))
-                .map(|r| r.seq)
-                .collect(),
-            Err(e) => {
-                return tracing::error!(aor = %self.aor, error = %e, "cannot read deferred queue");
+        // Page by page, oldest first, and only as far as needed: the queue
+        // may hold max_bytes of requests, not to be read at once in the actor.
+        let mut after = None;
+        while !fits(self) {
+            let page = match self.env.store.deferred(self.aor.as_str(), after, PAGE) {
+                Ok(page) => page,
+                Err(e) => return tracing::error!(aor = %self.aor, error = %e, "cannot read deferred queue"),
+            };
+            after = page.last().map(|r| r.seq);
+            for rec in &page {
+                if fits(self) {
+                    return;
+                }
+                if rec.target.is_none() || self.claimed.contains(&rec.seq) {
+                    continue;
+                }
+                if let Some(rec) = self.take(rec.seq) {
+                    tracing::warn!(aor = %self.aor, seq = rec.seq, target = rec.target.as_deref(), "queue full: a report waiting for an absent device dropped for a message");
+                }
             }
-        };
-        for seq in waiting {
-            if fits(self) {
-                break;
-            }
-            if let Some(rec) = self.take(seq) {
-                tracing::warn!(aor = %self.aor, seq, target = rec.target.as_deref(), "queue full: a report waiting for an absent device dropped for a message");
+            if page.len() < PAGE {
+                return;
             }
         }
     }
