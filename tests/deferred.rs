@@ -327,14 +327,6 @@ fn action(server: u16, dev: &RawDevice, body: &str) -> String {
     deferred_action(server, dev, "bob", body)
 }
 
-fn listed_ids(notification: &str) -> Vec<u64> {
-    body(notification)
-        .split("<message id=\"")
-        .skip(1)
-        .filter_map(|s| s.split('"').next()?.parse().ok())
-        .collect()
-}
-
 #[test]
 fn notify_and_wait_every_action_works() {
     let (_d, cfg) = config("[preferences]\ndeferred_delivery = \"notify\"\n");

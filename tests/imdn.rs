@@ -323,20 +323,11 @@ fn a_report_waiting_for_another_device_is_not_in_this_devices_list() {
     let back = RawDevice::start(|_, _| 200);
     assert_eq!(back.register(&cpm, "alice", "alice-phone", 600), Some(200));
     assert!(wait_until(WAIT, || !lists(&back).is_empty()), "the phone is told");
-    assert_eq!(
-        lists(&back)[0].matches("<message id=").count(),
-        1,
-        "{}",
-        lists(&back)[0]
-    );
+    let ids = listed_ids(&lists(&back)[0]);
+    assert_eq!(ids.len(), 1, "{}", lists(&back)[0]);
     assert!(lists(&tablet).is_empty(), "{:#?}", lists(&tablet));
     // Asking for it from the tablet anyway: refused, by name.
-    let seq = lists(&back)[0]
-        .split("<message id=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("an id")
-        .to_string();
+    let seq = ids[0];
     let doc = format!("<deferred-actions><action id=\"{seq}\" do=\"retrieve\"/></deferred-actions>");
     let answer = deferred_action(cpm.udp, &tablet, "alice", &doc);
     assert!(body(&answer).contains("status=\"other-device\""), "{answer}");

@@ -628,6 +628,15 @@ pub fn deferred_action(server: u16, dev: &RawDevice, user: &str, body: &str) -> 
     dev.request(server, &req).expect("an answer to the action request")
 }
 
+/// The ids in a notify-and-wait list (`application/vnd.cpm.deferred-list+xml`).
+pub fn listed_ids(notification: &str) -> Vec<u64> {
+    body(notification)
+        .split("<message id=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next()?.parse().ok())
+        .collect()
+}
+
 /// First value of a header in a raw message.
 pub fn header(text: &str, name: &str) -> Option<String> {
     text.split("\r\n\r\n").next()?.lines().find_map(|l| {
