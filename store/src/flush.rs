@@ -171,10 +171,10 @@ fn record(shared: &Shared, res: &Result<(), sled::Error>, took: Duration, reques
     if took >= SLOW_FLUSH {
         tracing::warn!(ms = took.as_millis() as u64, requests, "slow store flush");
     }
+    let secs = took.as_secs_f64();
     let mut h = lock(&shared.health);
     h.flushes += 1;
-    h.flush_seconds += took.as_secs_f64();
-    let secs = took.as_secs_f64();
+    h.flush_seconds += secs;
     for (bound, n) in FLUSH_BUCKETS.iter().zip(h.flush_buckets.iter_mut()) {
         if secs <= *bound {
             *n += 1;
