@@ -99,6 +99,9 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                 }
             }
         }
+        // A fork to a device being pushed its deferred messages is held
+        // (ordering.rs) and must be let run after another device answers.
+        let any_held = chosen.iter().any(|k| self.pushing.contains(k));
         let forks: Vec<_> = chosen
             .iter()
             .filter_map(|k| self.fork_to(k, msg.request.clone()))
@@ -125,8 +128,10 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         Answer::Detached(Box::pin(async move {
             let (outcome, mut others) = work.await;
             if outcome.is_some() {
-                if let Some(rest) = others.take() {
-                    // The user's other devices get the message too.
+                // The other forks' transactions finish on their device
+                // actors; only a held one needs its wait kept alive, or the
+                // device would never get the message.
+                if let Some(rest) = others.take().filter(|_| any_held) {
                     actix::spawn(rest.for_each(|o| {
                         accepted(o);
                         futures::future::ready(())
@@ -293,9 +298,9 @@ pub(crate) fn cpim_header(body: &[u8], name: &str) -> Option<String> {
 type OtherForks<F> = Option<FuturesUnordered<F>>;
 
 /// Wait for the first 2xx among the forks; with it, the forks still
-/// running, which the caller must let finish: a fork held behind its
-/// device's deferred push (ordering.rs) is only sent when the push ends,
-/// and dropping it would keep the message from that device. At the
+/// running, which the caller must let finish if one is held behind its
+/// device's deferred push (ordering.rs): that one is only sent when the
+/// push ends, and dropping it would keep the message from that device. At the
 /// timeout, the forks still running too: a device may still answer 2xx
 /// (its transaction runs to Timer F), which takes back the deferred copy.
 /// One fork (the usual case: one eligible device) is awaited directly: a
