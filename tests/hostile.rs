@@ -402,6 +402,60 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
+/// The request latency in /metrics counts from the kernel's receive time:
+/// 100 OPTIONS that waited 300 ms in the socket of a stopped server show
+/// there as slower than 250 ms, not as the microseconds the worker spent
+/// on them once it resumed (the wait is what a client of a busy server
+/// sees). The queue-delay limit is set above the stall so none is refused.
+#[test]
+fn request_latency_counts_the_wait_in_the_socket() {
+    let cpm = Cpm::start(&["--open", "--rate-limit", "0", "--max-queue-delay", "5000"]);
+    let (server, pid) = (cpm.udp, cpm.pid().expect("pid"));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let via_port = sock.local_addr().unwrap().port();
+    let send = |i: usize| {
+        let req = options(server, via_port, i, "UDP");
+        sock.send_to(req.as_bytes(), ("127.0.0.1", server)).unwrap();
+    };
+    // Warm-up (the first datagrams after receive stamping is turned on may
+    // carry no stamp: stamped.rs), then the counts before the stall.
+    let mut answers = Answers::default();
+    (0..20).for_each(send);
+    gather(&sock, &mut answers, 20, Duration::from_secs(10));
+    assert_eq!(answers.len(), 20, "warm-up answers");
+    let slow = |cpm: &Cpm| {
+        let m = cpm::admin::client::get(&format!("http://127.0.0.1:{}", cpm.admin), "/metrics", None)
+            .expect("metrics")
+            .body;
+        let count = |le: &str| {
+            let prefix = format!("cpm_sip_request_duration_seconds_bucket{{method=\"OPTIONS\",le=\"{le}\"}} ");
+            m.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no OPTIONS bucket {le} in\n{m}"))
+        };
+        count("+Inf") - count("0.25")
+    };
+    let before = slow(&cpm);
+    signal(pid, "-STOP");
+    assert!(
+        wait_until(Duration::from_secs(5), || all_threads_stopped(pid)),
+        "cpm did not stop"
+    );
+    (100..200).for_each(send);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(pid, "-CONT");
+    answers.clear();
+    gather(&sock, &mut answers, 100, Duration::from_secs(10));
+    assert_eq!(statuses(&answers), [200], "none refused");
+    assert_eq!(answers.len(), 100);
+    assert_eq!(
+        slow(&cpm) - before,
+        100,
+        "requests that waited 300 ms, above the 0.25 s bucket"
+    );
+}
+
 /// 100 OPTIONS answered at once (after one that warms the server up: its
 /// first request faults in fresh memory, ~10 ms here); then, with the
 /// server stopped (SIGSTOP) for 200 ms so that they wait in its socket, 1,000 more (the first 100

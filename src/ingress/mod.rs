@@ -78,7 +78,7 @@ impl Handler<Received> for SipIngress {
             Ok(via) => via,
             Err(e) => {
                 tracing::info!(peer = %source.peer, error = %e, "bad request");
-                let reply = Reply::new(self.core.clone(), Arc::new(msg), source, None);
+                let reply = Reply::new(self.core.clone(), Arc::new(msg), source, None, arrived);
                 let reason = format!("Bad Request ({e})");
                 return reply.spawn_status_reason(400, &reason);
             }
@@ -92,7 +92,7 @@ impl Handler<Received> for SipIngress {
                 // Transaction table at its cap: shed without creating one.
                 let shed = &self.core.shed.server_tx_full;
                 shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Reply::new(self.core.clone(), Arc::new(msg), source, None).spawn_overloaded();
+                return Reply::new(self.core.clone(), Arc::new(msg), source, None, arrived).spawn_overloaded();
             }
             ServerLookup::Resend(bytes) => {
                 tracing::debug!(peer = %source.peer, "retransmission answered from transaction");
@@ -106,7 +106,7 @@ impl Handler<Received> for SipIngress {
             }
         }
         let msg = Arc::new(msg);
-        let reply = Reply::new(self.core.clone(), msg.clone(), source, Some(key));
+        let reply = Reply::new(self.core.clone(), msg.clone(), source, Some(key), arrived);
         if let Some(waited) = self.too_late(arrived).filter(|_| !is_ack) {
             return self.refuse_late(reply, waited);
         }

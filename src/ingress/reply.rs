@@ -21,7 +21,17 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn new(core: Arc<Core>, req: Arc<Message>, source: Source, key: Option<ServerKey>) -> Reply {
+    /// `arrived`: the kernel's receive time (UDP with receive stamps), so
+    /// that the latency metrics include the wait in the socket buffer and
+    /// the worker's queue, which is where a busy server's latency grows;
+    /// None: now.
+    pub fn new(
+        core: Arc<Core>,
+        req: Arc<Message>,
+        source: Source,
+        key: Option<ServerKey>,
+        arrived: Option<std::time::Instant>,
+    ) -> Reply {
         // `<method> from <peer> over <transport:?>`, written without the
         // formatter (trace::push_addr).
         let method = req.method().map_or("", Method::as_str);
@@ -33,7 +43,7 @@ impl Reply {
             what.push_str(" over ");
             what.push_str(transport_debug(source.transport));
         });
-        let started = std::time::Instant::now();
+        let started = arrived.unwrap_or_else(std::time::Instant::now);
         Reply {
             core,
             req,
