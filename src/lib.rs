@@ -16,6 +16,7 @@ pub mod server;
 pub mod simulate;
 pub mod transaction;
 pub mod transport;
+pub mod workers;
 
 /// Lock a mutex that guards plain data updated in single steps: a panic
 /// elsewhere cannot leave it half-changed, so a poisoned one is used as is

@@ -22,6 +22,7 @@ use crate::ingress::{Core, Received, SipIngress};
 use crate::limits::{Admit, Gate, Limits, ShedCounters};
 use crate::transaction::{ClientTransactions, ServerTransactions, Timers};
 use crate::transport::{tls_acceptor, Inbound, MemoryTransport, Sink, TcpHub, Transports, UdpTransport, WorkerSink};
+use crate::workers::WorkerThreads;
 
 /// `--sip udp:HOST:PORT` / `--sip tcp:HOST:PORT` / `--sip tls:HOST:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,8 +245,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
 
     let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
     let handles: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
-    for h in &handles {
+    let threads = Arc::new(WorkerThreads::new(workers));
+    for (i, h) in handles.iter().enumerate() {
         h.spawn(keep_timer_wheel_armed());
+        let threads = threads.clone();
+        h.spawn(async move { threads.record_current(i) });
     }
     let dir = Directory::new(env.clone(), handles.clone());
     let core = Arc::new(Core {
@@ -259,6 +263,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         retry_after_s: opts.limits.retry_after_s,
         max_queue_delay: opts.limits.queue_delay(),
         auth: Arc::new(crate::auth::Authenticator::new(opts.config.auth.clone())),
+        workers: threads,
     });
     let actors: Vec<Addr<SipIngress>> = handles
         .iter()

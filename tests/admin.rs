@@ -532,6 +532,12 @@ fn metrics_count_requests_deliveries_and_actors() {
     ] {
         assert!(m.contains(want), "{want} missing from\n{m}");
     }
+    // The first worker's CPU time, read from /proc (a counter in seconds).
+    let worker_cpu = m
+        .lines()
+        .find_map(|l| l.strip_prefix("cpm_worker_cpu_seconds_total{worker=\"0\"} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(worker_cpu.is_some_and(|s| s >= 0.0), "worker CPU missing from\n{m}");
     // Every sample line is `name{labels} number`.
     for line in m.lines().filter(|l| !l.starts_with('#')) {
         let value = line.rsplit(' ').next().unwrap_or_default();

@@ -214,6 +214,15 @@ pub async fn metrics(_: Authorized, state: web::Data<AdminState>) -> HttpRespons
     let _ = writeln!(out, "cpm_trace_sampling {}", c.trace_sampling);
     help(
         &mut out,
+        "cpm_worker_cpu_seconds_total",
+        "counter",
+        "CPU time (user + system) of each worker thread; a rate near 1 is a saturated worker, where latency grows before throughput stops.",
+    );
+    for (i, seconds) in state.core.workers.cpu_seconds() {
+        let _ = writeln!(out, "cpm_worker_cpu_seconds_total{{worker=\"{i}\"}} {seconds}");
+    }
+    help(
+        &mut out,
         "cpm_uptime_seconds",
         "gauge",
         "Seconds since the admin server started.",

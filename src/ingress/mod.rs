@@ -39,6 +39,8 @@ pub struct Core {
     pub max_queue_delay: Option<std::time::Duration>,
     /// Digest authentication (docs/auth.md); unused with --open.
     pub auth: Arc<crate::auth::Authenticator>,
+    /// The worker arbiters' threads (their CPU time in /metrics).
+    pub workers: Arc<crate::workers::WorkerThreads>,
 }
 
 pub struct SipIngress {
