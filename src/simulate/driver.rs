@@ -110,12 +110,13 @@ pub(super) fn drive(opts: &SimOptions, engine: &Engine) -> Result<Report, SimErr
         },
     };
     let began = Instant::now();
+    let cpu_start = engine.core.workers.cpu_seconds();
     sim.register_all(engine);
     sim.traffic(engine);
     sim.drain(engine);
     sim.settle(engine);
     stop.store(true, Ordering::Relaxed);
-    Ok(sim.finish(engine, began))
+    Ok(sim.finish(engine, began, &cpu_start))
 }
 
 impl Sim<'_> {
@@ -570,7 +571,8 @@ impl Sim<'_> {
         self.rep.rss_trimmed = Some(rss().0);
     }
 
-    fn finish(mut self, engine: &Engine, began: Instant) -> Report {
+    /// `cpu_start`: the engine workers' CPU seconds when the run began.
+    fn finish(mut self, engine: &Engine, began: Instant, cpu_start: &[(usize, f64)]) -> Report {
         if !self.opts.quiet {
             eprintln!();
         }
@@ -588,6 +590,15 @@ impl Sim<'_> {
             client_tx: core.client_tx.len(),
             rss_end: now,
             rss_peak: peak,
+            worker_cpu: core
+                .workers
+                .cpu_seconds()
+                .into_iter()
+                .map(|(i, end)| {
+                    let start = cpu_start.iter().find(|(j, _)| *j == i).map_or(0.0, |w| w.1);
+                    end - start
+                })
+                .collect(),
             violations: self.checker.violations().to_vec(),
             violation_count: self.checker.violation_count(),
             ..std::mem::take(&mut self.rep)

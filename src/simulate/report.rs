@@ -26,6 +26,9 @@ pub struct Report {
     pub activations: u64,
     pub server_tx: usize,
     pub client_tx: usize,
+    /// CPU seconds of each engine worker thread over the run (empty
+    /// where /proc is not readable).
+    pub worker_cpu: Vec<f64>,
     pub rss_start: u64,
     pub rss_end: u64,
     pub rss_peak: u64,
@@ -129,6 +132,30 @@ impl fmt::Display for Report {
             "  actors         live PFs {}, activations {}, server tx {}, client tx {}",
             self.live_pfs, self.activations, self.server_tx, self.client_tx
         )?;
+        if !self.worker_cpu.is_empty() {
+            // How close the engine came to a saturated worker (the first
+            // limit of a busy server: docs/performance.md).
+            let run = self.run.as_secs_f64().max(1e-9);
+            let total: f64 = self.worker_cpu.iter().sum();
+            let busy: Vec<String> = self
+                .worker_cpu
+                .iter()
+                .map(|s| format!("{:.0} %", 100.0 * s / run))
+                .collect();
+            write!(
+                f,
+                "  workers        CPU {total:.2} s, busy {} of the run",
+                busy.join(", ")
+            )?;
+            if s.sent > 0 {
+                write!(
+                    f,
+                    "; {:.1} µs per message sent (with its copies and reports, and the registrations)",
+                    total * 1e6 / s.sent as f64
+                )?;
+            }
+            writeln!(f)?;
+        }
         writeln!(
             f,
             "  memory         RSS start {:.1} MiB, end {:.1} MiB, peak {:.1} MiB",
@@ -166,5 +193,27 @@ impl fmt::Display for Report {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_line_gives_busy_share_and_cost_per_message() {
+        let mut rep = Report {
+            run: Duration::from_secs(2),
+            worker_cpu: vec![1.0, 0.5],
+            ..Default::default()
+        };
+        rep.stats.sent = 1000;
+        let text = rep.to_string();
+        assert!(
+            text.contains("  workers        CPU 1.50 s, busy 50 %, 25 % of the run; 1500.0 µs per message sent"),
+            "{text}"
+        );
+        rep.worker_cpu.clear();
+        assert!(!rep.to_string().contains("workers"), "no line without /proc figures");
     }
 }
