@@ -1,4 +1,5 @@
-//! The worker threads' CPU time, from /proc, for `/metrics`.
+//! The worker threads' CPU time, from /proc, for `/metrics` (and the
+//! reader of a process's or thread's CPU time it uses).
 //!
 //! A worker near a full core is where a busy server's latency grows first:
 //! short stretches of dearer work build a backlog that drains slowly
@@ -27,20 +28,25 @@ impl WorkerThreads {
     /// (worker, user + system CPU seconds) of each worker whose thread id
     /// is known and whose /proc entry is readable.
     pub fn cpu_seconds(&self) -> Vec<(usize, f64)> {
-        // SAFETY: sysconf only reads a configuration value.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if ticks <= 0 {
-            return Vec::new();
-        }
         self.0
             .iter()
             .enumerate()
-            .filter_map(|(i, tid)| {
-                let stat = std::fs::read_to_string(format!("/proc/self/task/{}/stat", tid.get()?)).ok()?;
-                Some((i, cpu_ticks(&stat)? as f64 / ticks as f64))
-            })
+            .filter_map(|(i, tid)| Some((i, cpu_seconds_at(&format!("/proc/self/task/{}/stat", tid.get()?))?)))
             .collect()
     }
+}
+
+/// User + system CPU seconds of the process or thread whose /proc `stat`
+/// file is `path` (`/proc/PID/stat`, `/proc/self/task/TID/stat`); None if
+/// it cannot be read. Also the load generator's measure of a server's CPU.
+pub fn cpu_seconds_at(path: &str) -> Option<f64> {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(path).ok()?;
+    Some(cpu_ticks(&stat)? as f64 / ticks as f64)
 }
 
 /// utime + stime of a /proc/.../stat line, in clock ticks. The name in

@@ -126,19 +126,10 @@ pub fn udp_socket(ip: &str) -> std::io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// Summed utime+stime of `pids` (and of this process for `None`), µs.
+/// Summed utime+stime of `pids` (and of this process for none), µs; a
+/// process that cannot be read counts 0.
 fn cpu_us(pids: &[u32]) -> u64 {
-    let tick_us = 10_000; // USER_HZ is 100 on Linux
-    let one = |path: String| -> u64 {
-        let Ok(s) = std::fs::read_to_string(path) else { return 0 };
-        // Fields after the ")" that ends the command name; utime, stime are 14, 15.
-        let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) else {
-            return 0;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        (n(11) + n(12)) * tick_us
-    };
+    let one = |path: String| (cpm::workers::cpu_seconds_at(&path).unwrap_or(0.0) * 1e6).round() as u64;
     if pids.is_empty() {
         return one("/proc/self/stat".into());
     }
