@@ -12,7 +12,7 @@
 //! thread, as it costs every relay. What `../shared/bench/pager.sh` reads for
 //! it is the host's price of that traffic (the sends that wake sipp, the
 //! sleeps between messages); a server's figure minus this one is what its
-//! own work costs (docs/performance.md, eighth session).
+//! own work costs (docs/performance-log.md, eighth session).
 //!
 //!     cargo run --release --example null_relay -- --listen 127.0.0.1:5066
 //!     SERVER_PIDS=$(pgrep -f examples/null_relay) ../shared/bench/pager.sh 5066

@@ -361,7 +361,7 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 /// holds the table at half its cap and it refills between two sweeps: with
 /// a 1 s period, 16,000 requests/s took it past the room then reserved for
 /// it (114,688 entries) and its shards grew, a rehash into fresh memory on
-/// the worker in the middle of traffic (docs/performance.md, seventh session).
+/// the worker in the middle of traffic (docs/performance-log.md, seventh session).
 /// The work per sweep follows what expires, so more often costs no more.
 pub(crate) const SERVER_TX_SWEEP: Duration = Duration::from_millis(200);
 

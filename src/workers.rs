@@ -3,7 +3,7 @@
 //!
 //! A worker near a full core is where a busy server's latency grows first:
 //! short stretches of dearer work build a backlog that drains slowly
-//! (docs/performance.md, eighteenth session), long before throughput stops.
+//! (docs/performance-log.md, eighteenth session), long before throughput stops.
 //! The rate of each worker's CPU seconds shows that headroom; the process
 //! total does not, since the store's and the sender's threads share it.
 

@@ -6,7 +6,7 @@
 //! message it handled: nothing at 20,000 msg/s with answers back within a
 //! millisecond, but once answers lagged (overload) k grew with the lag and
 //! the worker spent a third of its time re-polling waits, which deepened
-//! the lag (docs/performance.md, eleventh session). A wait that does not
+//! the lag (docs/performance-log.md, eleventh session). A wait that does not
 //! need the actor when it ends is [`Answer::Detached`]: a task of its own
 //! on the actor's thread, woken only by what it waits for.
 

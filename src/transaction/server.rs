@@ -131,7 +131,7 @@ impl ServerTransactions {
             // in a 6,000-18,000/s ramp), and a table held near its own
             // limit grows anyway, since the removals of a full hash table
             // leave tombstones that use up its room (at 16,000/s it grew
-            // from 114,688 to 229,376 in the first 15 s; docs/performance.md,
+            // from 114,688 to 229,376 in the first 15 s; docs/performance-log.md,
             // seventh session). Untouched buckets cost no memory. Never
             // more than for the default cap: a configured cap of millions
             // must not be reserved at start.
