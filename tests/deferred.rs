@@ -375,6 +375,52 @@ fn notify_and_wait_every_action_works() {
     assert_eq!(store.mss_count(BOB).unwrap(), 1, "the stored one is in the MSS");
 }
 
+/// A deferred record damaged on disk: an action on it is answered
+/// `failed` and logged (it was answered `unknown`, silently), and the other
+/// actions of the same document are still done.
+#[test]
+fn an_action_on_an_unreadable_record_fails_alone() {
+    let (_d, cfg) = config("[preferences]\ndeferred_delivery = \"notify\"\n");
+    let mut cpm = Cpm::start(&["--open", "--config", &cfg]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 2, 202, &[]));
+    let dev = RawDevice::start(|_, _| 200);
+    assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
+    let ids = listed_ids(&dev.wait_for(1, WAIT)[0]);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    drop(store_of(&mut cpm)); // stopped, and its store closed again
+    {
+        let db = sled::open(&cpm.data).expect("open the store's database");
+        let mut key = format!("{BOB}\0").into_bytes();
+        key.extend_from_slice(&ids[0].to_be_bytes());
+        let tree = db.open_tree("deferred").unwrap();
+        assert!(
+            tree.insert(key, &b"\xff\xff"[..]).unwrap().is_some(),
+            "the record was there"
+        );
+        db.flush().unwrap();
+    }
+    cpm.restart();
+    let doc = format!(
+        "<deferred-actions><action id=\"{}\" do=\"retrieve\"/><action id=\"{}\" do=\"keep\"/></deferred-actions>",
+        ids[0], ids[1]
+    );
+    let resp = action(cpm.udp, &dev, &doc);
+    assert_eq!(status_of(&resp), Some(200), "{resp}");
+    assert!(
+        body(&resp).contains(&format!("id=\"{}\" status=\"failed\"", ids[0])),
+        "{resp}"
+    );
+    assert!(
+        body(&resp).contains(&format!("id=\"{}\" status=\"kept\"", ids[1])),
+        "{resp}"
+    );
+    assert!(
+        cpm.log().contains("deferred-message action on an unreadable record"),
+        "{}",
+        cpm.log()
+    );
+}
+
 #[test]
 fn bad_action_documents_are_refused() {
     let cpm = Cpm::start(&["--open"]);

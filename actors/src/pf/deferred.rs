@@ -602,14 +602,22 @@ impl Handler<DeferredActions> for ParticipatingFunction {
             .map(|b| b.record.key.clone())
             .or_else(|| self.eligible_keys().into_iter().next());
         for (seq, action) in msg.request.actions {
-            let rec = self.env.store.deferred_get(self.aor.as_str(), seq).ok().flatten();
+            let rec = match self.env.store.deferred_get(self.aor.as_str(), seq) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    // Damaged on disk (the expiry sweep reaps it) or a failing
+                    // disk: this action cannot be done; the others still are.
+                    tracing::error!(aor = %self.aor, seq, ?action, error = %e, "deferred-message action on an unreadable record");
+                    results.push((seq, "failed"));
+                    continue;
+                }
+            };
             // A report waiting for another device is not this one's to take.
             let elsewhere = rec
                 .as_ref()
                 .and_then(|r| r.target.as_deref())
                 .is_some_and(|t| requester.as_deref() != Some(t));
-            let exists = rec.is_some();
-            let status = match (exists, action) {
+            let status = match (rec.is_some(), action) {
                 (false, _) => "unknown",
                 (true, _) if self.claimed.contains(&seq) => "busy",
                 (true, Action::Retrieve) if elsewhere => "other-device",
