@@ -369,6 +369,23 @@ fn notify_and_wait_every_action_works() {
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(body(&got[1]).contains("hello bob"), "{}", got[1]);
     assert!(header(&got[1], "From").unwrap().contains("sip:alice@"), "original From");
+    // The retrieved one leaves the queue once the device's 200 is in, and is
+    // on disk with the next flush (before it, a crash only means it is sent
+    // again): wait for the first, then for an action's answer, which comes
+    // after a flush, before looking on disk after a SIGKILL.
+    let queued = || {
+        let users = cpm::admin::client::get(&format!("http://127.0.0.1:{}", cpm.admin), "/api/users/bob", None);
+        users
+            .ok()
+            .and_then(|r| r.json().ok())
+            .map(|u: serde_json::Value| u["deferred_count"].clone())
+    };
+    assert!(wait_until(WAIT, || queued() == Some(1.into())), "{:?}", queued());
+    let keep = format!(
+        "<deferred-actions><action id=\"{}\" do=\"keep\"/></deferred-actions>",
+        ids[3]
+    );
+    assert_eq!(status_of(&action(cpm.udp, &dev, &keep)), Some(200));
     let store = store_of(&mut cpm);
     let left: Vec<u64> = store.deferred(BOB, None, 10).unwrap().iter().map(|r| r.seq).collect();
     assert_eq!(left, vec![ids[3]], "only the kept one is still queued");
