@@ -116,6 +116,46 @@ fn a_failing_device_leaves_the_rest_queued() {
     assert!(store_of(&mut cpm).deferred(BOB, None, 100).unwrap().is_empty());
 }
 
+/// Overwrite deferred record `seq` of bob in a stopped server's store with
+/// bytes that do not decode, as a damaged disk would.
+fn damage_record(cpm: &mut Cpm, seq: u64) {
+    drop(store_of(cpm)); // stopped, and its store closed again
+    let db = sled::open(&cpm.data).expect("open the store's database");
+    let mut key = format!("{BOB}\0").into_bytes();
+    key.extend_from_slice(&seq.to_be_bytes());
+    let tree = db.open_tree("deferred").unwrap();
+    assert!(
+        tree.insert(key, &b"\xff\xff"[..]).unwrap().is_some(),
+        "the record was there"
+    );
+    db.flush().unwrap();
+}
+
+#[test]
+fn a_damaged_record_does_not_hold_back_the_rest() {
+    let mut cpm = Cpm::start(&["--open"]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 4, 202, &[]));
+    let seqs: Vec<u64> = {
+        let store = store_of(&mut cpm);
+        store.deferred(BOB, None, 10).unwrap().iter().map(|r| r.seq).collect()
+    };
+    assert_eq!(seqs.len(), 4);
+    damage_record(&mut cpm, seqs[1]);
+    cpm.restart();
+    // The queue still takes messages (its usage is read past the damage)...
+    assert!(messages(&cpm, Transport::Udp, "carol", "bob", 1, 202, &[]));
+    // ...and pushes the others, in order, on registration.
+    let dev = Device::start(Transport::Udp);
+    assert!(register(&cpm, Transport::Udp, "bob", &dev.contact(), 1, 600, 200));
+    let got = dev.wait_lines(4, WAIT);
+    assert_eq!(numbers(&got), vec![1, 3, 4, 1], "all but the damaged one: {got:?}");
+    assert!(
+        cpm.log().contains("undecodable deferred message"),
+        "the skipped record is logged: {}",
+        cpm.log()
+    );
+}
+
 #[test]
 fn deferred_messages_survive_kill_9() {
     let mut cpm = Cpm::start(&["--open"]);
@@ -404,18 +444,7 @@ fn an_action_on_an_unreadable_record_fails_alone() {
     assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
     let ids = listed_ids(&dev.wait_for(1, WAIT)[0]);
     assert_eq!(ids.len(), 2, "{ids:?}");
-    drop(store_of(&mut cpm)); // stopped, and its store closed again
-    {
-        let db = sled::open(&cpm.data).expect("open the store's database");
-        let mut key = format!("{BOB}\0").into_bytes();
-        key.extend_from_slice(&ids[0].to_be_bytes());
-        let tree = db.open_tree("deferred").unwrap();
-        assert!(
-            tree.insert(key, &b"\xff\xff"[..]).unwrap().is_some(),
-            "the record was there"
-        );
-        db.flush().unwrap();
-    }
+    damage_record(&mut cpm, ids[0]);
     cpm.restart();
     let doc = format!(
         "<deferred-actions><action id=\"{}\" do=\"retrieve\"/><action id=\"{}\" do=\"keep\"/></deferred-actions>",

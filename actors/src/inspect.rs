@@ -268,6 +268,9 @@ pub struct StoredUser {
     pub registrations: Vec<RegistrationView>,
     pub deferred_count: usize,
     pub deferred_bytes: u64,
+    /// Queued records that cannot be read (damaged on disk): not listed,
+    /// reaped at their expiry.
+    pub deferred_damaged: usize,
     /// The oldest queued messages (at most `limit`).
     pub deferred: Vec<DeferredView>,
     /// Objects in the Message Storage Server.
@@ -288,7 +291,7 @@ pub fn stored_user(env: &Env, aor: &Aor, limit: usize) -> Result<StoredUser, Str
         .filter_map(|r| RegistrationView::from_record(r, now))
         .collect();
     let usage = store.deferred_usage(key).map_err(|e| e.to_string())?;
-    let (deferred_count, deferred_bytes) = (usage.count, usage.bytes);
+    let (deferred_count, deferred_bytes, deferred_damaged) = (usage.count, usage.bytes, usage.damaged);
     let deferred = store
         .deferred(key, None, limit)
         .map_err(|e| e.to_string())?
@@ -309,6 +312,7 @@ pub fn stored_user(env: &Env, aor: &Aor, limit: usize) -> Result<StoredUser, Str
         registrations,
         deferred_count,
         deferred_bytes,
+        deferred_damaged,
         deferred,
         stored_messages: store.mss_count(key).map_err(|e| e.to_string())?,
         dnd_runtime: store.dnd(key).map_err(|e| e.to_string())?,

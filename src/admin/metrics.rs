@@ -169,11 +169,12 @@ pub async fn metrics(_: Authorized, state: web::Data<AdminState>) -> HttpRespons
     );
     let _ = writeln!(out, "cpm_device_pending_forks {pending}");
 
-    let (mut queued, mut bytes) = (0usize, 0u64);
+    let (mut queued, mut bytes, mut damaged) = (0usize, 0u64, 0usize);
     for aor in env.store.aors_with_deferred(DEFERRED_SCAN).unwrap_or_default() {
         if let Ok(usage) = env.store.deferred_usage(&aor) {
             queued += usage.count;
             bytes += usage.bytes;
+            damaged += usage.damaged;
         }
     }
     help(
@@ -190,6 +191,13 @@ pub async fn metrics(_: Authorized, state: web::Data<AdminState>) -> HttpRespons
         "Bytes of messages waiting in deferred queues.",
     );
     let _ = writeln!(out, "cpm_deferred_queue_bytes {bytes}");
+    help(
+        &mut out,
+        "cpm_deferred_queue_damaged",
+        "gauge",
+        "Deferred records that cannot be read (damaged on disk): skipped, reaped at their expiry.",
+    );
+    let _ = writeln!(out, "cpm_deferred_queue_damaged {damaged}");
 
     help(
         &mut out,

@@ -80,6 +80,9 @@ pub struct DeferredUsage {
     pub bytes: u64,
     /// Records with a [`DeferredRecord::target`].
     pub targeted: usize,
+    /// Records that cannot be decoded (damaged on disk), not counted above:
+    /// listings skip them and the expiry sweep reaps them.
+    pub damaged: usize,
 }
 
 /// A message to defer: a [`DeferredRecord`] before it is assigned its `seq`.
@@ -144,6 +147,12 @@ impl Store {
     ///
     /// Expired messages not yet swept are included; callers compare
     /// `expires_at` with their clock if that matters.
+    ///
+    /// A record that cannot be decoded is skipped and logged, not returned
+    /// as the listing's error: one damaged record must not hold back its
+    /// user's whole queue until it expires. It stays (it is reported by
+    /// [`Store::deferred_expired`] when due, so the sweep reaps it), and
+    /// [`Store::deferred_get`] still reports its error.
     pub fn deferred(&self, aor: &str, after: Option<u64>, limit: usize) -> Result<Vec<DeferredRecord>, StoreError> {
         check_aor(aor)?;
         let mut out = Vec::new();
@@ -156,7 +165,10 @@ impl Store {
         for item in iter {
             let (k, v) = item?;
             let seq = key_seq(&k, aor, WHAT)?;
-            out.push(decode_record(aor, seq, &v)?);
+            let Ok(rec) = decode_record(aor, seq, &v) else {
+                continue; // logged by decode_record
+            };
+            out.push(rec);
             if out.len() >= limit {
                 break;
             }
@@ -214,14 +226,18 @@ impl Store {
     /// How much the deferred queue of `aor` holds ([`DeferredUsage`]).
     ///
     /// Decodes every queued message, so the cost is linear in the queue
-    /// length (which the caller's quota bounds).
+    /// length (which the caller's quota bounds). Undecodable records are
+    /// counted apart, as [`DeferredUsage::damaged`].
     pub fn deferred_usage(&self, aor: &str) -> Result<DeferredUsage, StoreError> {
         check_aor(aor)?;
         let mut usage = DeferredUsage::default();
         for item in self.deferred.scan_prefix(aor_prefix(aor)) {
             let (k, v) = item?;
             let seq = key_seq(&k, aor, WHAT)?;
-            let rec = decode_record(aor, seq, &v)?;
+            let Ok(rec) = decode_record(aor, seq, &v) else {
+                usage.damaged += 1;
+                continue;
+            };
             usage.count += 1;
             usage.bytes = usage.bytes.saturating_add(rec.request.len() as u64);
             usage.targeted += usize::from(rec.target.is_some());
@@ -316,9 +332,15 @@ impl Store {
 /// that key names.
 fn decode_record(aor: &str, seq: u64, bytes: &[u8]) -> Result<DeferredRecord, StoreError> {
     let rec: DeferredRecord = decode(bytes, "deferred record").inspect_err(|e| {
-        tracing::warn!(aor, seq, error = %e, "undecodable deferred message");
+        tracing::error!(aor, seq, error = %e, "undecodable deferred message (skipped until its expiry reaps it)");
     })?;
     if rec.seq != seq {
+        tracing::error!(
+            aor,
+            seq,
+            claimed = rec.seq,
+            "deferred message under the wrong seq (skipped until its expiry reaps it)"
+        );
         return Err(StoreError::Corrupt(format!(
             "deferred message stored under seq {seq} of AOR {aor:?} claims seq {}",
             rec.seq
@@ -459,7 +481,12 @@ mod tests {
     #[test]
     fn usage_counts_request_bytes() {
         let s = Store::temporary().unwrap();
-        let usage = |count, bytes, targeted| DeferredUsage { count, bytes, targeted };
+        let usage = |count, bytes, targeted| DeferredUsage {
+            count,
+            bytes,
+            targeted,
+            damaged: 0,
+        };
         assert_eq!(s.deferred_usage(BOB).unwrap(), usage(0, 0, 0));
         let a = s.enqueue_deferred(BOB, msg(1, 100)).unwrap();
         let target = Some("<urn:uuid:phone>".to_string());
@@ -548,19 +575,27 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_record_gives_decode_error_and_is_reaped() {
+    fn corrupt_record_is_skipped_in_listings_and_reaped() {
         let s = Store::temporary().unwrap();
-        let good = s.enqueue_deferred(BOB, msg(0, 10)).unwrap();
+        let first = s.enqueue_deferred(BOB, msg(2, 10)).unwrap();
         let bad = s.enqueue_deferred(BOB, msg(1, 10)).unwrap();
+        let good = s.enqueue_deferred(BOB, msg(0, 10)).unwrap();
         s.deferred.insert(seq_key(BOB, bad.seq), &b"\xff\xff"[..]).unwrap();
-        assert!(matches!(s.deferred(BOB, None, 10), Err(StoreError::Decode(_))));
+        // The records around it are still listed, in order, and paging
+        // past it works.
+        assert_eq!(s.deferred(BOB, None, 10).unwrap(), vec![first.clone(), good.clone()]);
+        assert_eq!(s.deferred(BOB, Some(first.seq), 1).unwrap(), vec![good.clone()]);
         assert!(matches!(s.deferred_get(BOB, bad.seq), Err(StoreError::Decode(_))));
-        assert!(matches!(s.deferred_usage(BOB), Err(StoreError::Decode(_))));
+        let usage = s.deferred_usage(BOB).unwrap();
+        assert_eq!((usage.count, usage.damaged), (2, 1));
+        assert_eq!(usage.bytes, (first.request.len() + good.request.len()) as u64);
+        assert_eq!(s.remove_deferred(BOB, first.seq).unwrap(), Some(first));
         // Still reported so the sweeper can reap it.
         assert_eq!(s.deferred_expired(10, 10).unwrap().len(), 2);
         assert!(matches!(s.remove_deferred(BOB, bad.seq), Err(StoreError::Decode(_))));
         assert_eq!(s.remove_deferred(BOB, bad.seq).unwrap(), None);
         assert_eq!(s.deferred(BOB, None, 10).unwrap(), vec![good.clone()]);
+        assert_eq!(s.deferred_usage(BOB).unwrap().damaged, 0);
         assert_eq!(s.deferred_expired(10, 10).unwrap(), vec![(BOB.to_owned(), good.seq)]);
         assert_eq!(s.deferred_expiry.len(), 1, "orphan of the reaped record dropped");
 
