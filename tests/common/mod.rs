@@ -37,6 +37,44 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// sipp's words when the local port it was given is taken.
+const SIPP_BIND_FAILED: &str = "Unable to bind";
+
+/// Run a sipp UAC built by `cmd(local_port)` in `dir` until it ends; true on
+/// success. `free_port` cannot reserve the port it returns, so another
+/// process may take it before sipp binds it: that (and only that) is
+/// retried with a new port. Any other failure prints sipp's stderr and its
+/// error log (run it with `-trace_err`) for the test's output.
+fn run_sipp_uac(dir: &Path, mut cmd: impl FnMut(u16) -> Command) -> bool {
+    for _ in 0..5 {
+        let out = cmd(free_port())
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run sipp");
+        if out.status.success() {
+            return true;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains(SIPP_BIND_FAILED) {
+            eprintln!("sipp's local port was taken; again with another");
+            continue;
+        }
+        eprintln!("sipp failed ({}): {}", out.status, stderr.trim());
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().ends_with("errors.log") {
+                eprintln!(
+                    "sipp errors: {}",
+                    std::fs::read_to_string(entry.path()).unwrap_or_default()
+                );
+            }
+        }
+        return false;
+    }
+    panic!("sipp could not bind a local port in 5 tries");
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     Udp,
@@ -247,40 +285,55 @@ impl Device {
     pub fn start_scenario(t: Transport, name: &str, keys: &[(&str, &str)]) -> Device {
         require_sipp();
         let tmp = TempDir::new().expect("tempdir");
-        let port = free_port();
         let log = tmp.path().join("device.log");
         let sf = scenario(tmp.path(), name, None);
-        let mut cmd = Command::new("sipp");
-        for (k, v) in keys {
-            cmd.args(["-key", k, v]);
+        let stderr_path = tmp.path().join("stderr.txt");
+        // Retried with another port only when the one `free_port` gave was
+        // taken before sipp bound it (see `run_sipp_uac`).
+        for _ in 0..5 {
+            let port = free_port();
+            let stderr = std::fs::File::create(&stderr_path).expect("sipp stderr file");
+            let mut cmd = Command::new("sipp");
+            for (k, v) in keys {
+                cmd.args(["-key", k, v]);
+            }
+            let mut child = cmd
+                .arg("-sf")
+                .arg(&sf)
+                .args([
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-t",
+                    t.sipp(),
+                    "-nostdin",
+                    "-trace_logs",
+                ])
+                .arg("-log_file")
+                .arg(&log)
+                .current_dir(tmp.path())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("spawn sipp device");
+            std::thread::sleep(Duration::from_millis(300));
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                if err.contains(SIPP_BIND_FAILED) {
+                    eprintln!("sipp device's local port was taken; again with another");
+                    continue;
+                }
+                panic!("sipp device exited at once ({status}): {}", err.trim());
+            }
+            return Device {
+                child: Some(child),
+                port,
+                log,
+                _tmp: tmp,
+            };
         }
-        let child = cmd
-            .arg("-sf")
-            .arg(&sf)
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-t",
-                t.sipp(),
-                "-nostdin",
-                "-trace_logs",
-            ])
-            .arg("-log_file")
-            .arg(&log)
-            .current_dir(tmp.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sipp device");
-        std::thread::sleep(Duration::from_millis(300));
-        Device {
-            child: Some(child),
-            port,
-            log,
-            _tmp: tmp,
-        }
+        panic!("sipp device could not bind a local port in 5 tries");
     }
 
     pub fn contact(&self) -> String {
@@ -344,30 +397,18 @@ pub fn sipp_call(server: u16, t: Transport, name: &str, keys: &[(&str, &str)], e
     require_sipp();
     let tmp = TempDir::new().expect("tempdir");
     let sf = scenario(tmp.path(), name, Some(expect));
-    let mut cmd = Command::new("sipp");
-    cmd.arg(format!("127.0.0.1:{server}"))
-        .arg("-sf")
-        .arg(&sf)
-        .args(["-i", "127.0.0.1", "-p", &free_port().to_string(), "-t", t.sipp()])
-        .args(["-m", "1", "-nostdin", "-timeout", "15s", "-timeout_error", "-trace_err"])
-        .current_dir(tmp.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in keys {
-        cmd.args(["-key", k, v]);
-    }
-    let ok = cmd.status().expect("run sipp").success();
-    if !ok {
-        for entry in std::fs::read_dir(tmp.path()).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().ends_with("errors.log") {
-                eprintln!(
-                    "sipp errors: {}",
-                    std::fs::read_to_string(entry.path()).unwrap_or_default()
-                );
-            }
+    run_sipp_uac(tmp.path(), |port| {
+        let mut cmd = Command::new("sipp");
+        cmd.arg(format!("127.0.0.1:{server}"))
+            .arg("-sf")
+            .arg(&sf)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", t.sipp()])
+            .args(["-m", "1", "-nostdin", "-timeout", "15s", "-timeout_error", "-trace_err"]);
+        for (k, v) in keys {
+            cmd.args(["-key", k, v]);
         }
-    }
-    ok
+        cmd
+    })
 }
 
 /// REGISTER `user` with a device contact; `expires` 0 removes it.
@@ -442,31 +483,29 @@ pub fn messages(server: &Cpm, t: Transport, from: &str, to: &str, n: u32, expect
     require_sipp();
     let tmp = TempDir::new().expect("tempdir");
     let sf = scenario(tmp.path(), "message_uac.xml", Some(expect));
-    let status = Command::new("sipp")
-        .arg(format!("127.0.0.1:{}", server.port(t)))
-        .arg("-sf")
-        .arg(&sf)
-        .args(["-i", "127.0.0.1", "-p", &free_port().to_string(), "-t", t.sipp()])
-        .args([
-            "-m",
-            &n.to_string(),
-            "-l",
-            "1",
-            "-r",
-            "100",
-            "-nostdin",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-        ])
-        .args(["-key", "from", from, "-key", "to", to])
-        .args(extra)
-        .current_dir(tmp.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run sipp");
-    status.success()
+    run_sipp_uac(tmp.path(), |port| {
+        let mut cmd = Command::new("sipp");
+        cmd.arg(format!("127.0.0.1:{}", server.port(t)))
+            .arg("-sf")
+            .arg(&sf)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", t.sipp()])
+            .args([
+                "-m",
+                &n.to_string(),
+                "-l",
+                "1",
+                "-r",
+                "100",
+                "-nostdin",
+                "-timeout",
+                "30s",
+                "-timeout_error",
+                "-trace_err",
+            ])
+            .args(["-key", "from", from, "-key", "to", to])
+            .args(extra);
+        cmd
+    })
 }
 
 /// The call number sipp put in front of a Call-ID (`3-1234@127.0.0.1` → 3).
