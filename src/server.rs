@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::Context as _;
+use cpm_actors::gruu::TempGruus;
 use cpm_actors::{
     unix_now, Aor, Directory, Env, ExpireDeferred, LocalDomains, Outbound, OutboundError, PurgeExpired,
     SpoolInterworking, Target,
@@ -232,6 +233,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     // Digest authentication (docs/auth.md); unused with --open.
     let spool = (opts.config.interworking.spool_dir.clone()).unwrap_or_else(|| opts.data.join("interworking-spool"));
     let interworking = SpoolInterworking::new(spool.clone()).with_context(|| format!("spool {}", spool.display()))?;
+    // Temporary GRUUs outlive restarts: their key is kept in the store.
+    let gruu_secret = store
+        .secret(cpm_actors::gruu::SECRET_NAME, TempGruus::fresh_secret())
+        .context("reading the temporary-GRUU secret from the store")?;
     let env = Env {
         store: store.clone(),
         outbound: Arc::new(TxOutbound(client_tx.clone())),
@@ -241,6 +246,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         interworking: Arc::new(interworking),
         groups: Arc::new(groups),
         tracer: Arc::new(opts.config.trace.tracer()),
+        temp_gruus: Arc::new(TempGruus::new(&gruu_secret)),
     };
 
     let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use cpm_store::Store;
 
 use crate::cf::Groups;
+use crate::gruu::TempGruus;
 use crate::{InterworkingFunction, LocalDomains, Outbound, SharedPolicy, SharedUsers, Tracer};
 
 #[derive(Clone)]
@@ -19,4 +20,6 @@ pub struct Env {
     pub groups: Arc<Groups>,
     /// Message trace and event counters (admin inspector, /metrics).
     pub tracer: Arc<Tracer>,
+    /// Mints and opens temporary GRUUs (sealed with the store's secret).
+    pub temp_gruus: Arc<TempGruus>,
 }

@@ -22,6 +22,7 @@ pub mod cf;
 mod device;
 mod directory;
 mod env;
+pub mod gruu;
 pub mod inspect;
 pub mod interworking;
 pub mod originating;

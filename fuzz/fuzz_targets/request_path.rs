@@ -12,7 +12,9 @@
 //! * the REGISTER contact parsing the ingress does (name-addr list, URIs,
 //!   `expires`, `+sip.instance`, feature tags → Capabilities), the IMDN
 //!   report recognition (`parse_report`) and the RFC 5366 URI-list split
-//!   (`urilist::split_request`) never panic.
+//!   (`urilist::split_request`) never panic;
+//! * a MESSAGE's Request-URI user part never opens as a temporary GRUU
+//!   (`TempGruus::open`): the fuzzer cannot forge the seal.
 //!
 //! Run with `CARGO_TARGET_DIR=/tmp/fuzz-target cargo +nightly fuzz run request_path`.
 
@@ -23,6 +25,7 @@ use cpm::limits::quick_response;
 use cpm::transaction::ServerKey;
 use cpm::transport::{Framer, MAX_FRAME};
 use cpm_actors::cf::urilist;
+use cpm_actors::gruu::TempGruus;
 use cpm_sip::caps::Capabilities;
 use cpm_sip::imdn::parse_report;
 use cpm_sip::params::parse_list;
@@ -81,6 +84,14 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Some(Method::Message) => {
+            // A temporary GRUU is opened from the Request-URI's user part:
+            // anything not sealed with the key must not open.
+            if let Some(user) = msg.request_uri().and_then(|u| u.user.clone()) {
+                let gruus = TempGruus::new(&[7; 32]);
+                if let Some(t) = gruus.open(&user) {
+                    panic!("an unsealed token opened: {t:?}");
+                }
+            }
             let ct = msg.content_type();
             let _ = parse_report(ct.as_deref(), &msg.body);
             if let Some(ct) = ct {

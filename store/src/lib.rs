@@ -61,6 +61,8 @@ pub const FORMAT_VERSION: u32 = 2;
 
 const META_TREE: &str = "meta";
 const FORMAT_KEY: &[u8] = b"format";
+/// `meta` keys of the server secrets ([`Store::secret`]).
+const SECRET_PREFIX: &[u8] = b"secret/";
 const BINDINGS_TREE: &str = "bindings";
 const BINDING_EXPIRY_TREE: &str = "binding_expiry";
 const DEFERRED_TREE: &str = "deferred";
@@ -204,6 +206,27 @@ impl Store {
         self.flusher.health()
     }
 
+    /// The server secret called `name` (32 bytes): the one stored, or
+    /// `fresh` stored now and flushed, so that what it protects (temporary
+    /// GRUUs) stays valid across restarts. Compare-and-swap: two callers
+    /// racing get the same secret.
+    pub fn secret(&self, name: &str, fresh: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        let meta = self.db.open_tree(META_TREE)?;
+        let key = [SECRET_PREFIX, name.as_bytes()].concat();
+        let stored = match meta.compare_and_swap(&key, None::<&[u8]>, Some(&fresh[..]))? {
+            Ok(()) => {
+                self.db.flush()?;
+                return Ok(fresh);
+            }
+            Err(cas) => cas.current,
+        };
+        let stored = stored.ok_or_else(|| StoreError::Corrupt(format!("secret {name:?} vanished")))?;
+        stored
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("secret {name:?} has {} bytes, expected 32", stored.len())))
+    }
+
     /// Blocking variant of [`Store::flush`], for shutdown paths and tools
     /// outside an async runtime. Flushes on the calling thread.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
@@ -275,6 +298,26 @@ pub(crate) use futures::executor::block_on;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_is_made_once_and_kept_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let s = Store::open(dir.path()).unwrap();
+            let first = s.secret("temp-gruu", [1; 32]).unwrap();
+            assert_eq!(first, [1; 32]);
+            assert_eq!(s.secret("temp-gruu", [2; 32]).unwrap(), first, "the stored one wins");
+            assert_eq!(s.secret("other", [3; 32]).unwrap(), [3; 32], "one per name");
+            first
+        };
+        let s = reopen(dir.path()).unwrap();
+        assert_eq!(s.secret("temp-gruu", [4; 32]).unwrap(), first);
+        s.db.open_tree(META_TREE)
+            .unwrap()
+            .insert(b"secret/short", &b"xy"[..])
+            .unwrap();
+        assert!(matches!(s.secret("short", [5; 32]), Err(StoreError::Corrupt(_))));
+    }
 
     /// Guard against reintroducing the operations that take sled's global
     /// concurrency-control write lock, and sled's deadlock-prone `flush_async`.

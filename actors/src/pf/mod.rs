@@ -25,7 +25,7 @@ use cpm_store::BindingRecord;
 pub use binding::Binding;
 pub use deferred::{DeferredActions, DeferredActionsOutcome, ExpireDeferred};
 pub use pager::{DeliverPager, DeliveryOutcome};
-pub use registrar::{public_gruu, ContactSpec, RegisterError, RegisterRequest, RequestedContacts};
+pub use registrar::{ContactSpec, RegisterError, RegisterRequest, RequestedContacts};
 pub use reports::{kind_name, ClaimReport, NoteOrigin};
 pub use routing::{Criteria, Skip};
 
@@ -252,7 +252,13 @@ impl Handler<Register> for ParticipatingFunction {
             }
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
-        let contacts = registrar::contact_list(&self.aor, self.bindings.values(), now);
+        let contacts = registrar::contact_list(
+            &self.aor,
+            self.bindings.values(),
+            now,
+            &self.env.temp_gruus,
+            self.env.domains.primary(),
+        );
         if !changed {
             return Box::pin(fut::ready(Ok(RegisterOutcome { contacts })));
         }

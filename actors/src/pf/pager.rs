@@ -13,6 +13,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use super::ordering::ForkResult;
 use super::{routing, ParticipatingFunction};
 use crate::answer::Answer;
+use crate::gruu::GruuTarget;
 use crate::preferences::{Declined, Unavailable};
 use crate::trace::push_dec;
 use crate::{unix_now, Aor};
@@ -25,8 +26,8 @@ pub struct DeliverPager {
     pub sender: Aor,
     /// Privacy requested or anonymous From (RFC 3323).
     pub anonymous: bool,
-    /// Instance named by a GRUU Request-URI (`;gr=`): only that device.
-    pub gruu: Option<String>,
+    /// The device a GRUU Request-URI names: only that one.
+    pub gruu: Option<GruuTarget>,
     /// Set when the sender is this same user: its sending device is skipped.
     pub sender_source: Option<SocketAddr>,
     /// A disposition notification about this message id (sent by this user):

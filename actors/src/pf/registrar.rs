@@ -11,6 +11,7 @@ use cpm_store::BindingRecord;
 use thiserror::Error;
 
 use super::Binding;
+use crate::gruu::{public_gruu, TempGruus};
 use crate::{Aor, Policy, TransportKind};
 
 /// One Contact of a REGISTER, already parsed by the ingress.
@@ -139,24 +140,28 @@ fn check_order(old: &BindingRecord, req: &RegisterRequest) -> Result<(), Registe
 }
 
 /// Contact header values for the 200 OK: every live binding with its
-/// remaining time, and its public GRUU when the client asked for one.
-pub(crate) fn contact_list<'a>(aor: &Aor, bindings: impl Iterator<Item = &'a Binding>, now: u64) -> Vec<String> {
+/// remaining time, and its public and a new temporary GRUU (RFC 5627 §5.1)
+/// when the client asked for GRUUs; the temporary one is in `domain`.
+pub(crate) fn contact_list<'a>(
+    aor: &Aor,
+    bindings: impl Iterator<Item = &'a Binding>,
+    now: u64,
+    temp: &TempGruus,
+    domain: &str,
+) -> Vec<String> {
     bindings
         .filter(|b| b.is_live(now))
         .map(|b| {
             let mut v = format!("{};expires={}", b.record.contact, b.remaining(now));
             if let (true, Some(instance)) = (b.record.gruu, &b.record.instance) {
                 v.push_str(&format!(";pub-gruu=\"{}\"", public_gruu(aor, instance)));
+                if let Some(t) = temp.mint(aor, instance, &b.record.call_id, domain) {
+                    v.push_str(&format!(";temp-gruu=\"{t}\""));
+                }
             }
             v
         })
         .collect()
-}
-
-/// RFC 5627 §3.1 public GRUU: the AOR with a `gr` parameter naming the instance.
-pub fn public_gruu(aor: &Aor, instance: &str) -> String {
-    let inst = instance.trim_start_matches('<').trim_end_matches('>');
-    format!("{aor};gr={inst}")
 }
 
 #[cfg(test)]
@@ -211,8 +216,16 @@ mod tests {
         let b = cur.values().next().unwrap();
         assert_eq!(b.record.uri, "sip:bob@10.0.0.9:2");
         assert_eq!(b.record.expires_at, 100 + 3600);
-        let list = contact_list(&Aor::from_canonical("sip:bob@x"), cur.values(), 100);
+        let temp = TempGruus::new(&[1; 32]);
+        let list = contact_list(&Aor::from_canonical("sip:bob@x"), cur.values(), 100, &temp, "x");
         assert!(list[0].contains("pub-gruu=\"sip:bob@x;gr=urn:uuid:1\""), "{list:?}");
+        let t = list[0].split("temp-gruu=\"sip:").nth(1).expect("a temp-gruu");
+        let user = t.split('@').next().unwrap();
+        let named = temp.open(user).expect("it opens");
+        assert_eq!(
+            (named.instance.as_str(), named.epoch),
+            ("urn:uuid:1", crate::gruu::epoch_of("b"))
+        );
         let gone = contact("<sip:bob@10.0.0.9:2>", Some(0), Some("<urn:uuid:1>"));
         let p = plan(&cur, &req(RequestedContacts::Update(vec![gone]), "b", 2), &policy, 100).unwrap();
         apply(&mut cur, p);

@@ -13,6 +13,7 @@ use cpm_sip::params::{parse_list, NameAddr};
 use cpm_sip::Message;
 
 use super::Binding;
+use crate::gruu::GruuTarget;
 use crate::TransportKind;
 
 /// Why a device did not get a message (logged; the inspector will show it).
@@ -35,7 +36,7 @@ pub enum Skip {
 pub struct Criteria {
     accept: Predicates,
     reject: Predicates,
-    gruu: Option<String>,
+    gruu: Option<GruuTarget>,
     sender_source: Option<SocketAddr>,
     sips: bool,
 }
@@ -79,11 +80,11 @@ fn parse_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Arc<[NameAddr]> {
 impl Criteria {
     /// `sender_source` is set when the sender is this same user (a message to
     /// oneself must not come back to the device that sent it).
-    pub fn new(req: &Message, gruu: Option<String>, sender_source: Option<SocketAddr>) -> Criteria {
+    pub fn new(req: &Message, gruu: Option<GruuTarget>, sender_source: Option<SocketAddr>) -> Criteria {
         Criteria {
             accept: predicates(req, "Accept-Contact", &LAST_ACCEPT),
             reject: predicates(req, "Reject-Contact", &LAST_REJECT),
-            gruu: gruu.map(|g| strip_angles(&g).to_string()),
+            gruu,
             sender_source,
             sips: req.request_uri().is_some_and(|u| u.scheme == "sips"),
         }
@@ -94,7 +95,7 @@ impl Criteria {
             return Err(Skip::Expired);
         }
         if let Some(g) = &self.gruu {
-            if b.record.instance.as_deref().map(strip_angles) != Some(g.as_str()) {
+            if !g.names(b.record.instance.as_deref(), &b.record.call_id) {
                 return Err(Skip::OtherGruu);
             }
         }
@@ -116,10 +117,6 @@ impl Criteria {
             Some(_) => Ok(()),
         }
     }
-}
-
-fn strip_angles(s: &str) -> &str {
-    s.trim().trim_start_matches('<').trim_end_matches('>')
 }
 
 #[cfg(test)]
@@ -162,7 +159,7 @@ mod tests {
     fn gruu_and_accept_contact_and_sender() {
         let c = Criteria::new(&msg("Accept-Contact: *;+g.oma.sip-im;require;explicit\r\n"), None, None);
         assert_eq!(c.check(&binding("<sip:b@1.2.3.4>", None), 10), Err(Skip::AcceptContact));
-        let g = Criteria::new(&msg(""), Some("urn:uuid:2".into()), None);
+        let g = Criteria::new(&msg(""), Some(GruuTarget::public("urn:uuid:2")), None);
         assert_eq!(
             g.check(&binding("<sip:b@1.2.3.4>", Some("<urn:uuid:1>")), 10),
             Err(Skip::OtherGruu)
