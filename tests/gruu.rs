@@ -12,14 +12,27 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(5);
 
 /// REGISTER `dev` as `instance` of `user` with Call-ID `call_id` and CSeq
-/// `cseq`, asking for GRUUs; the final response.
+/// `cseq`, asking for GRUUs, for 600 s; the final response.
 fn register(cpm: &Cpm, dev: &RawDevice, user: &str, instance: &str, call_id: &str, cseq: u32) -> String {
+    register_for(cpm, dev, user, instance, call_id, cseq, 600)
+}
+
+/// [`register`] for `expires` seconds (0 removes the binding).
+fn register_for(
+    cpm: &Cpm,
+    dev: &RawDevice,
+    user: &str,
+    instance: &str,
+    call_id: &str,
+    cseq: u32,
+    expires: u32,
+) -> String {
     let req = format!(
         "REGISTER sip:127.0.0.1:{s} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bKreg{call_id}{cseq}\r\n\
          From: <sip:{user}@127.0.0.1>;tag=r\r\nTo: <sip:{user}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
          Supported: gruu\r\n\
          Contact: <sip:{user}@127.0.0.1:{p}>;+g.oma.sip-im;+sip.instance=\"<urn:uuid:{instance}>\"\r\n\
-         Expires: 600\r\nContent-Length: 0\r\n\r\n",
+         Expires: {expires}\r\nContent-Length: 0\r\n\r\n",
         s = cpm.udp,
         p = dev.port,
     );
@@ -117,20 +130,76 @@ fn a_temp_gruu_lasts_until_another_call_id_and_survives_restart() {
     assert_eq!(message_to(&cpm, &alice, &with_port(&cpm, &temp), 1), Some(200));
     assert_eq!(phone.wait_for(1, WAIT).len(), 1);
 
-    // The device reboots: a new Call-ID invalidates the old temporary GRUU.
-    // Nothing is forked to the device; the message is deferred as for an
-    // unavailable user (the default preference).
+    // The device reboots: a new Call-ID invalidates the old temporary GRUU,
+    // which now names nothing (404); the new one reaches the device.
     let fresh = gruu_of(
         &register(&cpm, &phone, "bob", "phone", "boot-2", 1),
         "phone",
         "temp-gruu",
     );
-    assert_eq!(message_to(&cpm, &alice, &with_port(&cpm, &temp), 2), Some(202));
+    assert_eq!(message_to(&cpm, &alice, &with_port(&cpm, &temp), 2), Some(404));
     assert_eq!(message_to(&cpm, &alice, &with_port(&cpm, &fresh), 3), Some(200));
     std::thread::sleep(Duration::from_millis(300));
     let got = phone.received();
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(got[1].contains("gruu-msg-3"), "{}", got[1]);
+}
+
+#[test]
+fn a_message_to_an_absent_devices_gruu_waits_for_that_device() {
+    let cpm = Cpm::start(&["--open"]);
+    let phone = RawDevice::start(|_, _| 200);
+    let tablet = RawDevice::start(|_, _| 200);
+    let resp = register(&cpm, &phone, "bob", "phone", "call-phone", 1);
+    let (public, temp) = (
+        gruu_of(&resp, "phone", "pub-gruu"),
+        gruu_of(&resp, "phone", "temp-gruu"),
+    );
+    register(&cpm, &tablet, "bob", "tablet", "call-tablet", 1);
+    register_for(&cpm, &phone, "bob", "phone", "call-phone", 2, 0);
+    let alice = RawDevice::start(|_, _| 200);
+
+    // The phone is away: both are deferred (the default preference)...
+    let public = public.replacen("@127.0.0.1;", &format!("@127.0.0.1:{};", cpm.udp), 1);
+    assert_eq!(message_to(&cpm, &alice, &public, 1), Some(202));
+    assert_eq!(message_to(&cpm, &alice, &with_port(&cpm, &temp), 2), Some(202));
+    // ...and not pushed to the tablet when it registers again...
+    register(&cpm, &tablet, "bob", "tablet", "call-tablet", 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(tablet.received().is_empty(), "{:?}", tablet.received());
+    // ...but to the phone when it comes back with the same Call-ID.
+    register(&cpm, &phone, "bob", "phone", "call-phone", 3);
+    let got = phone.wait_for(2, WAIT);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].contains("gruu-msg-1") && got[1].contains("gruu-msg-2"),
+        "{got:?}"
+    );
+    assert!(tablet.received().is_empty());
+}
+
+#[test]
+fn notify_and_wait_lists_a_gruu_message_to_its_device_only() {
+    let (_d, cfg) = config("[preferences]\ndeferred_delivery = \"notify\"\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let phone = RawDevice::start(|_, _| 200);
+    let tablet = RawDevice::start(|_, _| 200);
+    let resp = register(&cpm, &phone, "bob", "phone", "call-phone", 1);
+    let public = gruu_of(&resp, "phone", "pub-gruu").replacen("@127.0.0.1;", &format!("@127.0.0.1:{};", cpm.udp), 1);
+    register_for(&cpm, &phone, "bob", "phone", "call-phone", 2, 0);
+    let alice = RawDevice::start(|_, _| 200);
+    assert_eq!(message_to(&cpm, &alice, &public, 1), Some(202));
+    let bob = format!("sip:bob@127.0.0.1:{}", cpm.udp);
+    assert_eq!(message_to(&cpm, &alice, &bob, 2), Some(202));
+    // The tablet is told of the message to bob, not of the phone's.
+    register(&cpm, &tablet, "bob", "tablet", "call-tablet", 1);
+    let lists = tablet.wait_for(1, WAIT);
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    assert_eq!(listed_ids(&lists[0]).len(), 1, "only bob's message: {}", lists[0]);
+    // The phone, back, is told of both.
+    register(&cpm, &phone, "bob", "phone", "call-phone", 3);
+    let got = phone.wait_for(1, WAIT);
+    assert_eq!(listed_ids(&got[0]).len(), 2, "{}", got[0]);
 }
 
 #[test]

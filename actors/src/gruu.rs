@@ -18,6 +18,8 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_L
 use ring::digest::{digest, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
 
+use cpm_sip::SipUri;
+
 use crate::Aor;
 
 /// The store's name for the sealing key ([`cpm_store::Store::secret`]).
@@ -62,6 +64,17 @@ impl GruuTarget {
     /// registered with `call_id`, is the device this names.
     pub fn names(&self, instance: Option<&str>, call_id: &str) -> bool {
         instance.map(strip_angles) == Some(self.instance.as_str()) && self.epoch.is_none_or(|e| e == epoch_of(call_id))
+    }
+}
+
+/// The device the GRUU of Request-URI `uri` names, if it is a GRUU: a
+/// temporary one that opens, or a public one's `gr` value. (The ingress
+/// refuses a temporary one that does not open before any PF sees it.)
+pub fn target_of(uri: &SipUri, temp: &TempGruus) -> Option<GruuTarget> {
+    let gr = uri.param("gr")?;
+    match uri.user.as_deref().filter(|u| TempGruus::is_temp_user(u)) {
+        Some(user) => temp.open(user).map(GruuTarget::from),
+        None => gr.map(GruuTarget::public),
     }
 }
 
@@ -264,6 +277,25 @@ mod tests {
             "registered again since (a reboot)"
         );
         assert!(!temp.names(Some("<urn:uuid:2>"), "call-a"));
+    }
+
+    #[test]
+    fn a_request_uri_names_its_device() {
+        let g = TempGruus::new(&[7; 32]);
+        let temp = g.mint(&bob(), "urn:uuid:1", "c", "example.com").unwrap();
+        let of = |s: &str| target_of(&SipUri::parse(s).unwrap(), &g);
+        assert_eq!(of(&temp), Some(GruuTarget::from(g.open(user_of(&temp)).unwrap())));
+        assert_eq!(
+            of("sip:bob@example.com;gr=urn:uuid:2"),
+            Some(GruuTarget::public("urn:uuid:2"))
+        );
+        assert_eq!(of("sip:bob@example.com"), None);
+        assert_eq!(
+            of("sip:bob@example.com;gr"),
+            None,
+            "a flag without a temporary GRUU's user"
+        );
+        assert_eq!(of(&temp.replace(";gr", "")), None, "a tgruu. user without gr");
     }
 
     #[test]

@@ -422,6 +422,10 @@ async fn deliver(mut r: Reply, sender: Aor, target: Aor, gruu: Option<GruuTarget
         }
         Ok(DeliveryOutcome::Declined(why)) => r.builder(603).reason(why.reason()).build(),
         Ok(DeliveryOutcome::Unavailable) => r.builder(480).build(),
+        Ok(DeliveryOutcome::StaleGruu) => r
+            .builder(404)
+            .reason("Not Found (temporary GRUU no longer valid)")
+            .build(),
         Ok(DeliveryOutcome::QueueFull { retry_after }) => r
             .builder(486)
             .reason("Busy Here (deferred queue full)")

@@ -216,6 +216,7 @@ impl ControllingFunction {
                 Ok(
                     outcome @ (DeliveryOutcome::QueueFull { .. }
                     | DeliveryOutcome::Unavailable
+                    | DeliveryOutcome::StaleGruu
                     | DeliveryOutcome::Declined(_)),
                 ) => {
                     tracing::info!(%group, %to, ?outcome, "group copy refused by the member's PF")

@@ -248,7 +248,9 @@ impl ParticipatingFunction {
                     tracing::error!(aor = %self.aor, seq = rec.seq, "stored deferred message does not parse; left in queue");
                     continue;
                 };
-                if routing::Criteria::new(&req, None, None).check(binding, now).is_ok() {
+                // A message sent to one device's GRUU waits for that device.
+                let gruu = (req.request_uri()).and_then(|u| crate::gruu::target_of(u, &self.env.temp_gruus));
+                if routing::Criteria::new(&req, gruu, None).check(binding, now).is_ok() {
                     return Some((rec.clone(), req));
                 }
             }
@@ -256,6 +258,29 @@ impl ParticipatingFunction {
                 return None;
             }
             after = page.last().map(|r| r.seq);
+        }
+    }
+
+    /// Whether device `key` may take deferred `rec`: not when it is a report
+    /// waiting for another device, nor a message sent to the GRUU of
+    /// another device (or of an earlier registration of this one).
+    fn may_take(&self, rec: &DeferredRecord, key: &str) -> bool {
+        if rec.target.as_deref().is_some_and(|t| t != key) {
+            return false;
+        }
+        // The stored request's Request-URI: its first line's second word.
+        let uri = rec
+            .request
+            .split(|&b| b == b' ')
+            .nth(1)
+            .and_then(|u| std::str::from_utf8(u).ok())
+            .and_then(|u| SipUri::parse(u).ok());
+        match uri.and_then(|u| crate::gruu::target_of(&u, &self.env.temp_gruus)) {
+            None => true,
+            Some(g) => self
+                .bindings
+                .get(key)
+                .is_some_and(|b| g.names(b.record.instance.as_deref(), &b.record.call_id)),
         }
     }
 
@@ -284,11 +309,9 @@ impl ParticipatingFunction {
         }
         let domain = self.env.domains.primary().to_string();
         for key in keys {
-            // A report waiting for another device is not this one's to take.
-            let mine: Vec<&DeferredRecord> = records
-                .iter()
-                .filter(|r| r.target.as_deref().is_none_or(|t| t == key))
-                .collect();
+            // A report waiting for another device, or a message sent to
+            // another device's GRUU, is not this one's to take.
+            let mine: Vec<&DeferredRecord> = records.iter().filter(|r| self.may_take(r, key)).collect();
             if mine.is_empty() {
                 continue;
             }
@@ -612,11 +635,11 @@ impl Handler<DeferredActions> for ParticipatingFunction {
                     continue;
                 }
             };
-            // A report waiting for another device is not this one's to take.
+            // A report waiting for another device, or a message sent to
+            // another device's GRUU, is not this one's to take.
             let elsewhere = rec
                 .as_ref()
-                .and_then(|r| r.target.as_deref())
-                .is_some_and(|t| requester.as_deref() != Some(t));
+                .is_some_and(|r| !requester.as_deref().is_some_and(|k| self.may_take(r, k)));
             let status = match (rec.is_some(), action) {
                 (false, _) => "unknown",
                 (true, _) if self.claimed.contains(&seq) => "busy",

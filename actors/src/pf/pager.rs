@@ -49,6 +49,9 @@ pub enum DeliveryOutcome {
     Declined(Declined),
     /// The user's preference is to refuse what cannot be delivered now (480).
     Unavailable,
+    /// Sent to a temporary GRUU whose device has registered since with
+    /// another Call-ID: the GRUU names nothing any more (404, RFC 5627).
+    StaleGruu,
     /// Deferred queue over the provider's caps (486 + Retry-After).
     QueueFull { retry_after: u32 },
     /// Could not be stored; the sender must retry (500).
@@ -108,6 +111,15 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             .filter_map(|k| self.fork_to(k, msg.request.clone()))
             .collect();
         let n = forks.len();
+        if n == 0 && self.gruu_is_stale(msg.gruu.as_ref()) {
+            tracing::info!(aor = %self.aor, %call_id, "temporary GRUU of an earlier registration");
+            self.trace(
+                call_id,
+                "stale-gruu",
+                "the device registered again with another Call-ID (404)",
+            );
+            return Answer::ready(DeliveryOutcome::StaleGruu);
+        }
         if n == 0 {
             tracing::debug!(aor = %self.aor, %call_id, "no eligible device");
             self.trace(
@@ -197,6 +209,22 @@ impl Handler<Undelivered> for ParticipatingFunction {
 }
 
 impl ParticipatingFunction {
+    /// Whether `gruu` is a temporary GRUU of an earlier registration of a
+    /// device that is registered now (another Call-ID). A device with no
+    /// binding at all may come back with the same Call-ID: its GRUU is not
+    /// known to be stale.
+    fn gruu_is_stale(&self, gruu: Option<&GruuTarget>) -> bool {
+        let Some(g @ GruuTarget { epoch: Some(_), .. }) = gruu else {
+            return false;
+        };
+        let now = unix_now();
+        self.bindings.values().any(|b| {
+            b.is_live(now)
+                && GruuTarget::public(&g.instance).names(b.record.instance.as_deref(), &b.record.call_id)
+                && !g.names(b.record.instance.as_deref(), &b.record.call_id)
+        })
+    }
+
     /// No device took it: the user's `when_unavailable` preference decides.
     /// `origin`: the one device a report is for (it waits for that device
     /// if deferred).
