@@ -235,7 +235,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     let interworking = SpoolInterworking::new(spool.clone()).with_context(|| format!("spool {}", spool.display()))?;
     // Temporary GRUUs outlive restarts: their key is kept in the store.
     let gruu_secret = store
-        .secret(cpm_actors::gruu::SECRET_NAME, TempGruus::fresh_secret())
+        .secret(
+            cpm_actors::gruu::SECRET_NAME,
+            TempGruus::fresh_secret().context("the system's random source failed")?,
+        )
         .context("reading the temporary-GRUU secret from the store")?;
     let env = Env {
         store: store.clone(),

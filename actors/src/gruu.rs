@@ -128,12 +128,12 @@ impl TempGruus {
         }
     }
 
-    /// A fresh random secret for [`cpm_store::Store::secret`].
-    pub fn fresh_secret() -> [u8; 32] {
+    /// A fresh random secret for [`cpm_store::Store::secret`]; `None` if
+    /// the system's random source fails (the server then does not start).
+    pub fn fresh_secret() -> Option<[u8; 32]> {
         let mut s = [0u8; 32];
-        // The system's random source failing is not something to run on.
-        SystemRandom::new().fill(&mut s).expect("system random source");
-        s
+        SystemRandom::new().fill(&mut s).ok()?;
+        Some(s)
     }
 
     /// A new temporary GRUU for `instance` of `aor`, registered with
@@ -181,7 +181,9 @@ impl TempGruus {
         let mut sealed = sealed.to_vec();
         let plain = self.key.open_in_place(nonce, Aad::from(AAD), &mut sealed).ok()?;
         let (epoch, rest) = plain.split_first_chunk::<8>()?;
-        let nul = rest.iter().position(|&b| b == 0)?;
+        // The AOR (never holding a NUL: the store refuses such) follows the
+        // last one.
+        let nul = rest.iter().rposition(|&b| b == 0)?;
         let instance = std::str::from_utf8(&rest[..nul]).ok()?;
         let aor = std::str::from_utf8(&rest[nul + 1..]).ok()?;
         Some(TempGruu {
@@ -230,6 +232,17 @@ mod tests {
             }
         );
         assert_ne!(epoch_of("call-a"), epoch_of("call-b"));
+    }
+
+    #[test]
+    fn an_instance_with_a_nul_still_opens_to_its_user() {
+        let g = TempGruus::new(&[7; 32]);
+        let uri = g
+            .mint(&bob(), "urn:x\0sip:eve@example.com", "c", "example.com")
+            .unwrap();
+        let opened = g.open(user_of(&uri)).unwrap();
+        assert_eq!(opened.aor, bob());
+        assert_eq!(opened.instance, "urn:x\0sip:eve@example.com");
     }
 
     #[test]
