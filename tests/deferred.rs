@@ -468,6 +468,25 @@ fn an_action_on_an_unreadable_record_fails_alone() {
 }
 
 #[test]
+fn retrieve_with_no_device_registered_is_no_device() {
+    let mut cpm = Cpm::start(&["--open"]);
+    assert!(messages(&cpm, Transport::Udp, "alice", "bob", 1, 202, &[]));
+    let seq = {
+        let store = store_of(&mut cpm);
+        store.deferred(BOB, None, 10).unwrap()[0].seq
+    };
+    cpm.restart();
+    // From a device of bob that is not registered, and none is.
+    let dev = RawDevice::start(|_, _| 200);
+    let doc = format!("<deferred-actions><action id=\"{seq}\" do=\"retrieve\"/></deferred-actions>");
+    let resp = action(cpm.udp, &dev, &doc);
+    assert!(
+        body(&resp).contains(&format!("id=\"{seq}\" status=\"no-device\"")),
+        "{resp}"
+    );
+}
+
+#[test]
 fn bad_action_documents_are_refused() {
     let cpm = Cpm::start(&["--open"]);
     let dev = RawDevice::start(|_, _| 200);

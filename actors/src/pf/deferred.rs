@@ -637,9 +637,11 @@ impl Handler<DeferredActions> for ParticipatingFunction {
             };
             // A report waiting for another device, or a message sent to
             // another device's GRUU, is not this one's to take.
-            let elsewhere = rec
-                .as_ref()
-                .is_some_and(|r| !requester.as_deref().is_some_and(|k| self.may_take(r, k)));
+            let elsewhere = rec.as_ref().is_some_and(|r| match requester.as_deref() {
+                Some(key) => !self.may_take(r, key),
+                // No device to retrieve to: "no-device", unless it waits for one.
+                None => r.target.is_some(),
+            });
             let status = match (rec.is_some(), action) {
                 (false, _) => "unknown",
                 (true, _) if self.claimed.contains(&seq) => "busy",
