@@ -486,6 +486,40 @@ fn retrieve_with_no_device_registered_is_no_device() {
     );
 }
 
+/// A pager-mode MESSAGE from alice (her own socket) to bob, Call-ID
+/// `call_id`; the final status.
+fn alice_to_bob(cpm: &Cpm, alice: &RawDevice, call_id: &str) -> Option<u16> {
+    let req = format!(
+        "MESSAGE sip:bob@127.0.0.1:{s} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK{call_id}\r\n\
+         From: <sip:alice@127.0.0.1>;tag=a\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\n\
+         Max-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+        s = cpm.udp,
+        p = alice.port,
+    );
+    status_of(&alice.request(cpm.udp, &req)?)
+}
+
+#[test]
+fn a_device_that_answers_again_gets_what_was_deferred_first() {
+    let mut cpm = Cpm::start(&["--open"]);
+    // Registered, but it refuses the first message (as if asleep or out
+    // of reach), then takes everything.
+    let dev = RawDevice::start(|n, _| if n == 1 { 480 } else { 200 });
+    assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
+    let alice = RawDevice::start(|_, _| 200);
+    assert_eq!(alice_to_bob(&cpm, &alice, "first"), Some(202), "deferred");
+    // No new REGISTER: the next message finds the device answering, and the
+    // deferred one goes first.
+    assert_eq!(alice_to_bob(&cpm, &alice, "second"), Some(200));
+    let got: Vec<String> = dev
+        .wait_for(3, WAIT)
+        .iter()
+        .map(|m| header(m, "Call-ID").unwrap_or_default())
+        .collect();
+    assert_eq!(got, ["first", "first", "second"], "refused, pushed, then the live one");
+    assert!(store_of(&mut cpm).deferred(BOB, None, 10).unwrap().is_empty());
+}
+
 #[test]
 fn bad_action_documents_are_refused() {
     let cpm = Cpm::start(&["--open"]);

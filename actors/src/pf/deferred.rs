@@ -98,6 +98,7 @@ impl ParticipatingFunction {
             }
         };
         self.deferred_count += 1;
+        self.queue_version += 1;
         self.deferred_bytes += rec.request.len() as u64;
         self.waiting_reports += usize::from(rec.target.is_some());
         let seq = rec.seq;
@@ -208,8 +209,30 @@ impl ParticipatingFunction {
         }
     }
 
+    /// A live message is being forked to device `key`, which is as good a
+    /// sign that it is reachable as a REGISTER: if messages were deferred
+    /// since its last push (it did not answer then, or it was away without
+    /// registering again), push them now, before the live one (whose fork
+    /// `fork_to` holds until the push ends, so it does not overtake them).
+    /// Otherwise they would wait for its next REGISTER, up to a
+    /// registration interval. Push mode only: notify mode announces at
+    /// deferral and by reminders.
+    pub(super) fn push_before_live(&mut self, key: &str, ctx: &mut Context<Self>) {
+        if self.deferred_count == 0
+            || self.dnd
+            || self.prefs.deferred_delivery != DeferredMode::Push
+            || self.pushing.contains(key)
+            || self.pushed_at.get(key) == Some(&self.queue_version)
+        {
+            return;
+        }
+        tracing::info!(aor = %self.aor, %key, "live message for a device with deferred messages: pushing them first");
+        self.start_push(key.to_string(), ctx);
+    }
+
     fn start_push(&mut self, key: String, ctx: &mut Context<Self>) {
         if self.pushing.insert(key.clone()) {
+            self.pushed_at.insert(key.clone(), self.queue_version);
             tracing::info!(aor = %self.aor, %key, queued = self.deferred_count, "pushing deferred messages");
             ctx.notify(PushNext { key, only: None });
         }

@@ -59,6 +59,12 @@ pub struct ParticipatingFunction {
     pub(crate) claimed: HashSet<u64>,
     /// Devices with a push in progress.
     pub(crate) pushing: HashSet<String>,
+    /// Counts the messages deferred during this activation, and for each
+    /// device its value when the device's last push started: a live
+    /// message starts another push only if something was deferred since
+    /// (deferred.rs, `push_before_live`).
+    pub(crate) queue_version: u64,
+    pub(crate) pushed_at: HashMap<String, u64>,
     /// Live forks held until those pushes end (ordering.rs).
     pub(crate) held: HashMap<String, Vec<ordering::HeldFork>>,
     pub(crate) reminder: Option<SpawnHandle>,
@@ -93,6 +99,8 @@ impl ParticipatingFunction {
             waiting_reports: 0,
             claimed: HashSet::new(),
             pushing: HashSet::new(),
+            queue_version: 0,
+            pushed_at: HashMap::new(),
             held: HashMap::new(),
             reminder: None,
             started: Instant::now(),

@@ -61,7 +61,7 @@ pub enum DeliveryOutcome {
 impl Handler<DeliverPager> for ParticipatingFunction {
     type Result = Answer<Self, DeliveryOutcome>;
 
-    fn handle(&mut self, msg: DeliverPager, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: DeliverPager, ctx: &mut Context<Self>) -> Self::Result {
         self.touch();
         // Borrowed, not copied (no String per message); the continuation
         // below reads it from `msg` again.
@@ -102,6 +102,10 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                     self.trace(call_id, "device-skipped", format_args!("{key}: {skip:?}"));
                 }
             }
+        }
+        // Messages deferred while a chosen device did not answer go first.
+        for key in &chosen {
+            self.push_before_live(key, ctx);
         }
         // A fork to a device being pushed its deferred messages is held
         // (ordering.rs) and must be let run after another device answers.
