@@ -71,6 +71,7 @@ impl Sip {
              To: <sip:u{u}@{DOMAIN}>\r\n\
              Call-ID: {call_id}\r\n\
              CSeq: {cseq} REGISTER\r\n\
+             Supported: gruu\r\n\
              Contact: <sip:u{u}d{j}@{addr}>;+g.oma.sip-im;+sip.instance=\"<urn:uuid:00000000-0000-4000-8000-{dev:012x}>\";expires={expires}\r\n\
              Content-Length: 0\r\n\r\n"
         );

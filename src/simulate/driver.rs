@@ -354,6 +354,21 @@ impl Sim<'_> {
         }
         let purpose = p.purpose;
         self.pending.remove(&call_id);
+        if let (Purpose::Register(dev), 200) = (purpose, status) {
+            // Devices ask for GRUUs (RFC 5627): each binding in the 200
+            // carries its public and a temporary one.
+            let contacts = msg.headers.all("Contact").count();
+            let temp = msg
+                .headers
+                .all("Contact")
+                .filter(|c| c.contains("temp-gruu=\"sip:tgruu."))
+                .count();
+            if contacts == 0 || temp < contacts {
+                self.checker.violation(format!(
+                    "REGISTER of device {dev}: {temp} temporary GRUUs for {contacts} Contact lines"
+                ));
+            }
+        }
         self.answered(purpose, status);
     }
 
