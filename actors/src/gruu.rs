@@ -137,7 +137,9 @@ impl TempGruus {
     }
 
     /// A new temporary GRUU for `instance` of `aor`, registered with
-    /// `call_id`, in `domain`; `None` only if the random source fails.
+    /// `call_id`, in `domain`; `None` if the random source fails, or if the
+    /// instance id and AOR are too long for a token [`TempGruus::open`]
+    /// takes (hundreds of bytes: no real device sends such).
     pub fn mint(&self, aor: &Aor, instance: &str, call_id: &str, domain: &str) -> Option<String> {
         let instance = strip_angles(instance);
         let mut sealed = Vec::with_capacity(8 + instance.len() + 1 + aor.as_str().len() + 16);
@@ -152,10 +154,12 @@ impl TempGruus {
             .ok()?;
         let mut token = nonce.to_vec();
         token.extend_from_slice(&sealed);
-        Some(format!(
-            "sip:{USER_PREFIX}{}@{domain};gr",
-            URL_SAFE_NO_PAD.encode(token)
-        ))
+        let token = URL_SAFE_NO_PAD.encode(token);
+        if token.len() > MAX_TOKEN {
+            tracing::debug!(%aor, instance, "instance id too long for a temporary GRUU; none issued");
+            return None;
+        }
+        Some(format!("sip:{USER_PREFIX}{token}@{domain};gr"))
     }
 
     /// Whether the user part of a Request-URI is a temporary GRUU's (then
@@ -243,6 +247,19 @@ mod tests {
         let opened = g.open(user_of(&uri)).unwrap();
         assert_eq!(opened.aor, bob());
         assert_eq!(opened.instance, "urn:x\0sip:eve@example.com");
+    }
+
+    #[test]
+    fn no_temp_gruu_is_minted_that_would_not_open() {
+        let g = TempGruus::new(&[7; 32]);
+        let long = format!("urn:x:{}", "a".repeat(MAX_TOKEN));
+        assert_eq!(g.mint(&bob(), &long, "c", "example.com"), None);
+        // The longest that is minted still opens.
+        let fits = (0..MAX_TOKEN)
+            .rev()
+            .find_map(|n| g.mint(&bob(), &format!("urn:x:{}", "a".repeat(n)), "c", "example.com"))
+            .unwrap();
+        assert!(g.open(user_of(&fits)).is_some());
     }
 
     #[test]
