@@ -60,10 +60,59 @@ impl GruuTarget {
         }
     }
 
-    /// Whether the binding of `instance` (as registered, angles or not),
-    /// registered with `call_id`, is the device this names.
+    /// Whether a binding registered as `instance` (angles or not) is the
+    /// device this names.
+    pub fn is_instance(&self, instance: Option<&str>) -> bool {
+        instance.map(strip_angles) == Some(self.instance.as_str())
+    }
+
+    /// Whether a registration made with `call_id` is the one this names
+    /// (any, for a public GRUU).
+    pub fn is_registration(&self, call_id: &str) -> bool {
+        self.epoch.is_none_or(|e| e == epoch_of(call_id))
+    }
+
+    /// Whether the binding of `instance` registered with `call_id` is the
+    /// device, and the registration, this names.
     pub fn names(&self, instance: Option<&str>, call_id: &str) -> bool {
-        instance.map(strip_angles) == Some(self.instance.as_str()) && self.epoch.is_none_or(|e| e == epoch_of(call_id))
+        self.is_instance(instance) && self.is_registration(call_id)
+    }
+}
+
+/// What a Request-URI says of GRUUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UriGruu {
+    /// Not a GRUU.
+    None,
+    /// A public GRUU (`;gr=<instance>`).
+    Public(GruuTarget),
+    /// A temporary GRUU whose token opened.
+    Temp(TempGruu),
+    /// Written as a temporary GRUU (`tgruu.` user, `gr` flag), but its
+    /// token does not open: forged, damaged, or sealed with a lost secret.
+    BadTemp,
+}
+
+impl UriGruu {
+    /// The one place that reads a Request-URI as a GRUU.
+    pub fn of(uri: &SipUri, temp: &TempGruus) -> UriGruu {
+        let Some(gr) = uri.param("gr") else {
+            return UriGruu::None;
+        };
+        match (uri.user.as_deref().filter(|u| TempGruus::is_temp_user(u)), gr) {
+            (Some(user), _) => temp.open(user).map_or(UriGruu::BadTemp, UriGruu::Temp),
+            (None, Some(instance)) => UriGruu::Public(GruuTarget::public(instance)),
+            (None, None) => UriGruu::None,
+        }
+    }
+
+    /// The device it names, if any.
+    pub fn target(self) -> Option<GruuTarget> {
+        match self {
+            UriGruu::Public(g) => Some(g),
+            UriGruu::Temp(t) => Some(t.into()),
+            UriGruu::None | UriGruu::BadTemp => None,
+        }
     }
 }
 
@@ -71,11 +120,7 @@ impl GruuTarget {
 /// temporary one that opens, or a public one's `gr` value. (The ingress
 /// refuses a temporary one that does not open before any PF sees it.)
 pub fn target_of(uri: &SipUri, temp: &TempGruus) -> Option<GruuTarget> {
-    let gr = uri.param("gr")?;
-    match uri.user.as_deref().filter(|u| TempGruus::is_temp_user(u)) {
-        Some(user) => temp.open(user).map(GruuTarget::from),
-        None => gr.map(GruuTarget::public),
-    }
+    UriGruu::of(uri, temp).target()
 }
 
 impl From<TempGruu> for GruuTarget {
@@ -326,6 +371,9 @@ mod tests {
             "a flag without a temporary GRUU's user"
         );
         assert_eq!(of(&temp.replace(";gr", "")), None, "a tgruu. user without gr");
+        let uri = |s: &str| SipUri::parse(s).unwrap();
+        assert_eq!(UriGruu::of(&uri("sip:tgruu.AAAA@example.com;gr"), &g), UriGruu::BadTemp);
+        assert_eq!(UriGruu::of(&uri("sip:tgruu.AAAA@example.com"), &g), UriGruu::None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use cpm_actors::gruu::{GruuTarget, TempGruu, TempGruus};
+use cpm_actors::gruu::{GruuTarget, UriGruu};
 use cpm_actors::originating::{anonymize, fill_conversation_ids};
 use cpm_actors::pf::notify;
 use cpm_actors::{Aor, ClaimReport, DeferredActions, DeliverPager, DeliveryOutcome, NoteOrigin, Refusal, Tracer};
@@ -137,12 +137,19 @@ fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> 
     {
         return Ok(Route::AdHoc { sender });
     }
-    // A temporary GRUU names its user and device in a sealed token.
-    let temp_gruu = temp_gruu(env, ruri).map_err(|why| err(404, why))?;
+    // A temporary GRUU of ours names its user and device in a sealed token.
+    let gruu = match UriGruu::of(ruri, &env.temp_gruus) {
+        UriGruu::Temp(_) | UriGruu::BadTemp if !env.domains.is_local_host(&ruri.host, ruri.port) => UriGruu::None,
+        UriGruu::BadTemp => {
+            tracing::info!(uri = %ruri, "temporary GRUU that is not ours or no longer valid");
+            return Err(err(404, "Not Found (unknown temporary GRUU)"));
+        }
+        g => g,
+    };
     // The Request-URI's local AOR: a group's or a user's (looked up once).
-    let local_target = match &temp_gruu {
-        Some(t) => Some(t.aor.clone()),
-        None => env.domains.local_aor(ruri),
+    let local_target = match &gruu {
+        UriGruu::Temp(t) => Some(t.aor.clone()),
+        _ => env.domains.local_aor(ruri),
     };
     if let Some(group) = local_target.as_ref().filter(|g| env.groups.get(g.as_str()).is_some()) {
         return Ok(Route::Group {
@@ -172,35 +179,12 @@ fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> 
     if !env.users.is_known(&target) {
         return Err(err(404, "Not Found"));
     }
-    let gruu = match temp_gruu {
-        Some(t) => Some(GruuTarget::from(t)),
-        None => ruri.param("gr").flatten().map(GruuTarget::public),
-    };
     Ok(Route::User {
         sender,
         target,
-        gruu,
+        gruu: gruu.target(),
         anonymous_from,
     })
-}
-
-/// What a temporary GRUU Request-URI (`sip:tgruu.<token>@<ours>;gr`, RFC
-/// 5627 §3.2) names; `None` for any other URI. A token that does not open
-/// (forged, damaged, or sealed with a secret lost with the store) gets 404.
-fn temp_gruu(env: &cpm_actors::Env, ruri: &SipUri) -> Result<Option<TempGruu>, &'static str> {
-    let Some(user) = ruri.user.as_deref().filter(|u| TempGruus::is_temp_user(u)) else {
-        return Ok(None);
-    };
-    if ruri.param("gr").is_none() || !env.domains.is_local_host(&ruri.host, ruri.port) {
-        return Ok(None);
-    }
-    match env.temp_gruus.open(user) {
-        Some(t) => Ok(Some(t)),
-        None => {
-            tracing::info!(uri = %ruri, "temporary GRUU that is not ours or no longer valid");
-            Err("Not Found (unknown temporary GRUU)")
-        }
-    }
 }
 
 /// The 403 of 002 §8.3.2.1.1: a Warning (RFC 3261 §20.43, code 399) for a

@@ -264,16 +264,14 @@ impl ParticipatingFunction {
                 if self.claimed.contains(&rec.seq) || rec.expires_at <= now {
                     continue;
                 }
-                if rec.target.as_deref().is_some_and(|t| t != key) {
-                    continue; // a report waiting for the device that sent the original
+                if !self.may_take(rec, key) {
+                    continue; // a report or a GRUU's message for another device
                 }
                 let Some(req) = rebuild(&rec.request) else {
                     tracing::error!(aor = %self.aor, seq = rec.seq, "stored deferred message does not parse; left in queue");
                     continue;
                 };
-                // A message sent to one device's GRUU waits for that device.
-                let gruu = (req.request_uri()).and_then(|u| crate::gruu::target_of(u, &self.env.temp_gruus));
-                if routing::Criteria::new(&req, gruu, None).check(binding, now).is_ok() {
+                if routing::Criteria::new(&req, None, None).check(binding, now).is_ok() {
                     return Some((rec.clone(), req));
                 }
             }

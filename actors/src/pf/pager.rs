@@ -81,6 +81,8 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         let criteria = routing::Criteria::new(&msg.request, msg.gruu.clone(), msg.sender_source);
         let origin = msg.report_for.as_deref().and_then(|id| self.report_target(id));
         let mut chosen = Vec::new();
+        // The device a temporary GRUU named has registered again since.
+        let mut stale_gruu = false;
         for (key, b) in &self.bindings {
             if origin.as_ref().is_some_and(|o| o != key) {
                 self.trace(
@@ -98,6 +100,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                     chosen.push(key.clone())
                 }
                 Err(skip) => {
+                    stale_gruu |= skip == routing::Skip::StaleGruu;
                     tracing::debug!(aor = %self.aor, %key, ?skip, %call_id, "device skipped");
                     self.trace(call_id, "device-skipped", format_args!("{key}: {skip:?}"));
                 }
@@ -115,7 +118,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             .filter_map(|k| self.fork_to(k, msg.request.clone()))
             .collect();
         let n = forks.len();
-        if n == 0 && self.gruu_is_stale(msg.gruu.as_ref()) {
+        if n == 0 && stale_gruu {
             tracing::info!(aor = %self.aor, %call_id, "temporary GRUU of an earlier registration");
             self.trace(
                 call_id,
@@ -213,22 +216,6 @@ impl Handler<Undelivered> for ParticipatingFunction {
 }
 
 impl ParticipatingFunction {
-    /// Whether `gruu` is a temporary GRUU of an earlier registration of a
-    /// device that is registered now (another Call-ID). A device with no
-    /// binding at all may come back with the same Call-ID: its GRUU is not
-    /// known to be stale.
-    fn gruu_is_stale(&self, gruu: Option<&GruuTarget>) -> bool {
-        let Some(g @ GruuTarget { epoch: Some(_), .. }) = gruu else {
-            return false;
-        };
-        let now = unix_now();
-        self.bindings.values().any(|b| {
-            b.is_live(now)
-                && GruuTarget::public(&g.instance).names(b.record.instance.as_deref(), &b.record.call_id)
-                && !g.names(b.record.instance.as_deref(), &b.record.call_id)
-        })
-    }
-
     /// No device took it: the user's `when_unavailable` preference decides.
     /// `origin`: the one device a report is for (it waits for that device
     /// if deferred).

@@ -24,6 +24,9 @@ pub enum Skip {
     AcceptContact,
     RejectContact,
     OtherGruu,
+    /// The device a temporary GRUU names, registered since with another
+    /// Call-ID: the GRUU no longer names it (RFC 5627 §3.2).
+    StaleGruu,
     Sender,
     Unreachable,
     /// A `sips:` request and a device not reached over TLS (RFC 5630 §5.3).
@@ -95,8 +98,11 @@ impl Criteria {
             return Err(Skip::Expired);
         }
         if let Some(g) = &self.gruu {
-            if !g.names(b.record.instance.as_deref(), &b.record.call_id) {
+            if !g.is_instance(b.record.instance.as_deref()) {
                 return Err(Skip::OtherGruu);
+            }
+            if !g.is_registration(&b.record.call_id) {
+                return Err(Skip::StaleGruu);
             }
         }
         if !b.caps.accepts_cpm_message() {
@@ -165,6 +171,18 @@ mod tests {
             Err(Skip::OtherGruu)
         );
         assert_eq!(g.check(&binding("<sip:b@1.2.3.4>", Some("<urn:uuid:2>")), 10), Ok(()));
+        // A temporary GRUU names one registration (Call-ID) of the device.
+        let temp = |call_id: &str| GruuTarget {
+            instance: "urn:uuid:2".into(),
+            epoch: Some(crate::gruu::epoch_of(call_id)),
+        };
+        let t = Criteria::new(&msg(""), Some(temp("c")), None);
+        assert_eq!(t.check(&binding("<sip:b@1.2.3.4>", Some("<urn:uuid:2>")), 10), Ok(()));
+        let t = Criteria::new(&msg(""), Some(temp("before")), None);
+        assert_eq!(
+            t.check(&binding("<sip:b@1.2.3.4>", Some("<urn:uuid:2>")), 10),
+            Err(Skip::StaleGruu)
+        );
         let s = Criteria::new(&msg(""), None, Some("127.0.0.1:5999".parse().unwrap()));
         assert_eq!(s.check(&binding("<sip:b@1.2.3.4>", None), 10), Err(Skip::Sender));
     }
