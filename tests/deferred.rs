@@ -25,6 +25,19 @@ fn store_of(cpm: &mut Cpm) -> cpm_store::Store {
     panic!("cannot open store: {last:?}");
 }
 
+/// The seqs of bob's queued messages, read from the stopped server's
+/// store; the server is then started again.
+fn queued_seqs(cpm: &mut Cpm) -> Vec<u64> {
+    let seqs = store_of(cpm)
+        .deferred(BOB, None, 100)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    cpm.restart();
+    seqs
+}
+
 fn numbers(lines: &[String]) -> Vec<u32> {
     lines.iter().map(|l| call_number(l)).collect()
 }
@@ -135,10 +148,7 @@ fn damage_record(cpm: &mut Cpm, seq: u64) {
 fn a_damaged_record_does_not_hold_back_the_rest() {
     let mut cpm = Cpm::start(&["--open"]);
     assert!(messages(&cpm, Transport::Udp, "alice", "bob", 4, 202, &[]));
-    let seqs: Vec<u64> = {
-        let store = store_of(&mut cpm);
-        store.deferred(BOB, None, 10).unwrap().iter().map(|r| r.seq).collect()
-    };
+    let seqs = queued_seqs(&mut cpm);
     assert_eq!(seqs.len(), 4);
     damage_record(&mut cpm, seqs[1]);
     cpm.restart();
@@ -471,11 +481,7 @@ fn an_action_on_an_unreadable_record_fails_alone() {
 fn retrieve_with_no_device_registered_is_no_device() {
     let mut cpm = Cpm::start(&["--open"]);
     assert!(messages(&cpm, Transport::Udp, "alice", "bob", 1, 202, &[]));
-    let seq = {
-        let store = store_of(&mut cpm);
-        store.deferred(BOB, None, 10).unwrap()[0].seq
-    };
-    cpm.restart();
+    let seq = queued_seqs(&mut cpm)[0];
     // From a device of bob that is not registered, and none is.
     let dev = RawDevice::start(|_, _| 200);
     let doc = format!("<deferred-actions><action id=\"{seq}\" do=\"retrieve\"/></deferred-actions>");

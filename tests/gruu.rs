@@ -69,8 +69,8 @@ fn message_to(cpm: &Cpm, alice: &RawDevice, uri: &str, n: u32) -> Option<u16> {
     status_of(&alice.request(cpm.udp, &req)?)
 }
 
-/// The URI a temporary GRUU gives, with the port our test server listens
-/// on (it is minted in the primary domain, 127.0.0.1 here, without one).
+/// A GRUU with the port our test server listens on (GRUUs are in the
+/// primary domain, 127.0.0.1 here, without one).
 fn with_port(cpm: &Cpm, gruu: &str) -> String {
     gruu.replacen("@127.0.0.1;", &format!("@127.0.0.1:{};", cpm.udp), 1)
 }
@@ -95,7 +95,7 @@ fn each_device_gets_gruus_that_reach_it_alone() {
 
     assert_eq!(message_to(&cpm, &alice, &with_port(&cpm, &temp), 1), Some(200));
     assert_eq!(phone.wait_for(1, WAIT).len(), 1);
-    let public = public.replacen("@127.0.0.1;", &format!("@127.0.0.1:{};", cpm.udp), 1);
+    let public = with_port(&cpm, &public);
     assert_eq!(message_to(&cpm, &alice, &public, 2), Some(200));
     assert_eq!(phone.wait_for(2, WAIT).len(), 2);
     std::thread::sleep(Duration::from_millis(300));
@@ -160,7 +160,7 @@ fn a_message_to_an_absent_devices_gruu_waits_for_that_device() {
     let alice = RawDevice::start(|_, _| 200);
 
     // The phone is away: both are deferred (the default preference)...
-    let public = public.replacen("@127.0.0.1;", &format!("@127.0.0.1:{};", cpm.udp), 1);
+    let public = with_port(&cpm, &public);
     assert_eq!(message_to(&cpm, &alice, &public, 1), Some(202));
     assert_eq!(message_to(&cpm, &alice, &with_port(&cpm, &temp), 2), Some(202));
     // ...and not pushed to the tablet when it registers again...
@@ -185,7 +185,7 @@ fn notify_and_wait_lists_a_gruu_message_to_its_device_only() {
     let phone = RawDevice::start(|_, _| 200);
     let tablet = RawDevice::start(|_, _| 200);
     let resp = register(&cpm, &phone, "bob", "phone", "call-phone", 1);
-    let public = gruu_of(&resp, "phone", "pub-gruu").replacen("@127.0.0.1;", &format!("@127.0.0.1:{};", cpm.udp), 1);
+    let public = with_port(&cpm, &gruu_of(&resp, "phone", "pub-gruu"));
     register_for(&cpm, &phone, "bob", "phone", "call-phone", 2, 0);
     let alice = RawDevice::start(|_, _| 200);
     assert_eq!(message_to(&cpm, &alice, &public, 1), Some(202));

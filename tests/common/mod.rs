@@ -40,26 +40,44 @@ pub fn free_port() -> u16 {
 /// sipp's words when the local port it was given is taken.
 const SIPP_BIND_FAILED: &str = "Unable to bind";
 
-/// Run a sipp UAC built by `cmd(local_port)` in `dir` until it ends; true on
-/// success. `free_port` cannot reserve the port it returns, so another
-/// process may take it before sipp binds it: that (and only that) is
-/// retried with a new port. Any other failure prints sipp's stderr and its
-/// error log (run it with `-trace_err`) for the test's output.
-fn run_sipp_uac(dir: &Path, mut cmd: impl FnMut(u16) -> Command) -> bool {
+/// What one attempt to start sipp on a local port came to.
+enum Bound<T> {
+    Done(T),
+    /// sipp said its port was taken (`SIPP_BIND_FAILED`).
+    PortTaken,
+}
+
+/// `attempt(port)` with ports from `free_port` until sipp binds one.
+/// `free_port` cannot reserve the port it returns, so another process may
+/// take it before sipp binds it: that, and only that, is tried again.
+fn on_free_port<T>(what: &str, mut attempt: impl FnMut(u16) -> Bound<T>) -> T {
     for _ in 0..5 {
-        let out = cmd(free_port())
+        match attempt(free_port()) {
+            Bound::Done(t) => return t,
+            Bound::PortTaken => eprintln!("{what}: its local port was taken; again with another"),
+        }
+    }
+    panic!("{what} could not bind a local port in 5 tries");
+}
+
+/// Run a sipp UAC built by `cmd(local_port)` in `dir` until it ends; true on
+/// success. A taken port is retried (`on_free_port`); any other failure
+/// prints sipp's stderr and its error log (run it with `-trace_err`) for
+/// the test's output.
+fn run_sipp_uac(dir: &Path, mut cmd: impl FnMut(u16) -> Command) -> bool {
+    on_free_port("sipp", |port| {
+        let out = cmd(port)
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
             .expect("run sipp");
         if out.status.success() {
-            return true;
+            return Bound::Done(true);
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
         if stderr.contains(SIPP_BIND_FAILED) {
-            eprintln!("sipp's local port was taken; again with another");
-            continue;
+            return Bound::PortTaken;
         }
         eprintln!("sipp failed ({}): {}", out.status, stderr.trim());
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -70,9 +88,8 @@ fn run_sipp_uac(dir: &Path, mut cmd: impl FnMut(u16) -> Command) -> bool {
                 );
             }
         }
-        return false;
-    }
-    panic!("sipp could not bind a local port in 5 tries");
+        Bound::Done(false)
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,10 +305,8 @@ impl Device {
         let log = tmp.path().join("device.log");
         let sf = scenario(tmp.path(), name, None);
         let stderr_path = tmp.path().join("stderr.txt");
-        // Retried with another port only when the one `free_port` gave was
-        // taken before sipp bound it (see `run_sipp_uac`).
-        for _ in 0..5 {
-            let port = free_port();
+        // A taken port is tried again (`on_free_port`).
+        let (child, port) = on_free_port("sipp device", |port| {
             let stderr = std::fs::File::create(&stderr_path).expect("sipp stderr file");
             let mut cmd = Command::new("sipp");
             for (k, v) in keys {
@@ -321,19 +336,18 @@ impl Device {
             if let Ok(Some(status)) = child.try_wait() {
                 let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
                 if err.contains(SIPP_BIND_FAILED) {
-                    eprintln!("sipp device's local port was taken; again with another");
-                    continue;
+                    return Bound::PortTaken;
                 }
                 panic!("sipp device exited at once ({status}): {}", err.trim());
             }
-            return Device {
-                child: Some(child),
-                port,
-                log,
-                _tmp: tmp,
-            };
+            Bound::Done((child, port))
+        });
+        Device {
+            child: Some(child),
+            port,
+            log,
+            _tmp: tmp,
         }
-        panic!("sipp device could not bind a local port in 5 tries");
     }
 
     pub fn contact(&self) -> String {
