@@ -14,15 +14,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Stop the server (SIGKILL) and open its store to look inside.
 fn store_of(cpm: &mut Cpm) -> cpm_store::Store {
     cpm.kill();
-    let mut last = None;
-    for _ in 0..50 {
-        match cpm_store::Store::open(&cpm.data) {
-            Ok(s) => return s,
-            Err(e) => last = Some(e), // sled's file lock goes with the process, a moment later
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("cannot open store: {last:?}");
+    // sled's file lock goes with the process, a moment later.
+    cpm_store::Store::open_when_free(&cpm.data, Duration::from_secs(5)).expect("open the store")
 }
 
 /// The seqs of bob's queued messages, read from the stopped server's
@@ -133,7 +126,8 @@ fn a_failing_device_leaves_the_rest_queued() {
 /// bytes that do not decode, as a damaged disk would.
 fn damage_record(cpm: &mut Cpm, seq: u64) {
     drop(store_of(cpm)); // stopped, and its store closed again
-    let db = sled::open(&cpm.data).expect("open the store's database");
+    let db = cpm_store::retry_while_locked(Duration::from_secs(5), || Ok(sled::open(&cpm.data)?))
+        .expect("open the store's database");
     let mut key = format!("{BOB}\0").into_bytes();
     key.extend_from_slice(&seq.to_be_bytes());
     let tree = db.open_tree("deferred").unwrap();

@@ -3,12 +3,13 @@
 //! allows one process per store).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
 use cpm_actors::{Aor, LocalDomains};
 use cpm_sip::SipUri;
-use cpm_store::{Store, StoreError};
+use cpm_store::Store;
 
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
@@ -47,10 +48,14 @@ pub fn canonical(address: &str) -> anyhow::Result<Aor> {
         .with_context(|| format!("address {address:?} is not a user address"))
 }
 
+/// How long `cpm user` waits for the store's lock: a server stopped just
+/// before lets go of it a moment later.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 fn open(data: &Path) -> anyhow::Result<Store> {
-    match Store::open(data) {
+    match Store::open_when_free(data, LOCK_WAIT) {
         Ok(s) => Ok(s),
-        Err(e @ StoreError::Sled(_)) if e.to_string().contains("could not acquire lock") => {
+        Err(e) if e.is_locked() => {
             anyhow::bail!(
                 "the store {} is locked: is a cpm server running on it? Stop it first \
                  (cpm user changes the store directly)",
@@ -131,7 +136,7 @@ mod tests {
         };
         run(&add).unwrap();
         {
-            let s = Store::open(&data).unwrap();
+            let s = Store::open_when_free(&data, Duration::from_secs(5)).unwrap();
             let rec = s.credentials("sip:alice@example.com").unwrap().unwrap();
             assert_eq!(rec.username, "alice");
             assert_eq!(rec.realm, "example.com");
@@ -146,18 +151,10 @@ mod tests {
             address: "sip:alice@example.com".into(),
             data: data.clone(),
         };
-        // sled may keep the lock a moment after the handle is dropped.
-        let mut ok = false;
-        for _ in 0..200 {
-            match run(&remove) {
-                Ok(()) => {
-                    ok = true;
-                    break;
-                }
-                Err(e) if e.to_string().contains("locked") => std::thread::sleep(std::time::Duration::from_millis(10)),
-                Err(e) => panic!("{e}"),
-            }
-        }
-        assert!(ok);
+        // The command itself waits for the lock sled lets go of a moment
+        // after the handle above is dropped.
+        run(&remove).unwrap();
+        let s = Store::open_when_free(&data, Duration::from_secs(5)).unwrap();
+        assert!(s.credentials("sip:alice@example.com").unwrap().is_none());
     }
 }

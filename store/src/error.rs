@@ -24,3 +24,11 @@ pub enum StoreError {
     #[error("invalid AOR {0:?}: must be non-empty and must not contain NUL")]
     InvalidAor(String),
 }
+
+impl StoreError {
+    /// Another handle (this process's just-dropped one, or another process)
+    /// still holds the store's file lock; sled allows one process per store.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, StoreError::Sled(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock"))
+    }
+}

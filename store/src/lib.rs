@@ -129,6 +129,16 @@ impl Store {
         Self::from_db(sled::open(path)?)
     }
 
+    /// Like [`Store::open`], but waits up to `wait` for the file lock. sled
+    /// releases it a moment after the last handle is gone (its IO threads
+    /// still hold the file), and a process that just stopped lets go of it
+    /// only when the kernel has reaped it; both are worth a short wait
+    /// rather than a "locked" error. A store still locked after `wait`
+    /// gives that error ([`StoreError::is_locked`]).
+    pub fn open_when_free(path: &Path, wait: std::time::Duration) -> Result<Store, StoreError> {
+        retry_while_locked(wait, || Store::open(path))
+    }
+
     /// Like [`Store::open`] with sled's page cache capped at `cache_bytes`
     /// (sled's default is 1 GiB; at a million users the cache, not the
     /// data on disk, is what the process's memory is made of).
@@ -272,23 +282,28 @@ fn check_format(db: &sled::Db) -> Result<(), StoreError> {
     }
 }
 
-/// Re-opens a store the test just dropped. sled may release its file lock a
-/// moment after the last handle is gone (IO tasks still in its threadpool
-/// hold the file), so a lock failure is retried for a while.
-#[cfg(test)]
-pub(crate) fn reopen(path: &Path) -> Result<Store, StoreError> {
-    let mut tries = 0;
+/// Calls `open` until it succeeds, fails for another reason than the file
+/// lock, or `wait` has passed (also for tools that open the bare sled
+/// database, e.g. to damage a record in a test).
+pub fn retry_while_locked<T>(
+    wait: std::time::Duration,
+    mut open: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let deadline = std::time::Instant::now() + wait;
     loop {
-        match Store::open(path) {
-            Err(StoreError::Sled(sled::Error::Io(e)))
-                if tries < 500 && e.to_string().contains("could not acquire lock") =>
-            {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(10));
+        match open() {
+            Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
             }
             res => return res,
         }
     }
+}
+
+/// Re-opens a store the test just dropped (see [`Store::open_when_free`]).
+#[cfg(test)]
+pub(crate) fn reopen(path: &Path) -> Result<Store, StoreError> {
+    Store::open_when_free(path, std::time::Duration::from_secs(5))
 }
 
 /// The tests' executor for the async flush.

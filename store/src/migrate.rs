@@ -106,18 +106,9 @@ mod tests {
         db.flush().unwrap();
     }
 
-    /// The bare database, as [`reopen`] opens the store: sled may hold its
-    /// file lock a moment after the last handle is dropped.
+    /// The bare database, waited for as [`reopen`] waits.
     fn open_raw(path: &std::path::Path) -> sled::Db {
-        for _ in 0..500 {
-            match sled::open(path) {
-                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                res => return res.unwrap(),
-            }
-        }
-        panic!("store still locked after 5 s");
+        crate::retry_while_locked(std::time::Duration::from_secs(5), || Ok(sled::open(path)?)).unwrap()
     }
 
     #[test]
