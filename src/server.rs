@@ -97,11 +97,24 @@ impl Outbound for TxOutbound {
     }
 }
 
+/// How long a starting server waits for the store's file lock.
+const STORE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Start everything; must run inside an actix System.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     anyhow::ensure!(!opts.listen.is_empty(), "no --sip listener");
-    let store = Store::open_with_cache(&opts.data, opts.config.store.cache_bytes())
-        .with_context(|| format!("opening store {}", opts.data.display()))?;
+    // A server restarted right after the last one stopped may find the
+    // store's lock still held for a moment: wait a little for it.
+    let store = match cpm_store::retry_while_locked(STORE_LOCK_WAIT, || {
+        Store::open_with_cache(&opts.data, opts.config.store.cache_bytes())
+    }) {
+        Ok(store) => store,
+        Err(e) if e.is_locked() => anyhow::bail!(
+            "the store {} is locked: another cpm server (or `cpm user`) is using it",
+            opts.data.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("opening store {}", opts.data.display())),
+    };
 
     // Default: one worker per core but one, which is left to the kernel's
     // network stack, the store's flusher and the System arbiter. A message whose sender, recipient and devices share

@@ -148,6 +148,29 @@ fn non_loopback_admin_needs_a_token() {
 }
 
 #[test]
+fn a_second_server_on_a_running_servers_store_is_refused() {
+    let cpm = Cpm::start(&["--open", "--admin", "off"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_cpm"))
+        .args([
+            "serve",
+            "--open",
+            "--admin",
+            "off",
+            "--sip",
+            "udp:127.0.0.1:0",
+            "--data",
+        ])
+        .arg(&cpm.data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run cpm");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is locked: another cpm server"), "{err}");
+}
+
+#[test]
 fn admin_off_starts_no_admin_server() {
     let cpm = Cpm::start(&["--open", "--admin", "off"]);
     assert_eq!(cpm.admin, 0);
