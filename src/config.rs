@@ -167,6 +167,8 @@ pub struct DeferredConfig {
     pub on_expiry: ExpiryAction,
     /// 0 = no reminders.
     pub reminder_interval_s: u64,
+    /// 0 = no push retries (only at the device's next REGISTER).
+    pub push_retry_s: u64,
 }
 
 impl Default for DeferredConfig {
@@ -180,6 +182,7 @@ impl Default for DeferredConfig {
             retry_after_s: p.retry_after,
             on_expiry: p.on_expiry,
             reminder_interval_s: 0,
+            push_retry_s: p.push_retry_interval.map_or(0, |d| d.as_secs()),
         }
     }
 }
@@ -399,6 +402,8 @@ impl Config {
                 on_expiry: self.deferred.on_expiry,
                 reminder_interval: (self.deferred.reminder_interval_s > 0)
                     .then(|| Duration::from_secs(self.deferred.reminder_interval_s)),
+                push_retry_interval: (self.deferred.push_retry_s > 0)
+                    .then(|| Duration::from_secs(self.deferred.push_retry_s)),
             },
         }
     }

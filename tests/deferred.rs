@@ -521,6 +521,61 @@ fn a_device_that_answers_again_gets_what_was_deferred_first() {
 }
 
 #[test]
+fn a_registered_device_that_refused_is_retried_without_registering_again() {
+    let (_d, cfg) = config("[deferred]\npush_retry_s = 1\n");
+    let mut cpm = Cpm::start(&["--open", "--config", &cfg]);
+    // Registered, refuses the first message (out of reach a moment), then
+    // takes everything; nothing else happens: no REGISTER, no new message.
+    let dev = RawDevice::start(|n, _| if n == 1 { 480 } else { 200 });
+    assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
+    let alice = RawDevice::start(|_, _| 200);
+    assert_eq!(alice_to_bob(&cpm, &alice, "first"), Some(202), "deferred");
+    let got: Vec<String> = dev
+        .wait_for(2, WAIT)
+        .iter()
+        .map(|m| header(m, "Call-ID").unwrap_or_default())
+        .collect();
+    assert_eq!(got, ["first", "first"], "refused, then pushed by the retry");
+    assert!(cpm.log().contains("retrying deferred push"));
+    assert!(store_of(&mut cpm).deferred(BOB, None, 10).unwrap().is_empty());
+}
+
+#[test]
+fn push_retries_back_off_and_can_be_turned_off() {
+    // A device that refuses everything: retried after 1 s, then 2 s more
+    // (then 4 s more, past the look): three copies in 5.5 s, where a
+    // fixed interval would have sent six.
+    let (_d, cfg) = config("[deferred]\npush_retry_s = 1\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let dev = RawDevice::start(|_, _| 480);
+    assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
+    let alice = RawDevice::start(|_, _| 200);
+    assert_eq!(alice_to_bob(&cpm, &alice, "first"), Some(202));
+    std::thread::sleep(Duration::from_millis(5500));
+    let n = dev.received().len();
+    assert!((2..=3).contains(&n), "the message and its backed-off retries: {n}");
+    // The user view shows the retries waiting.
+    let view = cpm::admin::client::get(&format!("http://127.0.0.1:{}", cpm.admin), "/api/users/bob", None)
+        .expect("admin request")
+        .json()
+        .expect("json");
+    let retries = &view["live"]["push_retries"];
+    assert_eq!(retries[0]["device"], "<urn:uuid:phone>", "{view}");
+    assert_eq!(retries[0]["attempts"].as_u64(), Some(n as u64), "{view}");
+    assert_eq!(retries[0]["pending"], true, "{view}");
+    // push_retry_s = 0: it waits for the device's next REGISTER, as before.
+    let (_d, cfg) = config("[deferred]\npush_retry_s = 0\n");
+    let cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let dev = RawDevice::start(|n, _| if n == 1 { 480 } else { 200 });
+    assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
+    assert_eq!(alice_to_bob(&cpm, &alice, "first"), Some(202));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(dev.received().len(), 1, "no retry when turned off");
+    assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
+    assert_eq!(dev.wait_for(2, WAIT).len(), 2, "pushed at the REGISTER");
+}
+
+#[test]
 fn bad_action_documents_are_refused() {
     let cpm = Cpm::start(&["--open"]);
     let dev = RawDevice::start(|_, _| 200);

@@ -71,6 +71,8 @@ pub struct PfSnapshot {
     pub deferred_bytes: u64,
     /// Devices a deferred push is running to.
     pub pushing: Vec<String>,
+    /// Devices that did not take their deferred messages: push retries.
+    pub push_retries: Vec<crate::pf::PushRetryView>,
     pub preferences: Preferences,
     pub registrations: Vec<RegistrationView>,
 }
@@ -145,6 +147,7 @@ impl Handler<SnapshotPf> for ParticipatingFunction {
             deferred_count: self.deferred_count,
             deferred_bytes: self.deferred_bytes,
             pushing,
+            push_retries: self.push_retry_view(),
             preferences: self.prefs.clone(),
             registrations: regs,
         };

@@ -52,6 +52,10 @@ pub struct DeferredPolicy {
     pub on_expiry: ExpiryAction,
     /// Reminder of still-deferred messages in notify mode (CPM-CONV-008); None = off.
     pub reminder_interval: Option<Duration>,
+    /// Push mode: how long after a registered device did not take its
+    /// deferred messages the push is tried again (doubling per retry, see
+    /// `pf/retry.rs`); None = only at its next REGISTER or live message.
+    pub push_retry_interval: Option<Duration>,
 }
 
 impl Default for DeferredPolicy {
@@ -64,6 +68,7 @@ impl Default for DeferredPolicy {
             retry_after: 3_600,
             on_expiry: ExpiryAction::Discard,
             reminder_interval: None,
+            push_retry_interval: Some(Duration::from_secs(60)),
         }
     }
 }

@@ -268,6 +268,7 @@ pub async fn show(
             "idle_ms": s.idle_ms,
             "in_flight": s.in_flight,
             "pushing": s.pushing,
+            "push_retries": s.push_retries,
         })),
         "recent": recent,
     })))
@@ -344,6 +345,7 @@ pub async fn policy(_: Authorized, state: web::Data<AdminState>) -> HttpResponse
             "retry_after_s": d.retry_after,
             "on_expiry": d.on_expiry,
             "reminder_interval_s": d.reminder_interval.map(|i| i.as_secs()),
+            "push_retry_s": d.push_retry_interval.map(|i| i.as_secs()),
         },
         "domains": { "primary": state.core.env.domains.primary() },
         "all": format!("{p:?}"),

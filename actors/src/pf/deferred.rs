@@ -230,7 +230,7 @@ impl ParticipatingFunction {
         self.start_push(key.to_string(), ctx);
     }
 
-    fn start_push(&mut self, key: String, ctx: &mut Context<Self>) {
+    pub(super) fn start_push(&mut self, key: String, ctx: &mut Context<Self>) {
         if self.pushing.insert(key.clone()) {
             self.pushed_at.insert(key.clone(), self.queue_version);
             tracing::info!(aor = %self.aor, %key, queued = self.deferred_count, "pushing deferred messages");
@@ -524,12 +524,13 @@ impl Handler<PushNext> for ParticipatingFunction {
                 request: request.into(),
             })
             .into_actor(self)
-            .then(move |res, act, _| {
+            .then(move |res, act, ctx| {
                 drop(busy);
                 act.claimed.remove(&seq);
                 let accepted = matches!(&res, Ok(Ok(r)) if r.status().is_some_and(|s| (200..300).contains(&s)));
                 if !accepted {
-                    // The rest waits for the next registration (003 §5.2.5.2).
+                    // The rest waits for the next registration (003 §5.2.5.2),
+                    // or the next retry (retry.rs).
                     let why = match &res {
                         Ok(Ok(r)) => format!("status {:?}", r.status()),
                         Ok(Err(e)) => e.to_string(),
@@ -544,12 +545,14 @@ impl Handler<PushNext> for ParticipatingFunction {
                     if only.is_none() {
                         act.pushing.remove(&key);
                         act.release_held(&key);
+                        act.schedule_push_retry(&key, ctx);
                     }
                     return Box::pin(fut::ready(())) as ResponseActFuture<Self, ()>;
                 }
                 tracing::info!(aor = %act.aor, %key, seq, "deferred message delivered");
                 act.trace(&call_id, "deferred-delivered", format_args!("seq {seq} to {key}"));
                 act.take(seq);
+                act.push_retry_reset(&key, ctx);
                 let store = act.env.store.clone();
                 Box::pin(
                     async move { store.flush().await }

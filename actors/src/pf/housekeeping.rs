@@ -65,9 +65,10 @@ impl Handler<Housekeep> for ParticipatingFunction {
         if self.timing.last_activity().elapsed() < idle {
             return true;
         }
-        // A pending reminder keeps the user active (it is the reminder's
-        // timer), and so does work in flight: asked again an idle period on.
-        if self.in_flight.get() > 0 || self.reminder.is_some() {
+        // A pending reminder or push retry keeps the user active (the timer
+        // is in its context), and so does work in flight: asked again an
+        // idle period on.
+        if self.in_flight.get() > 0 || self.reminder.is_some() || self.push_retry_pending() {
             self.touch();
             return true;
         }

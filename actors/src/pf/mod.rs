@@ -13,6 +13,7 @@ mod ordering;
 mod pager;
 mod registrar;
 mod reports;
+mod retry;
 mod routing;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,6 +28,7 @@ pub use deferred::{DeferredActions, DeferredActionsOutcome, ExpireDeferred};
 pub use pager::{DeliverPager, DeliveryOutcome};
 pub use registrar::{ContactSpec, RegisterError, RegisterRequest, RequestedContacts};
 pub use reports::{kind_name, ClaimReport, NoteOrigin};
+pub use retry::PushRetryView;
 pub use routing::{Criteria, Skip};
 
 use crate::answer::Busy;
@@ -68,6 +70,8 @@ pub struct ParticipatingFunction {
     /// Live forks held until those pushes end (ordering.rs).
     pub(crate) held: HashMap<String, Vec<ordering::HeldFork>>,
     pub(crate) reminder: Option<SpawnHandle>,
+    /// Push retries of registered devices that did not answer (retry.rs).
+    pub(crate) push_retry: HashMap<String, retry::PushRetry>,
     /// When this activation started (inspector: age).
     pub(crate) started: Instant,
     /// This PF's own address, taken once when it starts: a delivery that
@@ -103,6 +107,7 @@ impl ParticipatingFunction {
             pushed_at: HashMap::new(),
             held: HashMap::new(),
             reminder: None,
+            push_retry: HashMap::new(),
             started: Instant::now(),
             me: None,
         }

@@ -171,7 +171,11 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                 None => {
                     let outcome = match pf.as_ref().and_then(|pf| pf.upgrade()) {
                         Some(pf) => pf
-                            .send(Undelivered { msg, forks: n, origin })
+                            .send(Undelivered {
+                                msg,
+                                tried: chosen,
+                                origin,
+                            })
                             .await
                             .map_err(|e| e.to_string()),
                         None => Err("stopped".to_string()),
@@ -192,7 +196,8 @@ impl Handler<DeliverPager> for ParticipatingFunction {
 #[rtype(result = "DeliveryOutcome")]
 struct Undelivered {
     msg: DeliverPager,
-    forks: usize,
+    /// The devices it was forked to (or held for).
+    tried: Vec<String>,
     /// The report's target device (`report_target`), as chosen when forking.
     origin: Option<String>,
 }
@@ -200,7 +205,8 @@ struct Undelivered {
 impl Handler<Undelivered> for ParticipatingFunction {
     type Result = ResponseActFuture<Self, DeliveryOutcome>;
 
-    fn handle(&mut self, Undelivered { msg, forks, origin }: Undelivered, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Undelivered { msg, tried, origin }: Undelivered, _: &mut Context<Self>) -> Self::Result {
+        let forks = tried.len();
         let call_id = msg.request.call_id().unwrap_or_default();
         tracing::info!(aor = %self.aor, %call_id, forks, "no device accepted the message");
         // Forks held behind a push are not sent now: if the message is
@@ -211,7 +217,13 @@ impl Handler<Undelivered> for ParticipatingFunction {
             "no-device-accepted",
             format_args!("{forks} fork(s), timeout or refusals"),
         );
-        self.unavailable(msg, origin)
+        Box::pin(self.unavailable(msg, origin).map(move |outcome, act, ctx| {
+            // Registered devices that did not take it: retry them (retry.rs).
+            if matches!(outcome, DeliveryOutcome::Deferred { .. }) {
+                tried.iter().for_each(|key| act.schedule_push_retry(key, ctx));
+            }
+            outcome
+        }))
     }
 }
 
