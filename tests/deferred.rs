@@ -521,6 +521,32 @@ fn a_device_that_answers_again_gets_what_was_deferred_first() {
 }
 
 #[test]
+fn a_message_the_device_cannot_take_does_not_hold_back_the_rest() {
+    let mut cpm = Cpm::start(&["--open"]);
+    let alice = RawDevice::start(|_, _| 200);
+    for call_id in ["unwanted", "second", "third"] {
+        assert_eq!(alice_to_bob(&cpm, &alice, call_id), Some(202), "{call_id} deferred");
+    }
+    // It refuses the first as unacceptable (415): not a sign it is away.
+    let dev = RawDevice::start(|_, text| if text.contains("Call-ID: unwanted") { 415 } else { 200 });
+    assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
+    let got: Vec<String> = dev
+        .wait_for(3, WAIT)
+        .iter()
+        .map(|m| header(m, "Call-ID").unwrap_or_default())
+        .collect();
+    assert_eq!(got, ["unwanted", "second", "third"], "refused one, then the rest");
+    // Not retried within this registration; it waits (003 §5.2.5.2).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(dev.received().len(), 3);
+    // A new registration offers it again (its capabilities may have changed).
+    assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
+    assert_eq!(dev.wait_for(4, WAIT).len(), 4, "offered again at the REGISTER");
+    let left = store_of(&mut cpm).deferred(BOB, None, 10).unwrap();
+    assert_eq!(left.len(), 1, "the refused one stays queued");
+}
+
+#[test]
 fn a_registered_device_that_refused_is_retried_without_registering_again() {
     let (_d, cfg) = config("[deferred]\npush_retry_s = 1\n");
     let mut cpm = Cpm::start(&["--open", "--config", &cfg]);

@@ -195,6 +195,11 @@ impl ParticipatingFunction {
 
     /// Devices (re)registered: push the queue to them, or announce it.
     pub(super) fn device_available(&mut self, keys: &[String], ctx: &mut Context<Self>) {
+        // A device that registers again (its capabilities may have changed)
+        // is offered what it refused before.
+        keys.iter().for_each(|k| {
+            self.refused.remove(k);
+        });
         if self.dnd || self.deferred_count == 0 {
             return;
         }
@@ -264,6 +269,9 @@ impl ParticipatingFunction {
                 if self.claimed.contains(&rec.seq) || rec.expires_at <= now {
                     continue;
                 }
+                if only.is_none() && self.refused.get(key).is_some_and(|r| r.contains(&rec.seq)) {
+                    continue; // this device said it cannot take this one
+                }
                 if !self.may_take(rec, key) {
                     continue; // a report or a GRUU's message for another device
                 }
@@ -306,6 +314,10 @@ impl ParticipatingFunction {
     }
 
     fn forget(&mut self, rec: &DeferredRecord) {
+        self.refused.retain(|_, seqs| {
+            seqs.remove(&rec.seq);
+            !seqs.is_empty()
+        });
         self.deferred_count = self.deferred_count.saturating_sub(1);
         self.deferred_bytes = self.deferred_bytes.saturating_sub(rec.request.len() as u64);
         if rec.target.is_some() {
@@ -527,7 +539,21 @@ impl Handler<PushNext> for ParticipatingFunction {
             .then(move |res, act, ctx| {
                 drop(busy);
                 act.claimed.remove(&seq);
-                let accepted = matches!(&res, Ok(Ok(r)) if r.status().is_some_and(|s| (200..300).contains(&s)));
+                let status = match &res {
+                    Ok(Ok(r)) => r.status(),
+                    _ => None,
+                };
+                let accepted = status.is_some_and(|s| (200..300).contains(&s));
+                if let (Some(s), None) = (status.filter(|s| refuses_the_message(*s)), only) {
+                    // This message, not the device: the push goes on with
+                    // the next one (003 §5.2.5.2: deliver what it can take;
+                    // what it did not take waits).
+                    tracing::info!(aor = %act.aor, %key, seq, status = s, "deferred message refused by the device; push goes on");
+                    act.trace(&call_id, "deferred-push-refused", format_args!("seq {seq} to {key}: status {s}"));
+                    act.refused.entry(key.clone()).or_default().insert(seq);
+                    ctx.notify(PushNext { key, only: None });
+                    return Box::pin(fut::ready(())) as ResponseActFuture<Self, ()>;
+                }
                 if !accepted {
                     // The rest waits for the next registration (003 §5.2.5.2),
                     // or the next retry (retry.rs).
@@ -569,6 +595,13 @@ impl Handler<PushNext> for ParticipatingFunction {
             }),
         )
     }
+}
+
+/// A final status that refuses this request's content or size rather than
+/// saying the device is away or busy (RFC 3261 §21; RFC 3428 §7): another
+/// deferred message may still go to it.
+fn refuses_the_message(status: u16) -> bool {
+    matches!(status, 413 | 415 | 488 | 606)
 }
 
 /// From the expiry sweeper: these deferred messages of the user expired.

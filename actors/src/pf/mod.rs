@@ -61,6 +61,9 @@ pub struct ParticipatingFunction {
     pub(crate) claimed: HashSet<u64>,
     /// Devices with a push in progress.
     pub(crate) pushing: HashSet<String>,
+    /// Per device, deferred messages it refused as unacceptable (415, 488,
+    /// 606...): its pushes pass them by until it registers again.
+    pub(crate) refused: HashMap<String, HashSet<u64>>,
     /// Counts the messages deferred during this activation, and for each
     /// device its value when the device's last push started: a live
     /// message starts another push only if something was deferred since
@@ -103,6 +106,7 @@ impl ParticipatingFunction {
             waiting_reports: 0,
             claimed: HashSet::new(),
             pushing: HashSet::new(),
+            refused: HashMap::new(),
             queue_version: 0,
             pushed_at: HashMap::new(),
             held: HashMap::new(),
