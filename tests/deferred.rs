@@ -489,12 +489,18 @@ fn retrieve_with_no_device_registered_is_no_device() {
 /// A pager-mode MESSAGE from alice (her own socket) to bob, Call-ID
 /// `call_id`; the final status.
 fn alice_to_bob(cpm: &Cpm, alice: &RawDevice, call_id: &str) -> Option<u16> {
+    alice_to_bob_as(cpm, alice, call_id, "text/plain", "hello")
+}
+
+/// `alice_to_bob` with the given Content-Type and body.
+fn alice_to_bob_as(cpm: &Cpm, alice: &RawDevice, call_id: &str, content_type: &str, body: &str) -> Option<u16> {
     let req = format!(
         "MESSAGE sip:bob@127.0.0.1:{s} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK{call_id}\r\n\
          From: <sip:alice@127.0.0.1>;tag=a\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\n\
-         Max-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+         Max-Forwards: 70\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\r\n{body}",
         s = cpm.udp,
         p = alice.port,
+        len = body.len(),
     );
     status_of(&alice.request(cpm.udp, &req)?)
 }
@@ -518,6 +524,56 @@ fn a_device_that_answers_again_gets_what_was_deferred_first() {
         .collect();
     assert_eq!(got, ["first", "first", "second"], "refused, pushed, then the live one");
     assert!(store_of(&mut cpm).deferred(BOB, None, 10).unwrap().is_empty());
+}
+
+const TYPING: &str = "<?xml version=\"1.0\"?><isComposing xmlns=\"urn:ietf:params:xml:ns:im-iscomposing\"><state>active</state></isComposing>";
+
+#[test]
+fn is_composing_indications_are_never_queued() {
+    let mut cpm = Cpm::start(&["--open"]);
+    let alice = RawDevice::start(|_, _| 200);
+    let wrapped = format!(
+        "From: <sip:alice@127.0.0.1>\r\nTo: <sip:bob@127.0.0.1>\r\n\r\nContent-Type: application/im-iscomposing+xml\r\n\r\n{TYPING}"
+    );
+    // bob has no device: a typing indication is news only now (480), plain
+    // or wrapped in CPIM; a message is deferred (202).
+    assert_eq!(
+        alice_to_bob_as(&cpm, &alice, "typing1", "application/im-iscomposing+xml", TYPING),
+        Some(480)
+    );
+    assert_eq!(
+        alice_to_bob_as(&cpm, &alice, "typing2", "message/cpim", &wrapped),
+        Some(480)
+    );
+    assert_eq!(alice_to_bob(&cpm, &alice, "text"), Some(202));
+    // Delivered like any message when a device takes it.
+    let dev = RawDevice::start(|_, _| 200);
+    assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
+    assert_eq!(dev.wait_for(1, WAIT).len(), 1, "the deferred text");
+    assert_eq!(
+        alice_to_bob_as(&cpm, &alice, "typing3", "application/im-iscomposing+xml", TYPING),
+        Some(200)
+    );
+    assert_eq!(dev.wait_for(2, WAIT).len(), 2, "the live indication");
+    assert!(cpm.log().contains("isComposing indication with no device to take it"));
+    assert!(
+        store_of(&mut cpm).deferred(BOB, None, 10).unwrap().is_empty(),
+        "only the text was queued"
+    );
+}
+
+#[test]
+fn is_composing_indications_are_not_stored_in_the_mss() {
+    let (_d, cfg) =
+        config("[[users]]\naddress = \"sip:bob@127.0.0.1\"\n[users.preferences]\nwhen_unavailable = \"store\"\n");
+    let mut cpm = Cpm::start(&["--open", "--config", &cfg]);
+    let alice = RawDevice::start(|_, _| 200);
+    assert_eq!(
+        alice_to_bob_as(&cpm, &alice, "typing1", "application/im-iscomposing+xml", TYPING),
+        Some(480)
+    );
+    assert_eq!(alice_to_bob(&cpm, &alice, "text"), Some(202));
+    assert_eq!(store_of(&mut cpm).mss_count(BOB).unwrap(), 1, "the text only");
 }
 
 #[test]

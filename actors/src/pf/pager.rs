@@ -232,6 +232,17 @@ impl ParticipatingFunction {
     /// `origin`: the one device a report is for (it waits for that device
     /// if deferred).
     fn unavailable(&mut self, msg: DeliverPager, origin: Option<String>) -> ResponseActFuture<Self, DeliveryOutcome> {
+        // A typing indication is only news now (RFC 3994): never queued,
+        // stored or interworked, whatever the preference (docs/decisions.md).
+        if content_types(&msg.request).iter().any(|t| t == IS_COMPOSING) {
+            tracing::debug!(aor = %self.aor, "isComposing indication with no device to take it: 480");
+            self.trace(
+                msg.request.call_id().unwrap_or_default(),
+                "not-kept",
+                "isComposing indication: not deferred or stored (480)",
+            );
+            return Box::pin(fut::ready(DeliveryOutcome::Unavailable));
+        }
         match self.prefs.when_unavailable {
             Unavailable::Defer => self.defer(msg, origin),
             Unavailable::Store => self.store_in_mss(msg),
@@ -293,6 +304,9 @@ fn delivered_detail(out: &mut String, status: Option<u16>, n: usize) {
     push_dec(out, n as u64);
     out.push_str(" fork(s)");
 }
+
+/// The media type of an isComposing indication (RFC 3994).
+const IS_COMPOSING: &str = "application/im-iscomposing+xml";
 
 /// The media types a rule may refuse: the MESSAGE's own, and the CPIM
 /// payload's when the message is wrapped in CPIM.
