@@ -407,3 +407,63 @@ fn a_delivery_in_flight_keeps_its_user_active_and_a_refusal_comes_back_to_the_pr
     assert!(log.contains("no device accepted the message"), "the PF decided: {log}");
     assert!(!log.contains("participating function gone"), "{log}");
 }
+
+/// An OPTIONS from alice's device (its own socket) to `to`.
+fn options(cpm: &Cpm, asker: &RawDevice, call_id: &str, to: &str, extra: &str) -> String {
+    let user = if to.is_empty() { String::new() } else { format!("{to}@") };
+    format!(
+        "OPTIONS sip:{user}127.0.0.1:{s} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK{call_id}\r\n\
+         From: <sip:alice@127.0.0.1>;tag=a\r\nTo: <sip:{user}127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n\
+         Max-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n",
+        s = cpm.udp,
+        p = asker.port,
+    )
+}
+
+#[test]
+fn options_for_a_user_are_answered_by_the_users_devices() {
+    let cpm = Cpm::start(&["--open"]);
+    let asker = RawDevice::start(|_, _| 200);
+    let ask = |call_id: &str, to: &str, extra: &str| {
+        asker
+            .request(cpm.udp, &options(&cpm, &asker, call_id, to, extra))
+            .expect("an answer")
+    };
+    // The server itself answers for itself.
+    let own = ask("q0", "", "");
+    assert_eq!(status_of(&own), Some(200), "{own}");
+    assert!(header(&own, "Allow").is_some_and(|a| a.contains("MESSAGE")), "{own}");
+    // bob has no device: unavailable, not a 200 in his name.
+    let none = ask("q1", "bob", "");
+    assert_eq!(status_of(&none), Some(480), "{none}");
+    // bob's device answers, and its own 200 comes back.
+    let phone = RawDevice::start(|_, _| 200);
+    assert_eq!(phone.register(&cpm, "bob", "phone", 600), Some(200));
+    let answered = ask("q2", "bob", "");
+    assert!(answered.starts_with("SIP/2.0 200 Whatever\r\n"), "{answered}");
+    assert!(
+        header(&answered, "To").is_some_and(|t| t.contains("tag=dev")),
+        "{answered}"
+    );
+    let got = phone.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with(&format!("OPTIONS sip:bob@127.0.0.1:{} SIP/2.0", phone.port)),
+        "sent to the device's contact: {}",
+        got[0]
+    );
+    // Privacy asked: the device does not learn who asks.
+    let private = ask("q3", "bob", "Privacy: id\r\n");
+    assert_eq!(status_of(&private), Some(200), "{private}");
+    let from = header(&phone.wait_for(2, Duration::from_secs(5))[1], "From").unwrap_or_default();
+    assert!(from.contains("anonymous.invalid") && !from.contains("alice"), "{from}");
+    // A device that refuses it (here 405): bob is not available for it.
+    let cpm2 = Cpm::start(&["--open"]);
+    let refuser = RawDevice::start(|_, _| 405);
+    assert_eq!(refuser.register(&cpm2, "bob", "old", 600), Some(200));
+    let resp = asker
+        .request(cpm2.udp, &options(&cpm2, &asker, "q4", "bob", ""))
+        .expect("an answer");
+    assert_eq!(status_of(&resp), Some(480), "{resp}");
+    assert_eq!(refuser.received().len(), 1);
+}

@@ -49,8 +49,8 @@ pub use originator::{OriginatorPolicy, Refusal, Release};
 pub use outbound::{Outbound, OutboundError, Target, TransportKind};
 pub use pf::{
     Binding, ClaimReport, ContactSpec, DeferredActions, DeferredActionsOutcome, DeliverPager, DeliveryOutcome,
-    ExpireDeferred, GetBindings, NoteOrigin, ParticipatingFunction, PurgeExpired, Register, RegisterError,
-    RegisterOutcome, RegisterRequest, RequestedContacts,
+    ExpireDeferred, GetBindings, NoteOrigin, ParticipatingFunction, PurgeExpired, QueryDevices, QueryOutcome, Register,
+    RegisterError, RegisterOutcome, RegisterRequest, RequestedContacts,
 };
 pub use policy::{DeferredPolicy, Policy, SharedPolicy, SharedUsers, Users};
 pub use preferences::{DeferredMode, ExpiryAction, Preferences, Unavailable};

@@ -50,7 +50,7 @@ async fn route(mut r: Reply) {
     }
 }
 
-enum Route {
+pub(super) enum Route {
     /// A pager-mode message for a user.
     User {
         sender: Aor,
@@ -70,7 +70,7 @@ enum Route {
 /// Everything that can refuse the request before any actor sees it.
 /// `authenticated`: the digest identity (None with `--open`), which is the
 /// sender; a From naming anyone else is refused.
-fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> {
+pub(super) fn check(r: &Reply, authenticated: Option<&Aor>) -> Result<Route, Box<Message>> {
     let req = &r.req;
     let env = &r.core.env;
     let err = |code: u16, reason: &str| Box::new(r.builder(code).reason(reason).build());
@@ -328,7 +328,7 @@ pub(super) fn is_anonymous(req: &Message) -> bool {
 }
 
 /// A Privacy header asking to withhold the identity (RFC 3323 §4.2).
-fn privacy_requested(req: &Message) -> bool {
+pub(super) fn privacy_requested(req: &Message) -> bool {
     req.headers
         .all("Privacy")
         .flat_map(|v| v.split(';'))

@@ -569,7 +569,7 @@ impl RawDevice {
                     r.lock().expect("lock").push(text);
                     continue;
                 }
-                if !text.starts_with("MESSAGE ") {
+                if !text.starts_with("MESSAGE ") && !text.starts_with("OPTIONS ") {
                     continue;
                 }
                 // A retransmission gets the same answer and is not counted twice.

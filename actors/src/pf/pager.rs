@@ -352,7 +352,7 @@ type OtherForks<F> = Option<FuturesUnordered<F>>;
 /// One fork (the usual case: one eligible device) is awaited directly: a
 /// `FuturesUnordered` of one costs two shared allocations and a waker per
 /// message (callgrind, pager.sh at 300/s: 1.8 % fewer instructions).
-async fn first_success<F>(mut forks: Vec<F>, timeout: Duration) -> (Option<Box<Message>>, OtherForks<F>)
+pub(super) async fn first_success<F>(mut forks: Vec<F>, timeout: Duration) -> (Option<Box<Message>>, OtherForks<F>)
 where
     F: std::future::Future<Output = ForkResult> + Unpin,
 {
