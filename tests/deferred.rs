@@ -332,6 +332,11 @@ fn expired_messages_are_never_delivered_and_discarded() {
         send_raw(cpm.udp, &raw_message(cpm.udp, "Expires: 1\r\n", "short-lived", "exp1")),
         Some(202)
     );
+    // Expires: 0 asks for now or never: with no device, 480, nothing queued.
+    assert_eq!(
+        send_raw(cpm.udp, &raw_message(cpm.udp, "Expires: 0\r\n", "now or never", "exp0")),
+        Some(480)
+    );
     assert!(messages(&cpm, Transport::Udp, "alice", "bob", 2, 202, &[]));
     std::thread::sleep(Duration::from_millis(2600));
     let dev = Device::start(Transport::Udp);
