@@ -560,7 +560,7 @@ fn is_composing_indications_are_never_queued() {
         Some(200)
     );
     assert_eq!(dev.wait_for(2, WAIT).len(), 2, "the live indication");
-    assert!(cpm.log().contains("isComposing indication with no device to take it"));
+    assert!(cpm.log().contains("no device took it; not kept (480)"));
     assert!(
         store_of(&mut cpm).deferred(BOB, None, 10).unwrap().is_empty(),
         "only the text was queued"

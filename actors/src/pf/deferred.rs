@@ -47,18 +47,6 @@ impl ParticipatingFunction {
         msg: DeliverPager,
         target: Option<String>,
     ) -> ResponseActFuture<Self, DeliveryOutcome> {
-        let asked = msg.request.header("Expires").and_then(|v| v.trim().parse::<u64>().ok());
-        if asked == Some(0) {
-            // The sender wants it now or never: queueing it only to expire
-            // it at once would answer 202 for a message nobody gets.
-            tracing::info!(aor = %self.aor, "Expires: 0 and no device took it: not deferred (480)");
-            self.trace(
-                msg.request.call_id().unwrap_or_default(),
-                "not-kept",
-                "the sender's Expires: 0: not deferred (480)",
-            );
-            return Box::pin(fut::ready(DeliveryOutcome::Unavailable));
-        }
         let pol = self.env.policy.get();
         let policy = &pol.deferred;
         let raw = msg.request.to_bytes();
@@ -80,6 +68,7 @@ impl ParticipatingFunction {
             }));
         }
         let now = unix_now();
+        let asked = msg.request.header("Expires").and_then(|v| v.trim().parse::<u64>().ok());
         let lifetime = asked.map_or(policy.default_expiry.as_secs(), |s| s.min(policy.max_expiry.as_secs()));
         let from = if msg.anonymous {
             "sip:anonymous@anonymous.invalid".to_string()

@@ -232,14 +232,14 @@ impl ParticipatingFunction {
     /// `origin`: the one device a report is for (it waits for that device
     /// if deferred).
     fn unavailable(&mut self, msg: DeliverPager, origin: Option<String>) -> ResponseActFuture<Self, DeliveryOutcome> {
-        // A typing indication is only news now (RFC 3994): never queued,
-        // stored or interworked, whatever the preference (docs/decisions.md).
-        if content_types(&msg.request).iter().any(|t| t == IS_COMPOSING) {
-            tracing::debug!(aor = %self.aor, "isComposing indication with no device to take it: 480");
+        // Never queued, stored or interworked, whatever the preference
+        // (docs/decisions.md).
+        if let Some(why) = only_now(&msg.request) {
+            tracing::info!(aor = %self.aor, why, "no device took it; not kept (480)");
             self.trace(
                 msg.request.call_id().unwrap_or_default(),
                 "not-kept",
-                "isComposing indication: not deferred or stored (480)",
+                format_args!("{why}: not deferred or stored (480)"),
             );
             return Box::pin(fut::ready(DeliveryOutcome::Unavailable));
         }
@@ -307,6 +307,19 @@ fn delivered_detail(out: &mut String, status: Option<u16>, n: usize) {
 
 /// The media type of an isComposing indication (RFC 3994).
 const IS_COMPOSING: &str = "application/im-iscomposing+xml";
+
+/// Why a message no device took is news only now, if it is: the sender
+/// said `Expires: 0` (now or never), or it is a typing indication (RFC
+/// 3994: "alice is typing" an hour later is wrong, not late).
+fn only_now(req: &Message) -> Option<&'static str> {
+    if req.header("Expires").is_some_and(|v| v.trim().parse::<u64>() == Ok(0)) {
+        return Some("the sender's Expires: 0");
+    }
+    content_types(req)
+        .iter()
+        .any(|t| t == IS_COMPOSING)
+        .then_some("isComposing indication")
+}
 
 /// The media types a rule may refuse: the MESSAGE's own, and the CPIM
 /// payload's when the message is wrapped in CPIM.
