@@ -582,6 +582,33 @@ fn is_composing_indications_are_not_stored_in_the_mss() {
 }
 
 #[test]
+fn a_message_every_device_refuses_as_unacceptable_goes_back_not_into_the_queue() {
+    let mut cpm = Cpm::start(&["--open"]);
+    let alice = RawDevice::start(|_, _| 200);
+    let phone = RawDevice::start(|_, _| 415);
+    assert_eq!(phone.register(&cpm, "bob", "phone", 600), Some(200));
+    let old = RawDevice::start(|_, _| 488);
+    assert_eq!(old.register(&cpm, "bob", "old", 600), Some(200));
+    // Both devices say they cannot take it: the sender hears one of them
+    // (the device's own response), and nothing waits in the queue for
+    // them to say the same again until it expires.
+    let status = alice_to_bob(&cpm, &alice, "unwanted");
+    assert!(matches!(status, Some(415 | 488)), "{status:?}");
+    // One that is merely away among them: deferred as before.
+    let away = RawDevice::start(|_, _| 480);
+    assert_eq!(away.register(&cpm, "bob", "away", 600), Some(200));
+    assert_eq!(alice_to_bob(&cpm, &alice, "later"), Some(202));
+    let queued: Vec<String> = store_of(&mut cpm)
+        .deferred(BOB, None, 10)
+        .unwrap()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.request).into_owned())
+        .collect();
+    assert_eq!(queued.len(), 1, "only the second");
+    assert!(queued[0].contains("Call-ID: later"));
+}
+
+#[test]
 fn a_message_the_device_cannot_take_does_not_hold_back_the_rest() {
     let mut cpm = Cpm::start(&["--open"]);
     let alice = RawDevice::start(|_, _| 200);

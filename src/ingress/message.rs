@@ -400,7 +400,9 @@ async fn deliver(mut r: Reply, sender: Aor, target: Aor, gruu: Option<GruuTarget
         report_for,
     };
     let resp = match r.core.dir.send(&target, msg).await {
-        Ok(DeliveryOutcome::Delivered { response, .. }) => *response,
+        // The device's own answer: its 2xx, or its refusal of the message
+        // when every device refused it (with the device's Accept, say).
+        Ok(DeliveryOutcome::Delivered { response, .. } | DeliveryOutcome::Refused { response }) => *response,
         Ok(DeliveryOutcome::Deferred { .. } | DeliveryOutcome::Stored { .. } | DeliveryOutcome::Interworked { .. }) => {
             r.builder(202).build()
         }

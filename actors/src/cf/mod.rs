@@ -215,6 +215,7 @@ impl ControllingFunction {
                 }
                 Ok(
                     outcome @ (DeliveryOutcome::QueueFull { .. }
+                    | DeliveryOutcome::Refused { .. }
                     | DeliveryOutcome::Unavailable
                     | DeliveryOutcome::StaleGruu
                     | DeliveryOutcome::Declined(_)),

@@ -13,7 +13,7 @@ use cpm_sip::{Headers, Message, Method, SipUri, StartLine};
 use cpm_store::{DeferredRecord, NewDeferred, NewStoredObject};
 
 use super::notify::{self, Action, ActionRequest};
-use super::pager::{cpim_header, DeliverPager, DeliveryOutcome};
+use super::pager::{cpim_header, refuses_the_message, DeliverPager, DeliveryOutcome};
 use super::{routing, ParticipatingFunction};
 use crate::device::Fork;
 use crate::preferences::{DeferredMode, ExpiryAction};
@@ -595,13 +595,6 @@ impl Handler<PushNext> for ParticipatingFunction {
             }),
         )
     }
-}
-
-/// A final status that refuses this request's content or size rather than
-/// saying the device is away or busy (RFC 3261 §21; RFC 3428 §7): another
-/// deferred message may still go to it.
-fn refuses_the_message(status: u16) -> bool {
-    matches!(status, 413 | 415 | 488 | 606)
 }
 
 /// From the expiry sweeper: these deferred messages of the user expired.

@@ -45,6 +45,9 @@ pub enum DeliveryOutcome {
     Stored { id: u64 },
     /// Handed to the Interworking Function (202).
     Interworked { reference: String },
+    /// Every device it was forked to refused the message itself (its size
+    /// or content: 413, 415, 488, 606); the first refusal goes back.
+    Refused { response: Box<Message> },
     /// A preference rule refused it (603).
     Declined(Declined),
     /// The user's preference is to refuse what cannot be delivered now (480).
@@ -142,7 +145,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         // outside its context (answer.rs), and only a delivery no device
         // took comes back to the PF, for its preferences.
         let busy = self.in_flight.enter();
-        let work = first_success(forks, self.env.policy.get().fork_timeout);
+        let work = first_answer(forks, self.env.policy.get().fork_timeout);
         let (timing, tracer, actor) = (self.timing.clone(), self.env.tracer.clone(), self.trace_actor.clone());
         let pf = self.me.clone();
         Answer::Detached(Box::pin(async move {
@@ -153,7 +156,7 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                 // device would never get the message.
                 if let Some(rest) = others.take().filter(|_| any_held) {
                     actix::spawn(rest.for_each(|o| {
-                        accepted(o);
+                        answer_of(o);
                         futures::future::ready(())
                     }));
                 }
@@ -161,6 +164,16 @@ impl Handler<DeliverPager> for ParticipatingFunction {
             timing.touch();
             let call_id = msg.request.call_id().unwrap_or_default();
             match outcome {
+                Some(response) if !is_success(&response) => {
+                    tracing::info!(pf = %actor, %call_id, forks = n, status = ?response.status(), "every device refused the message");
+                    tracer.record(
+                        call_id,
+                        &actor,
+                        "refused-by-devices",
+                        format_args!("{:?}", response.status()),
+                    );
+                    DeliveryOutcome::Refused { response }
+                }
                 Some(response) => {
                     tracing::debug!(pf = %actor, %call_id, forks = n, "delivered");
                     tracer.record_with(call_id, &actor, "delivered", |out| {
@@ -356,7 +369,11 @@ pub(crate) fn cpim_header(body: &[u8], name: &str) -> Option<String> {
 /// The forks still running when the first 2xx came, or at the timeout.
 type OtherForks<F> = Option<FuturesUnordered<F>>;
 
-/// Wait for the first 2xx among the forks; with it, the forks still
+/// Wait for the answer to give the sender: the first 2xx among the forks,
+/// or, once every fork has ended refusing the message itself (413, 415,
+/// 488, 606: its size or content, [`refuses_the_message`]), the first of
+/// those refusals (RFC 3261 §16.7: no device can take it, so deferring it
+/// would only hold it until it expires). With it, the forks still
 /// running, which the caller must let finish if one is held behind its
 /// device's deferred push (ordering.rs): that one is only sent when the
 /// push ends, and dropping it would keep the message from that device. At the
@@ -365,7 +382,7 @@ type OtherForks<F> = Option<FuturesUnordered<F>>;
 /// One fork (the usual case: one eligible device) is awaited directly: a
 /// `FuturesUnordered` of one costs two shared allocations and a waker per
 /// message (callgrind, pager.sh at 300/s: 1.8 % fewer instructions).
-pub(super) async fn first_success<F>(mut forks: Vec<F>, timeout: Duration) -> (Option<Box<Message>>, OtherForks<F>)
+pub(super) async fn first_answer<F>(mut forks: Vec<F>, timeout: Duration) -> (Option<Box<Message>>, OtherForks<F>)
 where
     F: std::future::Future<Output = ForkResult> + Unpin,
 {
@@ -374,19 +391,28 @@ where
             return (None, None);
         };
         return match tokio::time::timeout(timeout, &mut fork).await {
-            Ok(outcome) => (accepted(outcome), None),
+            Ok(outcome) => (answer_of(outcome), None),
             Err(_) => (None, Some(std::iter::once(fork).collect())),
         };
     }
     let mut forks: FuturesUnordered<F> = forks.into_iter().collect();
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
+    // The first refusal of the message, while every fork ended so refused it.
+    let mut refusal: Option<Box<Message>> = None;
+    let mut all_refused = true;
     loop {
         tokio::select! {
             next = forks.next() => match next {
-                None => return (None, None),
-                Some(outcome) => if let Some(resp) = accepted(outcome) {
-                    return (Some(resp), (!forks.is_empty()).then_some(forks));
+                None => return (refusal.filter(|_| all_refused), None),
+                Some(outcome) => match answer_of(outcome) {
+                    Some(resp) if is_success(&resp) => {
+                        return (Some(resp), (!forks.is_empty()).then_some(forks));
+                    }
+                    Some(resp) => {
+                        refusal.get_or_insert(resp);
+                    }
+                    None => all_refused = false,
                 },
             },
             _ = &mut deadline => return (None, (!forks.is_empty()).then_some(forks)),
@@ -394,10 +420,22 @@ where
     }
 }
 
-/// A fork's 2xx; anything else is logged and gives None.
-fn accepted(outcome: ForkResult) -> Option<Box<Message>> {
+pub(super) fn is_success(resp: &Message) -> bool {
+    resp.status().is_some_and(|s| (200..300).contains(&s))
+}
+
+/// A final status that refuses this request's content or size rather than
+/// saying the device is away or busy (RFC 3261 §21; RFC 3428 §7): another
+/// message may still go to that device.
+pub(super) fn refuses_the_message(status: u16) -> bool {
+    matches!(status, 413 | 415 | 488 | 606)
+}
+
+/// A fork's 2xx, or its refusal of the message itself; anything else is
+/// logged and gives None.
+fn answer_of(outcome: ForkResult) -> Option<Box<Message>> {
     match outcome {
-        Ok(Ok(resp)) if resp.status().is_some_and(|s| (200..300).contains(&s)) => Some(Box::new(resp)),
+        Ok(Ok(resp)) if is_success(&resp) || resp.status().is_some_and(refuses_the_message) => Some(Box::new(resp)),
         Ok(Ok(resp)) => {
             tracing::debug!(status = ?resp.status(), "fork refused");
             None
@@ -496,9 +534,10 @@ mod tests {
     }
 
     /// The one-fork path and the many-fork path agree: the first 2xx wins,
-    /// refusals and failures are skipped, and the timeout ends the wait.
+    /// refusals and failures are skipped, and the timeout ends the wait;
+    /// refusals of the message itself by every device are the answer.
     #[test]
-    fn first_success_with_one_fork_and_with_several() {
+    fn first_answer_with_one_fork_and_with_several() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -506,28 +545,28 @@ mod tests {
         let t = Duration::from_millis(200);
         rt.block_on(async {
             assert_eq!(
-                status(first_success(vec![answered(1, response(200))], t).await),
+                status(first_answer(vec![answered(1, response(200))], t).await),
                 Some(200)
             );
-            assert_eq!(status(first_success(vec![answered(1, response(486))], t).await), None);
+            assert_eq!(status(first_answer(vec![answered(1, response(486))], t).await), None);
             assert_eq!(
-                status(first_success(vec![answered(1, Ok(Err(OutboundError::Shutdown)))], t).await),
+                status(first_answer(vec![answered(1, Ok(Err(OutboundError::Shutdown)))], t).await),
                 None
             );
             assert_eq!(
-                status(first_success(vec![answered(1, Err(MailboxError::Closed))], t).await),
+                status(first_answer(vec![answered(1, Err(MailboxError::Closed))], t).await),
                 None
             );
             let started = std::time::Instant::now();
-            assert_eq!(status(first_success(vec![never()], t).await), None, "timed out");
+            assert_eq!(status(first_answer(vec![never()], t).await), None, "timed out");
             assert!(started.elapsed() >= t);
             assert_eq!(
-                status(first_success(Vec::<futures::future::LocalBoxFuture<'static, ForkResult>>::new(), t).await),
+                status(first_answer(Vec::<futures::future::LocalBoxFuture<'static, ForkResult>>::new(), t).await),
                 None
             );
 
             let forks = vec![answered(1, response(486)), answered(20, response(202)), never()];
-            let (first, others) = first_success(forks, t).await;
+            let (first, others) = first_answer(forks, t).await;
             assert_eq!(first.and_then(|m| m.status()), Some(202), "first 2xx after a refusal");
             assert_eq!(
                 others.map(|o| o.len()),
@@ -535,12 +574,12 @@ mod tests {
                 "the silent fork is handed back to run on, not dropped"
             );
             let forks = vec![answered(1, response(200)), answered(5, response(200))];
-            let (_, others) = first_success(forks, t).await;
+            let (_, others) = first_answer(forks, t).await;
             let rest: Vec<ForkResult> = others.expect("the second fork").collect().await;
             assert_eq!(rest.len(), 1, "it finishes when awaited");
             let forks = vec![answered(1, response(603)), never()];
             let started = std::time::Instant::now();
-            let (first, late) = first_success(forks, t).await;
+            let (first, late) = first_answer(forks, t).await;
             assert!(first.is_none());
             assert!(started.elapsed() >= t, "waits for the silent fork until the timeout");
             assert_eq!(
@@ -548,12 +587,27 @@ mod tests {
                 Some(1),
                 "the silent fork is handed back: it may answer late"
             );
-            let (_, late) = first_success(vec![never()], t).await;
+            let (_, late) = first_answer(vec![never()], t).await;
             assert_eq!(late.map(|l| l.len()), Some(1), "the one-fork path too");
             let forks = vec![answered(1, response(480)), answered(2, response(503))];
             let started = std::time::Instant::now();
-            assert_eq!(status(first_success(forks, t).await), None);
+            assert_eq!(status(first_answer(forks, t).await), None);
             assert!(started.elapsed() < t, "all refused: no wait for the timeout");
+
+            // Every device refuses the message itself: the first refusal is the answer.
+            assert_eq!(
+                status(first_answer(vec![answered(1, response(415))], t).await),
+                Some(415)
+            );
+            let forks = vec![answered(1, response(488)), answered(2, response(415))];
+            assert_eq!(status(first_answer(forks, t).await), Some(488));
+            // Not when another device is away or busy, or may still answer.
+            let forks = vec![answered(1, response(415)), answered(2, response(480))];
+            assert_eq!(status(first_answer(forks, t).await), None, "one is away: defer");
+            let forks = vec![answered(1, response(415)), never()];
+            assert_eq!(status(first_answer(forks, t).await), None, "one is silent: defer");
+            let forks = vec![answered(1, response(415)), answered(2, response(200))];
+            assert_eq!(status(first_answer(forks, t).await), Some(200), "one takes it");
         });
     }
 

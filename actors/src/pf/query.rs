@@ -17,7 +17,7 @@ use cpm_sip::Message;
 use futures::future::LocalBoxFuture;
 
 use super::ordering::ForkResult;
-use super::pager::first_success;
+use super::pager::first_answer;
 use super::{routing, ParticipatingFunction};
 use crate::device::Fork;
 use crate::gruu::GruuTarget;
@@ -85,7 +85,7 @@ impl Handler<QueryDevices> for ParticipatingFunction {
         let busy = self.in_flight.enter();
         let timeout = self.env.policy.get().fork_timeout;
         Box::pin(async move {
-            let (answer, _others) = first_success(forks, timeout).await;
+            let (answer, _others) = first_answer(forks, timeout).await;
             drop(busy);
             match answer {
                 Some(response) => QueryOutcome::Answered(response),
