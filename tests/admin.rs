@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::digest::{user_add, Alg, Client};
@@ -127,46 +127,20 @@ fn token_is_required_everywhere_but_health() {
 #[test]
 fn non_loopback_admin_needs_a_token() {
     let tmp = TempDir::new().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cpm"))
-        .args(["serve", "--sip", "udp:127.0.0.1:0", "--admin", "0.0.0.0:0", "--data"])
-        .arg(tmp.path().join("d"))
-        .env_remove("CPM_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run cpm");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let data = tmp.path().join("d");
+    let data = data.to_str().expect("utf-8 path");
+    let err = serve_refused(&["--sip", "udp:127.0.0.1:0", "--admin", "0.0.0.0:0", "--data", data]);
     assert!(err.contains("without a token"), "{err}");
     // A bad --admin value is refused too.
-    let out = Command::new(env!("CARGO_BIN_EXE_cpm"))
-        .args(["serve", "--sip", "udp:127.0.0.1:0", "--admin", "nowhere"])
-        .output()
-        .expect("run cpm");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST:PORT or off"));
+    let err = serve_refused(&["--sip", "udp:127.0.0.1:0", "--admin", "nowhere"]);
+    assert!(err.contains("HOST:PORT or off"), "{err}");
 }
 
 #[test]
 fn a_second_server_on_a_running_servers_store_is_refused() {
     let cpm = Cpm::start(&["--open", "--admin", "off"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_cpm"))
-        .args([
-            "serve",
-            "--open",
-            "--admin",
-            "off",
-            "--sip",
-            "udp:127.0.0.1:0",
-            "--data",
-        ])
-        .arg(&cpm.data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run cpm");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let data = cpm.data.to_str().expect("utf-8 path");
+    let err = serve_refused(&["--open", "--admin", "off", "--sip", "udp:127.0.0.1:0", "--data", data]);
     assert!(err.contains("is locked: another cpm server"), "{err}");
 }
 

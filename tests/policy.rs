@@ -83,21 +83,7 @@ fn client_below_required_release_gets_403_with_error_info() {
 fn invalid_policy_is_refused_at_start() {
     for bad in ["min_client_release = \"two\"", "barred_senders = [\"mallory\"]"] {
         let (_d, cfg) = config(&format!("[messaging]\n{bad}\n"));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpm"))
-            .args([
-                "serve",
-                "--open",
-                "--admin",
-                "off",
-                "--sip",
-                "udp:127.0.0.1:0",
-                "--config",
-                &cfg,
-            ])
-            .output()
-            .expect("cpm runs");
-        assert!(!out.status.success(), "{bad} accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = serve_refused(&["--open", "--admin", "off", "--sip", "udp:127.0.0.1:0", "--config", &cfg]);
         assert!(err.contains("messaging."), "{bad}: {err}");
     }
 }

@@ -285,15 +285,17 @@ fn sips_request_uri_over_udp_is_refused() {
 fn start_error(dir: &Path, config_text: &str) -> String {
     let config = dir.join("bad.toml");
     std::fs::write(&config, config_text).expect("write config");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpm"))
-        .args(["serve", "--admin", "off", "--sip", "tls:127.0.0.1:0", "--data"])
-        .arg(dir.join("data"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("run cpm");
-    assert!(!out.status.success(), "started without a usable TLS identity");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let data = dir.join("data");
+    serve_refused(&[
+        "--admin",
+        "off",
+        "--sip",
+        "tls:127.0.0.1:0",
+        "--data",
+        data.to_str().expect("utf-8 path"),
+        "--config",
+        config.to_str().expect("utf-8 path"),
+    ])
 }
 
 #[test]

@@ -717,6 +717,18 @@ pub fn response_to(req: &str, code: u16) -> String {
     out
 }
 
+/// Run `cpm serve ARGS`, which must refuse to start; what it said on stderr.
+pub fn serve_refused(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cpm"))
+        .arg("serve")
+        .args(args)
+        .env_remove("CPM_ADMIN_TOKEN")
+        .output()
+        .expect("run cpm");
+    assert!(!out.status.success(), "cpm serve {args:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A config file with `text` in a temporary directory (kept alive by the TempDir).
 pub fn config(text: &str) -> (TempDir, String) {
     let dir = TempDir::new().expect("tempdir");
