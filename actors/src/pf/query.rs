@@ -5,7 +5,9 @@
 //!
 //! It goes to the devices a pager-mode message would go to (routing.rs:
 //! live, reachable, CPM-capable, Accept-/Reject-Contact, a GRUU's device
-//! only, never the asking device); the first 2xx answers. Unlike a message
+//! only, never the asking device); the first 2xx answers (or, when every
+//! device refused the request itself, the first refusal: `first_answer`,
+//! pager.rs). Unlike a message
 //! it is never deferred or stored: with no device to answer it the user is
 //! unavailable (480), and its fork is not held behind a deferred push.
 
