@@ -83,32 +83,10 @@ impl Handler<DeliverPager> for ParticipatingFunction {
         let now = unix_now();
         let criteria = routing::Criteria::new(&msg.request, msg.gruu.clone(), msg.sender_source);
         let origin = msg.report_for.as_deref().and_then(|id| self.report_target(id));
-        let mut chosen = Vec::new();
-        // The device a temporary GRUU named has registered again since.
-        let mut stale_gruu = false;
-        for (key, b) in &self.bindings {
-            if origin.as_ref().is_some_and(|o| o != key) {
-                self.trace(
-                    call_id,
-                    "device-skipped",
-                    format_args!("{key}: not the device that sent the original"),
-                );
-                continue; // CPM 2.0: the report goes to the device that sent the original
-            }
-            match criteria.check(b, now) {
-                Ok(()) => {
-                    self.trace_with(call_id, "device-chosen", |out| {
-                        out.extend([key.as_str(), " (", b.record.contact.as_str(), ")"])
-                    });
-                    chosen.push(key.clone())
-                }
-                Err(skip) => {
-                    stale_gruu |= skip == routing::Skip::StaleGruu;
-                    tracing::debug!(aor = %self.aor, %key, ?skip, %call_id, "device skipped");
-                    self.trace(call_id, "device-skipped", format_args!("{key}: {skip:?}"));
-                }
-            }
-        }
+        let Chosen {
+            keys: chosen,
+            stale_gruu,
+        } = self.choose_devices(&criteria, origin.as_deref(), call_id, now);
         // Messages deferred while a chosen device did not answer go first.
         for key in &chosen {
             self.push_before_live(key, ctx);
@@ -201,6 +179,57 @@ impl Handler<DeliverPager> for ParticipatingFunction {
                 }
             }
         }))
+    }
+}
+
+/// The devices a request goes to, as [`ParticipatingFunction::choose_devices`] found them.
+pub(super) struct Chosen {
+    pub keys: Vec<String>,
+    /// A device was skipped because the temporary GRUU named an earlier
+    /// registration of it (404 when no device is left).
+    pub stale_gruu: bool,
+}
+
+impl ParticipatingFunction {
+    /// The bindings `criteria` lets have the request (only `origin`, the
+    /// device that sent the original, when a report is for it), each choice
+    /// and skip logged and traced under `call_id`. Messages and capability
+    /// queries (query.rs) go to the same devices.
+    pub(super) fn choose_devices(
+        &self,
+        criteria: &routing::Criteria,
+        origin: Option<&str>,
+        call_id: &str,
+        now: u64,
+    ) -> Chosen {
+        let mut chosen = Chosen {
+            keys: Vec::new(),
+            stale_gruu: false,
+        };
+        for (key, b) in &self.bindings {
+            if origin.is_some_and(|o| o != key) {
+                self.trace(
+                    call_id,
+                    "device-skipped",
+                    format_args!("{key}: not the device that sent the original"),
+                );
+                continue; // CPM 2.0: the report goes to the device that sent the original
+            }
+            match criteria.check(b, now) {
+                Ok(()) => {
+                    self.trace_with(call_id, "device-chosen", |out| {
+                        out.extend([key.as_str(), " (", b.record.contact.as_str(), ")"])
+                    });
+                    chosen.keys.push(key.clone())
+                }
+                Err(skip) => {
+                    chosen.stale_gruu |= skip == routing::Skip::StaleGruu;
+                    tracing::debug!(aor = %self.aor, %key, ?skip, %call_id, "device skipped");
+                    self.trace(call_id, "device-skipped", format_args!("{key}: {skip:?}"));
+                }
+            }
+        }
+        chosen
     }
 }
 

@@ -19,7 +19,7 @@ use cpm_sip::Message;
 use futures::future::LocalBoxFuture;
 
 use super::ordering::ForkResult;
-use super::pager::first_answer;
+use super::pager::{first_answer, Chosen};
 use super::{routing, ParticipatingFunction};
 use crate::device::Fork;
 use crate::gruu::GruuTarget;
@@ -52,19 +52,11 @@ impl Handler<QueryDevices> for ParticipatingFunction {
         self.touch();
         let now = unix_now();
         let criteria = routing::Criteria::new(&q.request, q.gruu, q.sender_source);
-        let mut stale_gruu = false;
-        let chosen: Vec<String> = self
-            .bindings
-            .iter()
-            .filter(|(_, b)| match criteria.check(b, now) {
-                Ok(()) => true,
-                Err(skip) => {
-                    stale_gruu |= skip == routing::Skip::StaleGruu;
-                    false
-                }
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
+        let call_id = q.request.call_id().unwrap_or_default();
+        let Chosen {
+            keys: chosen,
+            stale_gruu,
+        } = self.choose_devices(&criteria, None, call_id, now);
         let mut forks: Vec<LocalBoxFuture<'static, ForkResult>> = Vec::with_capacity(chosen.len());
         for key in &chosen {
             if let Some(dev) = self.device_ref(key) {
@@ -73,7 +65,6 @@ impl Handler<QueryDevices> for ParticipatingFunction {
                 })));
             }
         }
-        let call_id = q.request.call_id().unwrap_or_default();
         tracing::debug!(aor = %self.aor, %call_id, devices = forks.len(), "capability query");
         self.trace(call_id, "query-forked", format_args!("{} device(s)", forks.len()));
         if forks.is_empty() {
