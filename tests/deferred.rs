@@ -677,6 +677,13 @@ fn push_retries_back_off_and_can_be_turned_off() {
     assert_eq!(retries[0]["device"], "<urn:uuid:phone>", "{view}");
     assert_eq!(retries[0]["attempts"].as_u64(), Some(n as u64), "{view}");
     assert_eq!(retries[0]["pending"], true, "{view}");
+    // The device leaves: its retries go with its binding.
+    assert_eq!(dev.register(&cpm, "bob", "phone", 0), Some(200));
+    let view = cpm::admin::client::get(&format!("http://127.0.0.1:{}", cpm.admin), "/api/users/bob", None)
+        .expect("admin request")
+        .json()
+        .expect("json");
+    assert_eq!(view["live"]["push_retries"], serde_json::json!([]), "{view}");
     // push_retry_s = 0: it waits for the device's next REGISTER, as before.
     let (_d, cfg) = config("[deferred]\npush_retry_s = 0\n");
     let cpm = Cpm::start(&["--open", "--config", &cfg]);

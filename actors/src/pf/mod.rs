@@ -174,6 +174,18 @@ impl ParticipatingFunction {
         )
     }
 
+    /// A binding is gone (removed or expired): its device actor, and what
+    /// the PF kept for that device's deferred pushes (refusals, the last
+    /// push's queue version, push retries: a retry timer left behind finds
+    /// no entry and does nothing, and no longer keeps the PF active).
+    fn drop_binding(&mut self, key: &str) {
+        self.bindings.remove(key);
+        self.devices.remove(key);
+        self.refused.remove(key);
+        self.pushed_at.remove(key);
+        self.push_retry.remove(key);
+    }
+
     fn purge_expired(&mut self) {
         let now = unix_now();
         let expired: Vec<String> = self
@@ -184,8 +196,7 @@ impl ParticipatingFunction {
             .collect();
         for key in expired {
             tracing::info!(aor = %self.aor, %key, "registration expired");
-            self.bindings.remove(&key);
-            self.devices.remove(&key);
+            self.drop_binding(&key);
             if let Err(e) = self.env.store.remove_expired(self.aor.as_str(), &key, now) {
                 tracing::error!(aor = %self.aor, %key, error = %e, "cannot remove expired binding");
             }
@@ -207,16 +218,15 @@ impl ParticipatingFunction {
             return Err(RegisterError::Store(e.to_string()));
         }
         for key in removals {
-            tracing::info!(%aor, %key, "registration removed");
-            self.bindings.remove(&key);
-            self.devices.remove(&key);
+            tracing::info!(aor = %self.aor, %key, "registration removed");
+            self.drop_binding(&key);
         }
         let mut refreshed = Vec::with_capacity(upserts.len());
         for rec in upserts {
             let key = rec.key.clone();
             let Some(b) = Binding::from_record(rec) else { continue };
             refreshed.push(key.clone());
-            tracing::info!(%aor, %key, contact = %b.record.contact, expires_at = b.record.expires_at, "registered");
+            tracing::info!(aor = %self.aor, %key, contact = %b.record.contact, expires_at = b.record.expires_at, "registered");
             if let Some(dev) = self.devices.get(&key) {
                 dev.do_send(Rebind(b.clone()));
             }
