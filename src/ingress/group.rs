@@ -34,7 +34,7 @@ pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
         };
         if let Err(e) = core.dir.send_cf(&group, msg).await {
             tracing::error!(%group, error = %e, "group report failed");
-            return r.send(r.builder(503).header("Retry-After", "5").build()).await;
+            return r.send(r.actor_unavailable()).await;
         }
         // The CF stored the member's answer: durable before the 200.
         if let Err(e) = core.env.store.flush().await {
@@ -79,7 +79,7 @@ pub async fn to_group(r: Reply, sender: Aor, group: Aor) {
         Ok(GroupOutcome::NotFound) => r.builder(404).reason("Not Found (no such group)").build(),
         Err(e) => {
             tracing::error!(%group, error = %e, "group unavailable");
-            r.builder(503).header("Retry-After", "5").build()
+            r.actor_unavailable()
         }
     };
     r.send(resp).await

@@ -248,7 +248,7 @@ pub(super) async fn claim_report(r: &Reply, sender: &Aor, report: &imdn::Imdn) -
         }
         Err(e) => {
             tracing::error!(%sender, error = %e, "cannot record report");
-            Err(Box::new(r.builder(503).header("Retry-After", "5").build()))
+            Err(Box::new(r.actor_unavailable()))
         }
     }
 }
@@ -408,10 +408,7 @@ async fn deliver(mut r: Reply, sender: Aor, target: Aor, gruu: Option<GruuTarget
         }
         Ok(DeliveryOutcome::Declined(why)) => r.builder(603).reason(why.reason()).build(),
         Ok(DeliveryOutcome::Unavailable) => r.builder(480).build(),
-        Ok(DeliveryOutcome::StaleGruu) => r
-            .builder(404)
-            .reason("Not Found (temporary GRUU no longer valid)")
-            .build(),
+        Ok(DeliveryOutcome::StaleGruu) => r.stale_gruu(),
         Ok(DeliveryOutcome::QueueFull { retry_after }) => r
             .builder(486)
             .reason("Busy Here (deferred queue full)")
@@ -425,7 +422,7 @@ async fn deliver(mut r: Reply, sender: Aor, target: Aor, gruu: Option<GruuTarget
         }
         Err(e) => {
             tracing::error!(%target, error = %e, "delivery failed");
-            r.builder(503).header("Retry-After", "5").build()
+            r.actor_unavailable()
         }
     };
     r.send(resp).await
@@ -471,7 +468,7 @@ async fn deferred_actions(r: Reply, user: Aor) {
             .build(),
         Err(e) => {
             tracing::error!(%user, error = %e, "deferred actions failed");
-            r.builder(503).header("Retry-After", "5").build()
+            r.actor_unavailable()
         }
     };
     r.send(resp).await

@@ -63,13 +63,10 @@ async fn route(mut r: Reply) {
     let resp = match r.core.dir.send(&target, query).await {
         Ok(QueryOutcome::Answered(response)) => *response,
         Ok(QueryOutcome::Unavailable) => r.builder(480).build(),
-        Ok(QueryOutcome::StaleGruu) => r
-            .builder(404)
-            .reason("Not Found (temporary GRUU no longer valid)")
-            .build(),
+        Ok(QueryOutcome::StaleGruu) => r.stale_gruu(),
         Err(e) => {
             tracing::error!(%target, error = %e, "capability query failed");
-            r.builder(503).header("Retry-After", "5").build()
+            r.actor_unavailable()
         }
     };
     tracing::debug!(%target, status = ?resp.status(), "capability query answered");

@@ -61,7 +61,7 @@ pub fn handle(reply: Reply) {
             }
             Err(e) => {
                 tracing::error!(%aor, error = %e, "registration failed");
-                r.builder(503).header("Retry-After", "5").build()
+                r.actor_unavailable()
             }
         };
         r.send(resp).await

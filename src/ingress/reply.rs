@@ -57,6 +57,21 @@ impl Reply {
         ResponseBuilder::new(&self.req, code, &self.core.to_tag)
     }
 
+    /// 503 with Retry-After: the actor that owns the request (a user's PF,
+    /// a group's CF) could not be reached just now (stopping, or its
+    /// mailbox closed); a retry a little later finds a fresh one.
+    pub fn actor_unavailable(&self) -> Message {
+        self.builder(503).header("Retry-After", "5").build()
+    }
+
+    /// 404 for a temporary GRUU whose device has registered again with
+    /// another Call-ID (RFC 5627 §3.2): it names nothing any more.
+    pub fn stale_gruu(&self) -> Message {
+        self.builder(404)
+            .reason("Not Found (temporary GRUU no longer valid)")
+            .build()
+    }
+
     /// Send a response and record it in the server transaction.
     pub async fn send(&self, resp: Message) {
         let status = resp.status().unwrap_or(500);
