@@ -11,6 +11,14 @@ use common::*;
 const BOB: &str = "sip:bob@127.0.0.1";
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The Call-IDs of the requests a device received, in arrival order.
+fn call_ids(received: &[String]) -> Vec<String> {
+    received
+        .iter()
+        .map(|m| header(m, "Call-ID").unwrap_or_default())
+        .collect()
+}
+
 /// Stop the server (SIGKILL) and open its store to look inside.
 fn store_of(cpm: &mut Cpm) -> cpm_store::Store {
     cpm.kill();
@@ -199,7 +207,7 @@ fn new_messages_wait_behind_the_deferred_push_to_a_returning_device() {
         );
     }
     let got = dev.wait_for(23, WAIT);
-    let ids: Vec<String> = got.iter().map(|m| header(m, "Call-ID").unwrap_or_default()).collect();
+    let ids = call_ids(&got);
     assert_eq!(ids.len(), 23, "{ids:?}");
     let deferred: Vec<u32> = ids[..20].iter().map(|c| call_number(&format!("M {c}"))).collect();
     assert_eq!(
@@ -239,7 +247,7 @@ fn a_device_being_pushed_still_gets_what_another_device_answered_first() {
     };
     assert_eq!(live(&quick), ["live1", "live2", "live3"]);
     let got = slow.wait_for(23, WAIT);
-    let ids: Vec<String> = got.iter().map(|m| header(m, "Call-ID").unwrap_or_default()).collect();
+    let ids = call_ids(&got);
     assert_eq!(ids.len(), 23, "the backlog, then the live messages: {ids:?}");
     assert_eq!(&ids[20..], ["live1", "live2", "live3"], "{ids:?}");
 }
@@ -296,11 +304,7 @@ fn a_held_message_that_times_out_comes_once_with_the_push() {
     );
     let got = dev.wait_for(16, WAIT);
     std::thread::sleep(Duration::from_millis(1500)); // a second copy would come now
-    let ids: Vec<String> = dev
-        .received()
-        .iter()
-        .map(|m| header(m, "Call-ID").unwrap_or_default())
-        .collect();
+    let ids = call_ids(&dev.received());
     assert_eq!(got.len(), 16, "{ids:?}");
     assert_eq!(ids.len(), 16, "the held message once, not twice: {ids:?}");
     assert_eq!(ids[15], "held1", "after the backlog: {ids:?}");
@@ -522,11 +526,7 @@ fn a_device_that_answers_again_gets_what_was_deferred_first() {
     // No new REGISTER: the next message finds the device answering, and the
     // deferred one goes first.
     assert_eq!(alice_to_bob(&cpm, &alice, "second"), Some(200));
-    let got: Vec<String> = dev
-        .wait_for(3, WAIT)
-        .iter()
-        .map(|m| header(m, "Call-ID").unwrap_or_default())
-        .collect();
+    let got = call_ids(&dev.wait_for(3, WAIT));
     assert_eq!(got, ["first", "first", "second"], "refused, pushed, then the live one");
     assert!(store_of(&mut cpm).deferred(BOB, None, 10).unwrap().is_empty());
 }
@@ -618,11 +618,7 @@ fn a_message_the_device_cannot_take_does_not_hold_back_the_rest() {
     // It refuses the first as unacceptable (415): not a sign it is away.
     let dev = RawDevice::start(|_, text| if text.contains("Call-ID: unwanted") { 415 } else { 200 });
     assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
-    let got: Vec<String> = dev
-        .wait_for(3, WAIT)
-        .iter()
-        .map(|m| header(m, "Call-ID").unwrap_or_default())
-        .collect();
+    let got = call_ids(&dev.wait_for(3, WAIT));
     assert_eq!(got, ["unwanted", "second", "third"], "refused one, then the rest");
     // Not retried within this registration; it waits (003 §5.2.5.2).
     std::thread::sleep(Duration::from_millis(500));
@@ -644,11 +640,7 @@ fn a_registered_device_that_refused_is_retried_without_registering_again() {
     assert_eq!(dev.register(&cpm, "bob", "phone", 600), Some(200));
     let alice = RawDevice::start(|_, _| 200);
     assert_eq!(alice_to_bob(&cpm, &alice, "first"), Some(202), "deferred");
-    let got: Vec<String> = dev
-        .wait_for(2, WAIT)
-        .iter()
-        .map(|m| header(m, "Call-ID").unwrap_or_default())
-        .collect();
+    let got = call_ids(&dev.wait_for(2, WAIT));
     assert_eq!(got, ["first", "first"], "refused, then pushed by the retry");
     assert!(cpm.log().contains("retrying deferred push"));
     assert!(store_of(&mut cpm).deferred(BOB, None, 10).unwrap().is_empty());
